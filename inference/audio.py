@@ -1,0 +1,196 @@
+"""Decode any audio ffmpeg can read into 16 kHz mono float32, streaming.
+
+PyAV (ffmpeg's libraries) decodes packet by packet; each resampled block is
+appended to a temporary raw float32 file and its energy measured on the fly.
+So a 2-hour input never exists as one array in memory: what stays resident is
+the per-10-ms energy envelope (720 000 floats for 2 h) that the chunker needs,
+and each chunk is read back from disk only when it is transcribed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+import av
+import numpy as np
+
+from whisperop.core.errors import AudioDecodeError, AudioTooLongError, EmptyAudioError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+FRAME_SAMPLES = 160  # 10 ms energy frames
+#: Decoded audio shorter than this fraction of what the container declares is
+#: treated as truncated (a cut-off download, a partial upload).
+TRUNCATION_RATIO = 0.9
+TRUNCATION_MIN_MISSING_SECS = 1.0
+_SILENCE_DB = -100.0
+
+
+@dataclass
+class DecodedAudio:
+    """16 kHz mono float32 PCM in a temporary file, plus its energy envelope."""
+
+    path: Path
+    n_samples: int
+    frame_db: np.ndarray = field(repr=False)
+    declared_secs: float | None = None
+
+    @property
+    def duration_secs(self) -> float:
+        return self.n_samples / SAMPLE_RATE
+
+    def read(self, start: int = 0, end: int | None = None) -> np.ndarray:
+        """Samples ``[start, end)`` as a fresh float32 array."""
+        end = self.n_samples if end is None else min(end, self.n_samples)
+        start = max(0, min(start, end))
+        with open(self.path, "rb") as f:
+            f.seek(start * 4)
+            data = np.fromfile(f, dtype="<f4", count=end - start)
+        return data.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> DecodedAudio:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class _EnergyMeter:
+    """Accumulates mean-square energy per 10 ms frame across arbitrary block sizes."""
+
+    def __init__(self) -> None:
+        self._carry = np.zeros(0, dtype=np.float32)
+        self._db: list[np.ndarray] = []
+
+    def feed(self, block: np.ndarray) -> None:
+        data = np.concatenate([self._carry, block]) if self._carry.size else block
+        n_full = data.size // FRAME_SAMPLES
+        if n_full:
+            frames = data[: n_full * FRAME_SAMPLES].reshape(n_full, FRAME_SAMPLES).astype(np.float64)
+            self._db.append(_to_db(np.mean(frames * frames, axis=1)))
+        self._carry = data[n_full * FRAME_SAMPLES :].copy()
+
+    def finish(self) -> np.ndarray:
+        if self._carry.size:
+            tail = self._carry.astype(np.float64)
+            self._db.append(_to_db(np.array([np.mean(tail * tail)])))
+            self._carry = np.zeros(0, dtype=np.float32)
+        return np.concatenate(self._db).astype(np.float32) if self._db else np.zeros(0, dtype=np.float32)
+
+
+def _to_db(mean_square: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        db = 10.0 * np.log10(mean_square)
+    return np.maximum(db, _SILENCE_DB)
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def decode_audio(source: str | os.PathLike[str], max_secs: float = 12 * 3600.0, tmp_dir: str | os.PathLike[str] | None = None) -> DecodedAudio:
+    """Decode ``source`` to 16 kHz mono float32 in a temp file.
+
+    Raises :class:`EmptyAudioError`, :class:`AudioDecodeError` (corrupt,
+    truncated or non-audio input) or :class:`AudioTooLongError` (checked
+    against the container's declared duration before decoding, and again
+    while decoding for containers that declare none).
+    """
+    src = Path(source)
+    try:
+        size = src.stat().st_size
+    except OSError as exc:
+        raise AudioDecodeError(f"cannot read audio file: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise EmptyAudioError("audio file is empty (0 bytes)")
+    try:
+        container = av.open(str(src), mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise AudioDecodeError(f"not a readable audio file: {_ffmpeg_message(exc)}") from exc
+    fd, tmp_name = tempfile.mkstemp(prefix="whisperop-pcm-", suffix=".f32", dir=tmp_dir)
+    tmp_path = Path(tmp_name)
+    try:
+        with container, os.fdopen(fd, "wb") as out:
+            audio_streams = [s for s in container.streams if s.type == "audio"]
+            if not audio_streams:
+                raise AudioDecodeError("no audio stream found in the file")
+            stream = audio_streams[0]
+            declared = _declared_duration(container, stream)
+            if declared is not None and declared > max_secs:
+                raise AudioTooLongError(declared, max_secs)
+            n_samples, frame_db = _decode_stream(container, stream, out, max_secs)
+        if n_samples == 0:
+            raise EmptyAudioError("the audio stream holds no samples")
+        decoded_secs = n_samples / SAMPLE_RATE
+        if (
+            declared is not None
+            and decoded_secs < declared * TRUNCATION_RATIO
+            and declared - decoded_secs > TRUNCATION_MIN_MISSING_SECS
+        ):
+            raise AudioDecodeError(
+                f"audio is truncated: the file declares {declared:.1f} s but only {decoded_secs:.1f} s could be decoded"
+            )
+        return DecodedAudio(tmp_path, n_samples, frame_db, declared)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def _decode_stream(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, out: BinaryIO, max_secs: float) -> tuple[int, np.ndarray]:
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    meter = _EnergyMeter()
+    n_samples = 0
+    max_samples = int(max_secs * SAMPLE_RATE)
+
+    def emit(frames: list[av.AudioFrame]) -> None:
+        nonlocal n_samples
+        for frame in frames:
+            block = frame.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            if not block.size:
+                continue
+            np.nan_to_num(block, copy=False)
+            out.write(block.tobytes())
+            meter.feed(block)
+            n_samples += block.size
+        if n_samples > max_samples:
+            raise AudioTooLongError(n_samples / SAMPLE_RATE, max_secs)
+
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                emit(resampler.resample(frame))
+        emit(resampler.resample(None))
+    except av.error.FFmpegError as exc:
+        raise AudioDecodeError(f"audio is corrupt or truncated: {_ffmpeg_message(exc)}") from exc
+    return n_samples, meter.finish()
+
+
+def _ffmpeg_message(exc: BaseException) -> str:
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror or exc)
+
+
+def write_wav(path: str | os.PathLike[str], pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write mono float PCM as 16-bit WAV (used by tests, benchmarks and warm-up fixtures)."""
+    import wave
+
+    clipped = np.clip(pcm, -1.0, 1.0)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes((clipped * 32767.0).astype("<i2").tobytes())

@@ -1,0 +1,3 @@
+from whisperop.cli import main
+
+raise SystemExit(main())

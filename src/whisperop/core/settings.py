@@ -1,0 +1,58 @@
+"""Settings from environment variables, with the original server's names.
+
+One class per component so each reads only what it uses. The names that the
+original contract defines (``PORT``, ``WHISPER_MODEL_PATH``, ``WHISPER_MODEL``,
+``IDLE_TIMEOUT_SECS``, ``GPU_POLL_INTERVAL_SECS``, ``CUDA_DEVICE``,
+``DATA_DIR``) keep their meaning so existing deployments carry over.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_cache_dir() -> Path:
+    """``~/.cache/whisperop`` (or ``$XDG_CACHE_HOME/whisperop``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "whisperop"
+
+
+class EngineSettings(BaseSettings):
+    """How audio is cut and how whisper.cpp runs."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    model_cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "models", alias="WHISPEROP_MODEL_CACHE")
+    chunk_max_secs: float = Field(60.0, gt=1.0, alias="CHUNK_MAX_SECS")
+    chunk_min_secs: float = Field(5.0, ge=0.0, alias="CHUNK_MIN_SECS")
+    min_silence_secs: float = Field(0.3, gt=0.0, alias="MIN_SILENCE_SECS")
+    max_audio_secs: float = Field(12 * 3600.0, gt=0.0, alias="MAX_AUDIO_SECS")
+    threads: int = Field(0, ge=0, alias="WHISPER_THREADS", description="0 = all cores")
+    beam_size: int = Field(1, ge=1, le=16, alias="BEAM_SIZE", description="1 = greedy")
+    temperature: float = Field(0.0, ge=0.0, le=1.0, alias="TEMPERATURE")
+    temperature_inc: float = Field(0.2, ge=0.0, le=1.0, alias="TEMPERATURE_INC", description="fallback step; 0 disables fallback")
+    word_timestamps: bool = Field(True, alias="WORD_TIMESTAMPS")
+    use_gpu: bool = Field(True, alias="USE_GPU")
+    cuda_device: int = Field(0, ge=0, alias="CUDA_DEVICE")
+    flash_attn: bool = Field(False, alias="FLASH_ATTN")
+    parallelism: int = Field(1, ge=1, le=32, alias="PARALLELISM", description="concurrent whisper.cpp decoders")
+    tmp_dir: Path | None = Field(None, alias="WHISPEROP_TMP_DIR")
+
+
+class ServerSettings(BaseSettings):
+    """``whisperop serve`` and the REST facade."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    host: str = Field("127.0.0.1", alias="HOST")
+    port: int = Field(8080, ge=1, le=65535, alias="PORT")
+    model_path: Path | None = Field(None, alias="WHISPER_MODEL_PATH")
+    model_name: str = Field("base", alias="WHISPER_MODEL", description="display name; also the cache name")
+    idle_timeout_secs: int = Field(300, ge=0, alias="IDLE_TIMEOUT_SECS", description="0 = never unload")
+    gpu_poll_interval_secs: int = Field(30, ge=1, alias="GPU_POLL_INTERVAL_SECS")
+    data_dir: Path = Field(Path("./data"), alias="DATA_DIR")
+    queue_while_loading: bool = Field(False, alias="QUEUE_WHILE_LOADING")
