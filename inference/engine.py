@@ -72,11 +72,11 @@ class _ThrottledCancel:
         self._next = 0.0
         self.cancelled = False
 
-    def __call__(self) -> bool:
+    def __call__(self, force: bool = False) -> bool:
         if self._check is None or self.cancelled:
             return self.cancelled
         now = time.monotonic()
-        if now >= self._next:
+        if force or now >= self._next:
             self._next = now + self._interval
             self.cancelled = bool(self._check())
         return self.cancelled
@@ -197,14 +197,14 @@ class WhisperEngine:
         done = 0
 
         def run(chunk: Chunk, o: DecodeOptions) -> tuple[list[Segment], str]:
-            if cancel():
+            if cancel(force=True):  # chunk boundary: always ask
                 raise JobCancelled()
             pcm = audio.read(chunk.start, chunk.end)
             if pcm.size < MIN_CALL_SAMPLES:
                 pcm = np.concatenate([pcm, np.zeros(MIN_CALL_SAMPLES - pcm.size, dtype=np.float32)])
             with self._context() as ctx:
                 raw, lang = ctx.full(pcm, o, abort=cancel)
-            if cancel():
+            if cancel(force=True):
                 raise JobCancelled()
             return to_segments(raw, chunk), lang
 
