@@ -1,0 +1,40 @@
+"""Entry point of the kopf operator: ``kopf run -m whisperop.operator.main``.
+
+Started as a module (never by file path) so the folder ``operator/`` is only
+ever imported as ``whisperop.operator``. This module configures kopf once at
+start-up; the handlers live in modules of their own, one per concern, and
+are imported here so kopf registers them.
+
+Configuration choices (and why):
+
+* progress and diff-base storage in annotations under ``whisperop.io/`` — a
+  restarted operator resumes where the previous one stopped, with no state
+  in process memory;
+* peering via ``kopf.zalando.org`` KopfPeering objects is off by default and
+  enabled by the chart for single-active-replica deployments
+  (``WHISPEROP_PEERING=<name>``);
+* Kubernetes Events are posted for info and above, so ``kubectl describe``
+  shows every transition.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+ANNOTATION_PREFIX = "whisperop.io"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = int(os.environ.get("WHISPEROP_WATCH_TIMEOUT_SECS", "300"))
+    peering = os.environ.get("WHISPEROP_PEERING")
+    settings.peering.standalone = not peering
+    if peering:
+        settings.peering.name = peering
