@@ -1,0 +1,37 @@
+"""End to end with the real whisper base model: jfk.wav word for word."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import audio as audio_mod
+from tests.support.client import ApiClient
+from tests.support.mode import EXTERNAL_URL
+from tests.support.shapes import assert_job
+
+
+@pytest.fixture(scope="module")
+def base_url(session_servers) -> str:
+    if EXTERNAL_URL:
+        return EXTERNAL_URL
+    # no WHISPER_MODEL_PATH: the server resolves "base" from the model cache (fetching/converting if missing)
+    srv = session_servers.make("base", start=False)
+    srv.extra_env.pop("WHISPER_MODEL_PATH", None)
+    srv.extra_env.update({"WHISPER_MODEL": "base", "CHUNK_MAX_SECS": "60"})
+    srv.start(timeout=900)
+    return srv.base_url
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_jfk_transcribes_to_the_reference(base_url: str) -> None:
+    with ApiClient(base_url, timeout=120) as c:
+        c.ensure_ready(timeout=900)
+        job_id = c.submit(audio_mod.JFK_WAV)
+        job = c.wait_terminal(job_id, timeout=600)
+    assert_job(job, job_id, status="done")
+    assert job["language"] == "en", job["language"]
+    assert job["segments"], "the first real job after a load returned 0 segments"
+    got = audio_mod.normalize_words(" ".join(s["text"] for s in job["segments"]))
+    want = audio_mod.normalize_words(audio_mod.reference_text("jfk.wav"))
+    assert got == want, f"transcript differs from the reference:\n got: {' '.join(got)}\nwant: {' '.join(want)}"

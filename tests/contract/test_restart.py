@@ -1,0 +1,60 @@
+"""Restart recovery: kill -9 mid-job, restart on the same DATA_DIR."""
+
+from __future__ import annotations
+
+from tests.support.client import ApiClient
+from tests.support.shapes import RESTART_MESSAGE, assert_job, parse_utc
+from tests.support.sse import names, read_stream
+from tests.support.webhooks import WebhookReceiver, is_model_event
+
+
+def test_kill9_mid_job_then_restart(start_server, receiver: WebhookReceiver, audio) -> None:
+    srv = start_server.make("restart")
+    with ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=60)
+        # a finished job whose webhook URL must survive the restart in the registry
+        before = c.submit(audio.short, webhook_url=receiver.url("/registered-before"))
+        assert_job(c.wait_terminal(before, timeout=60), before, status="done")
+        running = c.submit(audio.long)
+        c.wait_job(running, lambda j: j["status"] == "running" and j["progress"] > 0, timeout=90, what="running")
+        queued = [c.submit(audio.jfk), c.submit(audio.short)]
+        assert [c.get_job(j)["status"] for j in queued] == ["queued", "queued"]
+
+    srv.kill9()
+    srv.start()
+
+    with ApiClient(srv.base_url) as c:
+        # the job that was running when the server died is failed, with the contract's message
+        job = c.get_job(running)
+        assert_job(job, running, status="failed")
+        assert job["error"] == RESTART_MESSAGE, job["error"]
+        assert job["segments"] == []
+        # finished jobs are kept as they were
+        assert_job(c.get_job(before), before, status="done")
+        # queued jobs are still there and not lost
+        for j in queued:
+            assert c.get_job(j)["status"] in ("queued", "running", "done"), c.get_job(j)
+        # a late subscriber to the failed job gets one done event
+        s = read_stream(c.url(f"/jobs/{running}/stream"), timeout=15)
+        assert names(s.events) == ["done"] and s.events[0].json()["job"]["status"] == "failed", s.events
+
+        c.ensure_ready(timeout=60)
+        finals = [c.wait_terminal(j, timeout=120) for j in queued]
+        for j, f in zip(queued, finals):
+            assert_job(f, j, status="done")
+        assert parse_utc(finals[0]["completed_at"]) <= parse_utc(finals[1]["completed_at"]), "queued jobs not run FIFO after restart"
+        assert c.health()["queue_depth"] == 0
+
+
+def test_webhook_registry_survives_restart(start_server, receiver: WebhookReceiver, audio) -> None:
+    """Issue 3: the registry of webhook URLs is persisted, so a restart keeps it."""
+    srv = start_server.make("registry-restart")
+    with ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=60)
+        job = c.submit(audio.short, webhook_url=receiver.url("/kept"))
+        c.wait_terminal(job, timeout=60)
+    srv.kill9()
+    srv.start()
+    with ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=60)
+    [d] = receiver.wait_for("/kept", lambda d: is_model_event(d, "model_ready"), timeout=30)
