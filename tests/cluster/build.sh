@@ -39,12 +39,15 @@ P=${WHISPEROP_BUILD_P:-2}
 NICE=${WHISPEROP_NICE:-15}
 
 # The go.mod files are the real pins; refuse to build if they disagree with versions.py.
-check_pin() { grep -q "$2 $3\$" "$here/$1/go.mod" || { echo "build.sh: $1/go.mod does not pin $2 $3 (versions.py)" >&2; exit 2; }; }
-check_pin k8s   "require k8s.io/kubernetes" "$K8S_VERSION"
-check_pin etcd  "require go.etcd.io/etcd/server/v3" "$ETCD_VERSION"
-check_pin kwok  "require sigs.k8s.io/kwok" "$KWOK_VERSION"
-check_pin minio "require github.com/minio/minio" "$MINIO_VERSION"
-check_pin helm  "require helm.sh/helm/v3" "$HELM_VERSION"
+check_pin() {
+  grep -qE "^(require )?[[:space:]]*$2 $3([[:space:]]|\$)" "$here/$1/go.mod" ||
+    { echo "build.sh: $1/go.mod does not pin $2 $3 (versions.py)" >&2; exit 2; }
+}
+check_pin k8s   k8s.io/kubernetes "$K8S_VERSION"
+check_pin etcd  go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+check_pin kwok  sigs.k8s.io/kwok "$KWOK_VERSION"
+check_pin minio github.com/minio/minio "$MINIO_VERSION"
+check_pin helm  helm.sh/helm/v3 "$HELM_VERSION"
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 build_date=$(now)

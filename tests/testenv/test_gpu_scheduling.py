@@ -86,7 +86,7 @@ def test_gpu_deployment_runs_then_pends_then_scales_to_zero(k8s_env: K8sEnv, k8s
 
     # One replica more than there are GPUs: the extra pod is Unschedulable.
     want = k8s_env.gpu_count + 1
-    apps.patch_namespaced_deployment_scale(ns, name, {"spec": {"replicas": want}})
+    apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": want}})
     pending = wait_for(lambda: [p for p in pods() if _unschedulable(p)], 60, "an Unschedulable pod")
     assert len(pending) == 1
     assert pending[0].spec.node_name is None
@@ -95,6 +95,6 @@ def test_gpu_deployment_runs_then_pends_then_scales_to_zero(k8s_env: K8sEnv, k8s
     assert len([p for p in pods() if _ready(p)]) == k8s_env.gpu_count
 
     # Scale to zero: every pod goes away.
-    apps.patch_namespaced_deployment_scale(ns, name, {"spec": {"replicas": 0}})
+    apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": 0}})
     wait_for(lambda: not core.list_namespaced_pod(ns, label_selector=selector).items or None, 60, "pods gone")
     assert core.list_namespaced_pod(ns, label_selector=selector).items == []

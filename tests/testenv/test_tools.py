@@ -9,14 +9,17 @@ import subprocess
 import pytest
 
 from whisperop.testenv import K8sEnv, binaries
+from whisperop.testenv.pytest_plugin import skip_or_fail_missing
 from whisperop.testenv.versions import HELM_VERSION
 
 pytestmark = pytest.mark.cluster
 
 
-def _tool(name: str) -> str:
+def _tool(k8s_env: K8sEnv, name: str) -> str:
+    """The built tool; on an external cluster, whatever is on PATH will do."""
     built = binaries.binary(name)
-    if built.exists():
+    if built.exists() or not k8s_env.external:
+        skip_or_fail_missing((name,))
         return str(built)
     found = shutil.which(name)
     if not found:
@@ -33,7 +36,7 @@ def _run(k8s_env: K8sEnv, *argv: str) -> str:
 
 
 def test_kubectl_sees_the_fake_nodes(k8s_env: K8sEnv) -> None:
-    out = _run(k8s_env, _tool("kubectl"), "get", "nodes", "-o", "name")
+    out = _run(k8s_env, _tool(k8s_env, "kubectl"), "get", "nodes", "-o", "name")
     if not k8s_env.external:
         assert set(out.split()) >= {f"node/{k8s_env.cpu_node}", f"node/{k8s_env.gpu_node}"}
     else:
@@ -41,7 +44,7 @@ def test_kubectl_sees_the_fake_nodes(k8s_env: K8sEnv) -> None:
 
 
 def test_helm_talks_to_the_cluster(k8s_env: K8sEnv) -> None:
-    helm = _tool("helm")
+    helm = _tool(k8s_env, "helm")
     version = _run(k8s_env, helm, "version", "--short")
     if helm == str(binaries.binary("helm")):
         assert version.startswith(HELM_VERSION)

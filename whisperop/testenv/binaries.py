@@ -13,6 +13,10 @@ from pathlib import Path
 
 from .versions import BINARIES, versions_key
 
+# What each part of the environment needs, so S3-only tests run without kube-*.
+KUBERNETES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+S3 = ("minio",)
+
 
 def cache_root() -> Path:
     """Root of all whisperop caches (``$WHISPEROP_CACHE`` or ~/.cache/whisperop)."""
@@ -41,9 +45,9 @@ def binary(name: str) -> Path:
     return bin_dir() / name
 
 
-def missing() -> list[str]:
-    """Names of required binaries or files that are absent or not executable."""
-    out = [n for n in BINARIES if not os.access(binary(n), os.X_OK)]
-    if not kwok_stages_file().is_file():
+def missing(names: tuple[str, ...] = BINARIES) -> list[str]:
+    """Those of ``names`` that are absent or not executable (plus kwok's stage file)."""
+    out = [n for n in names if not os.access(binary(n), os.X_OK)]
+    if "kwok" in names and not kwok_stages_file().is_file():
         out.append(kwok_stages_file().name)
     return out

@@ -100,9 +100,9 @@ class Environment:
         self.saved_env: dict[str, str] = {}
 
     @staticmethod
-    def check_binaries() -> None:
+    def check_binaries(names: tuple[str, ...] = binaries.BINARIES) -> None:
         """Raise :class:`MissingBinaries` naming what is absent and how to build it."""
-        miss = binaries.missing()
+        miss = binaries.missing(names)
         if miss:
             raise MissingBinaries(
                 f"test-environment binaries missing in {binaries.bin_dir()}: {', '.join(miss)}; "
@@ -117,7 +117,7 @@ class Environment:
         """Control plane + kwok nodes; returns when pods can be scheduled."""
         if self.k8s is not None:
             return self.k8s
-        self.check_binaries()
+        self.check_binaries(binaries.KUBERNETES)
         t0 = time.monotonic()
         cp = ControlPlane(self.root, pki.generate(self.root / "pki"))
         try:
@@ -146,7 +146,7 @@ class Environment:
         """MinIO with the bucket created."""
         if self.s3 is not None:
             return self.s3
-        self.check_binaries()
+        self.check_binaries(binaries.S3)
         t0 = time.monotonic()
         server = S3Server(self.root)
         try:

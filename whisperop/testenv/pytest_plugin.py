@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from . import external
+from . import binaries, external
 from .environment import Environment, K8sEnv, MissingBinaries, S3Env
 
 _ENV_FIXTURES = {"testenv", "k8s_env", "s3_env", "k8s_namespace"}
@@ -46,12 +46,6 @@ def testenv(request: pytest.FixtureRequest) -> Iterator[Environment | None]:
     if external.enabled():
         yield None
         return
-    try:
-        Environment.check_binaries()
-    except MissingBinaries as e:
-        if _required():
-            pytest.fail(f"WHISPEROP_REQUIRE_CLUSTER=1 but {e}", pytrace=False)
-        pytest.skip(str(e))
     env = Environment(gpus=int(os.environ.get("WHISPEROP_TESTENV_GPUS", "1")))
     _active.append(env)
     try:
@@ -64,11 +58,22 @@ def testenv(request: pytest.FixtureRequest) -> Iterator[Environment | None]:
             sys.stderr.write(f"\nwhisperop testenv: logs kept in {env.log_dir}\n")
 
 
+def skip_or_fail_missing(names: tuple[str, ...]) -> None:
+    """Skip (or, with WHISPEROP_REQUIRE_CLUSTER=1, fail) when binaries are absent."""
+    try:
+        Environment.check_binaries(names)
+    except MissingBinaries as e:
+        if _required():
+            pytest.fail(f"WHISPEROP_REQUIRE_CLUSTER=1 but {e}", pytrace=False)
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="session")
 def k8s_env(testenv: Environment | None) -> K8sEnv:
     """Kubernetes as cluster admin: ``.kubeconfig``, ``.api_url``, ``.client`` (ApiClient)."""
     if testenv is None:
         return external.kubernetes()
+    skip_or_fail_missing(binaries.KUBERNETES)
     return testenv.start_kubernetes()
 
 
@@ -77,6 +82,7 @@ def s3_env(testenv: Environment | None) -> S3Env:
     """S3: ``.endpoint``, ``.access_key``, ``.secret_key``, ``.bucket``, ``.client()`` (boto3)."""
     if testenv is None:
         return external.s3()
+    skip_or_fail_missing(binaries.S3)
     return testenv.start_s3()
 
 
