@@ -73,7 +73,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 class AudioSet:
     jfk: Path  # 11 s of speech
     short: Path  # 1.5 s tone
-    medium: Path  # 180 s of bursts: ~10 chunks of <= 20 s
+    medium: Path  # 90 s of bursts: ~5 chunks of <= 20 s
     long: Path  # 1200 s of bursts: a job that runs long enough to act on it
     garbage: bytes
 
@@ -89,7 +89,7 @@ def audio(work_dir: Path) -> AudioSet:
     return AudioSet(
         jfk=audio_mod.JFK_WAV,
         short=audio_mod.tone_wav(d / "short.wav", 1.5),
-        medium=audio_mod.bursts_wav(d / "medium.wav", 180.0, seed=1),
+        medium=audio_mod.bursts_wav(d / "medium.wav", 90.0, seed=1),
         long=audio_mod.bursts_wav(d / "long.wav", 1200.0, seed=2),
         garbage=audio_mod.garbage_bytes(),
     )
@@ -176,7 +176,7 @@ def model_events_probe(shared: Target) -> Iterator[SSEStream]:
 
 
 @pytest.fixture
-def api(shared: Target) -> Iterator[ApiClient]:
+def api(shared: Target, model_events_probe: SSEStream) -> Iterator[ApiClient]:
     """A client of the shared server, model ready; jobs it left unfinished are cancelled after the test."""
     c = ApiClient(shared.base_url)
     c.ensure_ready(timeout=300)

@@ -28,7 +28,7 @@ def test_progress_events_then_one_done(api: ApiClient, audio) -> None:
     assert seq.count("done") == 1, f"expected exactly one done event, got {seq}"
     assert seq[-1] == "done", f"done is not the last event: {seq}"
     progress = [assert_job_event("progress", e.json()) for e in events if e.event == "progress"]
-    assert len(progress) >= 2, f"a ~10-chunk job should report progress per chunk, got {seq}"
+    assert len(progress) >= 2, f"a ~5-chunk job should report progress per chunk, got {seq}"
     totals = {p.chunks_total for p in progress}
     assert len(totals) == 1 and totals.pop() >= 2, f"chunks_total changes or is < 2: {[p.model_dump() for p in progress]}"
     chunks = [p.chunk for p in progress]

@@ -64,15 +64,15 @@ def test_retries_three_attempts_with_1s_then_2s_backoff(api: ApiClient, audio, r
 
 def test_gives_up_after_three_attempts(api: ApiClient, audio, receiver: WebhookReceiver) -> None:
     receiver.fail_first("/down", 100, status=503)
-    job_id = api.submit(audio.short, webhook_url=receiver.url("/down"))
-    got = _job_deliveries(receiver, "/down", job_id, count=3, timeout=60)
-    time.sleep(6.0)  # longer than any further backoff step would be
-    got = receiver.received("/down")
-    assert len(got) == 3, f"expected exactly 3 attempts on a receiver that always fails, got {len(got)}: {got}"
-    # a client error is a non-2xx too
-    receiver.fail_first("/gone", 100, status=404)
-    job2 = api.submit(audio.short, webhook_url=receiver.url("/gone"))
-    _job_deliveries(receiver, "/gone", job2, count=3, timeout=60)
+    receiver.fail_first("/gone", 100, status=404)  # a client error is a non-2xx too
+    down = api.submit(audio.short, webhook_url=receiver.url("/down"))
+    gone = api.submit(audio.short, webhook_url=receiver.url("/gone"))
+    _job_deliveries(receiver, "/down", down, count=3, timeout=60)
+    _job_deliveries(receiver, "/gone", gone, count=3, timeout=60)
+    time.sleep(5.0)  # longer than any further backoff step would be
+    for path in ("/down", "/gone"):
+        got = receiver.received(path)
+        assert len(got) == 3, f"expected exactly 3 attempts on {path} (always failing), got {len(got)}: {got}"
 
 
 def test_slow_receiver_blocks_neither_api_nor_worker(api: ApiClient, audio, receiver: WebhookReceiver) -> None:

@@ -7,6 +7,7 @@ every live server's log written during a failing test.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -25,6 +26,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def serve_command() -> list[str]:
+    """``python -m whisperop serve``, or ``$WHISPEROP_SERVE_CMD`` (split like a shell
+    would) to run the same suite against another build of the server."""
+    override = os.environ.get("WHISPEROP_SERVE_CMD", "").strip()
+    return shlex.split(override) if override else [sys.executable, "-m", "whisperop", "serve"]
 
 
 class ServerError(RuntimeError):
@@ -86,7 +94,7 @@ class ServerProcess:
         log.write(f"\n===== start #{self.starts} of server {self.name} on {self.base_url} =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "whisperop", "serve"],
+            serve_command(),
             env=self.env(),
             stdin=subprocess.DEVNULL,
             stdout=log,
