@@ -183,3 +183,35 @@ def _short(job: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("segments"), list):
         out["segments"] = f"<{len(out['segments'])} segments>"
     return out
+
+
+def multipart_stream(
+    total_bytes: int,
+    fields: dict[str, str] | None = None,
+    filename: str = "big.bin",
+    chunk: int = 1 << 20,
+    boundary: str = "whisperop-contract-boundary",
+):
+    """(content-type, generator) of a multipart body whose ``audio`` part is
+    ``total_bytes`` of filler made on the fly (nothing held in memory)."""
+    head = b""
+    for k, v in (fields or {}).items():
+        head += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="{filename}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    line = b"filler bytes that are not audio at all\n"
+    block = (line * (chunk // len(line) + 1))[:chunk]
+
+    def gen():
+        yield head
+        left = total_bytes
+        while left > 0:
+            n = min(left, chunk)
+            yield block[:n]
+            left -= n
+        yield tail
+
+    return f"multipart/form-data; boundary={boundary}", gen()
