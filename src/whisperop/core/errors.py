@@ -64,3 +64,24 @@ class TranscriptionError(WhisperOpError):
 
 class JobCancelled(WhisperOpError):
     """Raised inside the pipeline when the job's cancel check turns true."""
+
+
+class JobNotFound(WhisperOpError):
+    """No job with this id (the facade answers 404 with this exact message)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
+
+
+class JobAlreadyTerminal(WhisperOpError):
+    """A cancel of a job that already ended (the facade answers 409)."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id} is already in terminal state {status}")
+        self.job_id = job_id
+        self.status = status
+
+
+class BlobNotFound(WhisperOpError):
+    """No blob under this key."""

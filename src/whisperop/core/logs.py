@@ -13,7 +13,7 @@ import os
 import sys
 from datetime import datetime, timezone
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:

@@ -116,6 +116,13 @@ class ModelNotReady(BaseModel):
     retry_after_secs: int
 
 
+class ModelActionResponse(BaseModel):
+    """Answer of ``POST /model/load`` (202 ``load_initiated`` / 200 ``already_ready``)
+    and ``POST /model/unload`` (200 ``unload_requested``)."""
+
+    status: Literal["load_initiated", "already_ready", "unload_requested"]
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     gpu_name: str | None = None

@@ -1,0 +1,104 @@
+"""The FastAPI app factory: the REST contract over three ports.
+
+``create_app`` wires whatever backends it is given (SQLite + files + the
+in-process runtime for ``whisperop serve``; custom resources + S3 + worker
+Deployments in the cluster) to the routers. Its lifespan starts, in order:
+the SSE hub and the webhook notifier (they watch the JobStore), restart
+recovery (so jobs failed by it still notify their webhooks), metrics, and
+finally the runtime — and stops them in reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from whisperop.api.deps import Services
+from whisperop.api.errors import install_error_handlers
+from whisperop.api.routers import health, jobs, metrics, model
+from whisperop.api.sse import EventHub
+from whisperop.api.telemetry import Metrics
+from whisperop.api.webhooks import WebhookNotifier, WebhookSender
+from whisperop.core.gpu import gpu_memory, gpu_name
+from whisperop.core.ports import BlobStore, JobStore, ModelRuntime
+from whisperop.core.settings import EngineSettings, ServerSettings
+
+log = logging.getLogger("whisperop.api")
+
+DESCRIPTION = """\
+Transcription with whisper.cpp behind the original whisper-server REST contract.
+
+Submit audio with `POST /jobs` (multipart), follow it with `GET /jobs/{id}` or the SSE stream
+`GET /jobs/{id}/stream`, manage the model with `/model/*`. While the model is not ready,
+`POST /jobs` answers 503 `model_not_ready` with `Retry-After` (and starts a load when unloaded).
+"""
+
+
+def _recover(jobstore: JobStore, blobstore: BlobStore) -> None:
+    for job in jobstore.recover_interrupted():
+        key = jobstore.audio_key(job.id)
+        if key:
+            try:
+                blobstore.delete(key)
+            except Exception:
+                log.warning("could not delete audio of a recovered job", extra={"job_id": job.id}, exc_info=True)
+
+
+def create_app(
+    settings: ServerSettings,
+    runtime: ModelRuntime,
+    jobstore: JobStore,
+    blobstore: BlobStore,
+    webhook_sender: WebhookSender | None = None,
+) -> FastAPI:
+    """The facade app; ``webhook_sender`` lets tests shorten the retry backoff."""
+    device = EngineSettings().cuda_device
+    mem = gpu_memory(device)
+    services = Services(
+        settings=settings,
+        runtime=runtime,
+        jobs=jobstore,
+        blobs=blobstore,
+        hub=EventHub(jobstore, runtime),
+        webhooks=WebhookNotifier(webhook_sender or WebhookSender(), jobstore, runtime),
+        metrics=Metrics(jobstore, runtime),
+        gpu_name=gpu_name(device),
+        vram_total_mb=mem.total_mb if mem else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.hub.start()
+        services.webhooks.start()
+        services.metrics.start()
+        _recover(jobstore, blobstore)
+        runtime.start()
+        log.info("facade started", extra={"model": settings.model_name, "gpu": services.gpu_name or "none",
+                                          "queue_while_loading": settings.queue_while_loading})
+        try:
+            yield
+        finally:
+            runtime.stop()
+            services.metrics.stop()
+            services.webhooks.stop()
+            services.hub.stop()
+
+    app = FastAPI(
+        title="whisper-operator",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "jobs", "description": "Transcription jobs"},
+            {"name": "model", "description": "Model lifecycle"},
+            {"name": "system", "description": "Health and metrics"},
+        ],
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for r in (jobs.router, model.router, health.router, metrics.router):
+        app.include_router(r)
+    return app

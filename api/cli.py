@@ -1,0 +1,99 @@
+"""``whisperop serve``: the facade, a worker thread, SQLite and local blobs in one process.
+
+Zero configuration: settings come from the contract's environment variables
+(``HOST``, ``PORT``, ``DATA_DIR``, ``WHISPER_MODEL_PATH`` or ``WHISPER_MODEL``,
+``IDLE_TIMEOUT_SECS``, ``GPU_POLL_INTERVAL_SECS``, ``QUEUE_WHILE_LOADING``,
+``CUDA_DEVICE`` and the engine's own), and the default model is fetched and
+converted into the model cache on first start, with a progress bar. The
+model itself starts unloaded, as in the original; the first job or
+``POST /model/load`` loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("whisperop.serve")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "serve",
+        help="run the REST API with an in-process worker (SQLite + local files)",
+        description="Settings come from environment variables (HOST, PORT, DATA_DIR, WHISPER_MODEL_PATH, WHISPER_MODEL, "
+        "IDLE_TIMEOUT_SECS, GPU_POLL_INTERVAL_SECS, QUEUE_WHILE_LOADING, CUDA_DEVICE, ...); flags override them.",
+    )
+    p.add_argument("--host", default=None, help="env HOST (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="env PORT (default 8080)")
+    p.add_argument("--data-dir", default=None, help="env DATA_DIR (default ./data)")
+    p.add_argument("--model", default=None, help="catalog name or GGML path (env WHISPER_MODEL_PATH / WHISPER_MODEL)")
+    p.set_defaults(func=cmd_serve)
+
+
+def resolve_server_model(model_path: Path | None, model_name: str, cache_dir: Path) -> Path:
+    """WHISPER_MODEL_PATH when given, else the named model from the cache (fetched when missing)."""
+    from whisperop.core.errors import ModelNotFoundError
+    from whisperop.modelstore.cache import resolve_model
+
+    if model_path is not None:
+        if not Path(model_path).is_file():
+            raise ModelNotFoundError(f"WHISPER_MODEL_PATH does not point to a file: {model_path}")
+        return Path(model_path)
+    from whisperop.cli import _Bars
+
+    return resolve_model(model_name, cache_dir, fetch_missing=True, progress=_Bars())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from whisperop.api.app import create_app
+    from whisperop.core.settings import EngineSettings, ServerSettings
+    from whisperop.inference.runtime import FaultHooks, LocalModelRuntime
+    from whisperop.stores.local_blobs import LocalBlobStore
+    from whisperop.stores.sqlite_jobs import SqliteJobStore
+
+    settings = ServerSettings()
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    if args.data_dir:
+        overrides["data_dir"] = Path(args.data_dir)
+    if args.model:
+        if Path(args.model).expanduser().is_file():
+            overrides["model_path"] = Path(args.model).expanduser()
+        else:
+            overrides["model_name"] = args.model
+            overrides["model_path"] = None
+    settings = settings.model_copy(update=overrides)
+    engine_settings = EngineSettings()
+    faults = FaultHooks()
+    if faults.load_oom_count or faults.load_delay_secs:
+        log.warning("test fault hooks active", extra={"oom_count": faults.load_oom_count, "delay_secs": faults.load_delay_secs})
+
+    model_path = resolve_server_model(settings.model_path, settings.model_name, engine_settings.model_cache_dir)
+    data_dir = settings.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    jobstore = SqliteJobStore.in_data_dir(data_dir)
+    blobstore = LocalBlobStore.in_data_dir(data_dir)
+    blobstore.clean_incoming()
+    runtime = LocalModelRuntime(
+        model_path,
+        jobstore,
+        blobstore,
+        engine_settings,
+        idle_timeout_secs=settings.idle_timeout_secs,
+        gpu_poll_interval_secs=settings.gpu_poll_interval_secs,
+        faults=faults,
+    )
+    app = create_app(settings, runtime, jobstore, blobstore)
+    log.info("starting whisperop serve", extra={"host": settings.host, "port": settings.port, "data_dir": str(data_dir),
+                                                "model": settings.model_name, "model_path": str(model_path)})
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=3, lifespan="on")
+    jobstore.close()
+    return 0

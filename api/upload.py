@@ -1,0 +1,178 @@
+"""Streaming ``multipart/form-data`` reader for ``POST /jobs``.
+
+The contract has no size limit on ``audio``, so the body is never held in
+memory: ``request.stream()`` is pushed through python-multipart's callback
+parser, the ``audio`` part's bytes go to a :class:`BlobWriter` in ~1 MiB
+writes (off the event loop), and the small text fields are collected with
+a size cap. Flow control does the rest: while a write is pending the server
+stops reading the socket, so RSS stays flat however large the upload.
+
+On any failure — malformed body, client gone mid-upload, storage error —
+the writer is aborted, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from whisperop.core.ports import BlobWriter
+
+AUDIO_FIELD = "audio"
+TEXT_FIELDS = frozenset({"language", "task", "webhook_url"})
+MAX_FIELD_BYTES = 64 * 1024
+FLUSH_BYTES = 1 << 20
+
+
+class MultipartError(Exception):
+    """The body is not usable multipart (answered ``400 multipart error: …``)."""
+
+
+@dataclass
+class Upload:
+    """What came in: the text fields we know, and the audio part (still uncommitted)."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    audio_seen: bool = False
+    filename: str | None = None
+    audio_bytes: int = 0
+    writer: BlobWriter | None = None
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _basename(name: str) -> str:
+    """Browsers on Windows once sent full paths; keep the file name only."""
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+class _Collector:
+    """python-multipart callbacks → :class:`Upload` (all synchronous, in-memory only)."""
+
+    def __init__(self, upload: Upload, open_writer: Callable[[str | None], BlobWriter]) -> None:
+        self.upload = upload
+        self.open_writer = open_writer
+        self.pending = bytearray()  # audio bytes not yet handed to the writer
+        self.ended = False
+        self._headers: dict[str, bytes] = {}
+        self._hname = b""
+        self._hvalue = b""
+        self._target: str | None = None  # "audio", a text field name, or None (ignored part)
+        self._text = bytearray()
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._target = None
+        self._text = bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._hname += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._hvalue += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._hname.decode("latin-1").strip().lower()] = self._hvalue
+        self._hname, self._hvalue = b"", b""
+
+    def on_headers_finished(self) -> None:
+        disposition, params = parse_options_header(self._headers.get("content-disposition", b""))
+        if disposition != b"form-data" or b"name" not in params:
+            return
+        name = params[b"name"].decode("utf-8", "replace")
+        if name == AUDIO_FIELD and not self.upload.audio_seen:
+            self.upload.audio_seen = True
+            raw = params.get(b"filename")
+            self.upload.filename = _basename(raw.decode("utf-8", "replace")) if raw else None
+            self.upload.writer = self.open_writer(self.upload.filename)
+            self._target = AUDIO_FIELD
+        elif name in TEXT_FIELDS:
+            self._target = name
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._target == AUDIO_FIELD:
+            self.pending += data[start:end]
+        elif self._target is not None:
+            self._text += data[start:end]
+            if len(self._text) > MAX_FIELD_BYTES:
+                raise MultipartError(f"field '{self._target}' is larger than {MAX_FIELD_BYTES} bytes")
+
+    def on_part_end(self) -> None:
+        if self._target is not None and self._target != AUDIO_FIELD:
+            try:
+                self.upload.fields[self._target] = self._text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultipartError(f"field '{self._target}' is not UTF-8") from None
+        self._target = None
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
+async def receive_upload(
+    request: Request,
+    open_writer: Callable[[str | None], BlobWriter],
+    on_bytes: Callable[[int], None] | None = None,
+) -> Upload:
+    """Read the whole multipart body, streaming ``audio`` into a writer from ``open_writer(filename)``.
+
+    Raises :class:`MultipartError` for a malformed body; lets
+    ``starlette.requests.ClientDisconnect`` through. Either way the writer is aborted.
+    """
+    mime, params = parse_options_header(request.headers.get("content-type", ""))
+    if mime != b"multipart/form-data":
+        shown = mime.decode("latin-1") or "none"
+        raise MultipartError(f"expected Content-Type multipart/form-data, got {shown}")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise MultipartError("missing boundary in Content-Type")
+
+    upload = Upload()
+    collector = _Collector(upload, open_writer)
+    parser = MultipartParser(boundary, collector.callbacks())
+
+    async def flush() -> None:
+        if collector.pending and upload.writer is not None:
+            data = bytes(collector.pending)
+            collector.pending.clear()
+            await asyncio.to_thread(upload.writer.write, data)
+            upload.audio_bytes += len(data)
+            if on_bytes is not None:
+                on_bytes(len(data))
+
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                parser.write(chunk)
+            if len(collector.pending) >= FLUSH_BYTES:
+                await flush()
+        parser.finalize()
+        if not collector.ended:
+            raise MultipartError("unexpected end of body (no closing boundary)")
+        await flush()
+    except FormParserError as exc:
+        upload.abort()
+        raise MultipartError(str(exc) or type(exc).__name__) from None
+    except BaseException:
+        upload.abort()
+        raise
+    return upload

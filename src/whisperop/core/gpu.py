@@ -1,0 +1,78 @@
+"""GPU facts from NVML (nvidia-ml-py), or ``None`` where there is no GPU.
+
+``/health``, ``/model/status`` and the ``waiting_for_gpu`` state report
+VRAM figures; on a machine without an NVIDIA driver every query answers
+``None`` (never raises), which the facade turns into ``null`` or omits.
+NVML is initialised once and kept: the queries then cost microseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+log = logging.getLogger("whisperop.gpu")
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"tried": False, "ok": False}
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    total_mb: int
+    used_mb: int
+    free_mb: int
+
+
+def _init() -> object | None:
+    with _lock:
+        if not _state["tried"]:
+            _state["tried"] = True
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                _state["ok"] = True
+            except Exception as exc:  # no driver, no library, no GPU
+                log.debug("NVML unavailable: %s", exc)
+        if not _state["ok"]:
+            return None
+        import pynvml
+
+        return pynvml
+
+
+def _handle(device: int) -> tuple[object, object] | None:
+    nvml = _init()
+    if nvml is None:
+        return None
+    try:
+        return nvml, nvml.nvmlDeviceGetHandleByIndex(device)  # type: ignore[attr-defined]
+    except Exception:
+        return None
+
+
+def gpu_name(device: int = 0) -> str | None:
+    h = _handle(device)
+    if h is None:
+        return None
+    nvml, handle = h
+    try:
+        name = nvml.nvmlDeviceGetName(handle)  # type: ignore[attr-defined]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:
+        return None
+
+
+def gpu_memory(device: int = 0) -> GpuMemory | None:
+    h = _handle(device)
+    if h is None:
+        return None
+    nvml, handle = h
+    try:
+        info = nvml.nvmlDeviceGetMemoryInfo(handle)  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    mb = 1024 * 1024
+    return GpuMemory(total_mb=int(info.total // mb), used_mb=int(info.used // mb), free_mb=int(info.free // mb))

@@ -1,0 +1,240 @@
+"""Ports: the interfaces between the facade, the worker and their backends.
+
+The REST facade and the worker never talk to SQLite, files, S3, custom
+resources or whisper.cpp directly; they talk to these three protocols. Local
+mode (``whisperop serve``) plugs in SQLite + files + an in-process engine;
+cluster mode plugs in TranscriptionJob resources + S3 + worker Deployments.
+Keeping the surface this small is what lets both modes pass the same
+contract suite.
+
+Conventions every adapter follows:
+
+- Every state change a worker makes (progress, completion, failure) is
+  *conditional on the job still running*: a job cancelled through the API
+  in the meantime stays cancelled, and the late write is dropped (the
+  method returns ``None``/``False``). That is how "cancel discards the
+  partial result" holds without locks spanning two processes.
+- ``watch`` delivers every change once, in commit order, to in-process
+  callbacks; SSE fan-out and webhooks hang off that one source instead of
+  polling the store per subscriber.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from whisperop.core.models import (
+    Job,
+    JobStatus,
+    ModelLoadingEvent,
+    ModelReadyEvent,
+    ModelState,
+    ModelStatus,
+    ModelUnloadedEvent,
+    ModelWaitingForGpuEvent,
+    TranscriptionResult,
+)
+
+# ── JobStore ─────────────────────────────────────────────────────────────────
+
+ChangeKind = Literal["created", "started", "progress", "finished"]
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """One committed change of a job, as ``JobStore.watch`` callbacks see it.
+
+    ``chunk``/``chunks_total`` carry the progress detail that the SSE
+    ``progress`` event needs but the Job shape does not hold.
+    """
+
+    kind: ChangeKind
+    job: Job
+    chunk: int = 0
+    chunks_total: int = 0
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job the worker now owns (status ``running``) and where its audio is."""
+
+    job: Job
+    audio_key: str
+
+
+JobWatcher = Callable[[JobChange], None]
+Unsubscribe = Callable[[], None]
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Durable jobs plus the webhook-URL registry."""
+
+    def create(self, job: Job, audio_key: str) -> Job:
+        """Store a new ``queued`` job whose audio lies under ``audio_key``."""
+        ...
+
+    def get(self, job_id: str) -> Job:
+        """The job; raises :class:`whisperop.core.errors.JobNotFound`."""
+        ...
+
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        """Jobs in submission order (oldest first), optionally of one status."""
+        ...
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        ...
+
+    def queue_depth(self) -> int:
+        """Jobs waiting to run (not counting the running one)."""
+        ...
+
+    def cancel(self, job_id: str) -> Job:
+        """queued/running → cancelled now; raises ``JobNotFound`` or ``JobAlreadyTerminal``."""
+        ...
+
+    def claim_next(self) -> ClaimedJob | None:
+        """Atomically move the oldest queued job to ``running`` (FIFO); ``None`` when idle."""
+        ...
+
+    def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
+        """Chunks done so far (and the audio duration once known); False if no longer running."""
+        ...
+
+    def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
+        """running → done with the result; ``None`` if the job was cancelled meanwhile."""
+        ...
+
+    def fail(self, job_id: str, error: str) -> Job | None:
+        """running → failed with ``error``; ``None`` if the job was cancelled meanwhile."""
+        ...
+
+    def audio_key(self, job_id: str) -> str | None:
+        ...
+
+    def recover_interrupted(self) -> list[Job]:
+        """At start: jobs left ``running`` by a dead process become ``failed``."""
+        ...
+
+    def watch(self, callback: JobWatcher) -> Unsubscribe:
+        """Call ``callback`` after every committed change (from the writer's thread)."""
+        ...
+
+    def register_webhook(self, url: str) -> None:
+        """Remember ``url`` for model lifecycle webhooks (persisted; idempotent)."""
+        ...
+
+    def webhook_urls(self) -> list[str]:
+        """Every URL ever registered, oldest first."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+# ── BlobStore ────────────────────────────────────────────────────────────────
+
+
+class BlobWriter(Protocol):
+    """An upload in progress: nothing is visible under the key until ``commit``."""
+
+    def write(self, data: bytes) -> None:
+        ...
+
+    def commit(self) -> int:
+        """Make the blob visible; returns its size in bytes."""
+        ...
+
+    def abort(self) -> None:
+        """Throw away everything written (idempotent; safe after a failed write)."""
+        ...
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Opaque byte blobs under string keys (audio uploads, results)."""
+
+    def writer(self, key: str) -> BlobWriter:
+        ...
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Stream ``chunks`` into ``key``; on any error nothing is left behind."""
+        ...
+
+    def get(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Stream the blob; raises :class:`whisperop.core.errors.BlobNotFound`."""
+        ...
+
+    def local_path(self, key: str) -> AbstractContextManager[Path]:
+        """A local file with the blob's bytes for the duration of the ``with`` block
+        (the decoder needs a seekable file; remote stores download to a temp file)."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the blob (no error if absent)."""
+        ...
+
+    def url(self, key: str, expires_secs: int = 3600) -> str:
+        """A URL for the blob: presigned for S3, ``file://`` for local files."""
+        ...
+
+
+# ── ModelRuntime ─────────────────────────────────────────────────────────────
+
+ModelEventModel = ModelLoadingEvent | ModelReadyEvent | ModelUnloadedEvent | ModelWaitingForGpuEvent
+
+
+@dataclass(frozen=True)
+class JobTiming:
+    """Reported once per job the runtime finished successfully (for the speed histogram)."""
+
+    job_id: str
+    audio_secs: float
+    wall_secs: float
+
+
+RuntimeEvent = ModelEventModel | JobTiming
+RuntimeListener = Callable[[RuntimeEvent], None]
+
+
+@runtime_checkable
+class ModelRuntime(Protocol):
+    """The model lifecycle (unloaded → loading → ready, waiting_for_gpu) and the
+    job executor behind it. Local: a worker thread; cluster: a Deployment."""
+
+    @property
+    def state(self) -> ModelState:
+        ...
+
+    def status(self) -> ModelStatus:
+        """The ``GET /model/status`` document (fields that do not apply are None)."""
+        ...
+
+    def request_load(self) -> bool:
+        """Start loading unless ready; returns False when already ready."""
+        ...
+
+    def request_unload(self) -> None:
+        """Unload after the in-flight job (no-op when unloaded)."""
+        ...
+
+    def notify_job_queued(self) -> None:
+        """A job was queued: wake the executor (and load the model if it is unloaded)."""
+        ...
+
+    def subscribe(self, listener: RuntimeListener) -> Unsubscribe:
+        """Model events (SSE, webhooks) and job timings (metrics), from the runtime's thread."""
+        ...
+
+    def start(self) -> None:
+        ...
+
+    def stop(self, timeout: float = 10.0) -> None:
+        ...

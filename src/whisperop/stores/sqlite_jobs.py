@@ -1,0 +1,296 @@
+"""JobStore on SQLite (stdlib ``sqlite3``, WAL) — the local ``whisperop serve`` backend.
+
+One connection shared by every thread, guarded by a lock: the facade, the
+worker thread and the webhook sender all write, and SQLite serialises
+writers anyway, so a pool would add nothing but "database is locked"
+retries. Writes use ``BEGIN IMMEDIATE`` so two processes on the same file
+(a server and a stray CLI) still cannot interleave a read-modify-write.
+
+Watchers are called *while the lock is held*, right after the commit: that
+is what keeps change notifications in commit order (progress 3 never
+arrives after done). Watchers must therefore be quick and never call back
+into the store; the in-process ones only enqueue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
+from whisperop.core.models import Job, JobStatus, TranscriptionResult, utcnow
+from whisperop.core.ports import ChangeKind, ClaimedJob, JobChange, JobWatcher, Unsubscribe
+
+log = logging.getLogger("whisperop.stores.sqlite")
+
+RESTART_MESSAGE = "server restarted while job was running"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL UNIQUE,
+    status        TEXT NOT NULL,
+    task          TEXT NOT NULL,
+    language      TEXT,
+    progress      INTEGER NOT NULL DEFAULT 0,
+    chunk         INTEGER NOT NULL DEFAULT 0,
+    chunks_total  INTEGER NOT NULL DEFAULT 0,
+    duration_secs REAL,
+    segments      TEXT NOT NULL DEFAULT '[]',
+    error         TEXT,
+    webhook_url   TEXT,
+    filename      TEXT,
+    created_at    TEXT NOT NULL,
+    started_at    TEXT,
+    completed_at  TEXT,
+    audio_key     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, seq);
+CREATE TABLE IF NOT EXISTS webhook_urls (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    url           TEXT NOT NULL UNIQUE,
+    registered_at TEXT NOT NULL
+);
+"""
+
+_ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
+
+
+def _ts(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(timezone.utc).isoformat()
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        status=JobStatus(row["status"]),
+        task=row["task"],
+        language=row["language"],
+        progress=row["progress"],
+        duration_secs=row["duration_secs"],
+        segments=json.loads(row["segments"]),
+        error=row["error"],
+        webhook_url=row["webhook_url"],
+        filename=row["filename"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        completed_at=datetime.fromisoformat(row["completed_at"]) if row["completed_at"] else None,
+    )
+
+
+class SqliteJobStore:
+    """The local JobStore: ``<data_dir>/jobs.sqlite3``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._watchers: list[JobWatcher] = []
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    @classmethod
+    def in_data_dir(cls, data_dir: str | Path) -> "SqliteJobStore":
+        return cls(Path(data_dir) / "jobs.sqlite3")
+
+    # ── plumbing ─────────────────────────────────────────────────────────
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction under the lock (callers notify before releasing it)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _one(self, job_id: str) -> sqlite3.Row | None:
+        return self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+
+    def _notify(self, kind: ChangeKind, row: sqlite3.Row) -> Job:
+        job = _row_to_job(row)
+        change = JobChange(kind=kind, job=job, chunk=row["chunk"], chunks_total=row["chunks_total"])
+        for cb in list(self._watchers):
+            try:
+                cb(change)
+            except Exception:  # a broken watcher must not fail the writer
+                log.exception("job watcher failed", extra={"job_id": job.id})
+        return job
+
+    # ── jobs ─────────────────────────────────────────────────────────────
+
+    def create(self, job: Job, audio_key: str) -> Job:
+        with self._lock:
+            with self._write() as c:
+                c.execute(
+                    "INSERT INTO jobs (id, status, task, language, progress, duration_secs, segments, error,"
+                    " webhook_url, filename, created_at, completed_at, audio_key)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        job.id, job.status.value, job.task.value, job.language, job.progress, job.duration_secs,
+                        json.dumps([s.model_dump(mode="json") for s in job.segments]), job.error, job.webhook_url,
+                        job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key,
+                    ),
+                )
+                row = self._one(job.id)
+            assert row is not None
+            return self._notify("created", row)
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            row = self._one(job_id)
+        if row is None:
+            raise JobNotFound(job_id)
+        return _row_to_job(row)
+
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        with self._lock:
+            if status is None:
+                rows = self._conn.execute("SELECT * FROM jobs ORDER BY seq LIMIT ?", (limit,)).fetchall()
+            else:
+                rows = self._conn.execute(
+                    "SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT ?", (status.value, limit)
+                ).fetchall()
+        return [_row_to_job(r) for r in rows]
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        with self._lock:
+            rows = self._conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        counts = {s: 0 for s in JobStatus}
+        for status, n in rows:
+            counts[JobStatus(status)] = n
+        return counts
+
+    def queue_depth(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0])
+
+    def cancel(self, job_id: str) -> Job:
+        with self._lock:
+            with self._write() as c:
+                row = self._one(job_id)
+                if row is None:
+                    raise JobNotFound(job_id)
+                if row["status"] not in _ACTIVE:
+                    raise JobAlreadyTerminal(job_id, row["status"])
+                c.execute(
+                    "UPDATE jobs SET status = 'cancelled', segments = '[]', completed_at = ? WHERE id = ?",
+                    (_ts(utcnow()), job_id),
+                )
+                row = self._one(job_id)
+            assert row is not None
+            return self._notify("finished", row)
+
+    def claim_next(self) -> ClaimedJob | None:
+        with self._lock:
+            with self._write() as c:
+                row = c.execute("SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+                if row is None:
+                    return None
+                c.execute("UPDATE jobs SET status = 'running', started_at = ? WHERE seq = ?", (_ts(utcnow()), row["seq"]))
+                row = c.execute("SELECT * FROM jobs WHERE seq = ?", (row["seq"],)).fetchone()
+            job = self._notify("started", row)
+            return ClaimedJob(job=job, audio_key=row["audio_key"])
+
+    def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
+        percent = 100 if chunks_total <= 0 else (100 * chunk) // chunks_total
+        with self._lock:
+            with self._write() as c:
+                cur = c.execute(
+                    "UPDATE jobs SET chunk = ?, chunks_total = ?, progress = ?, duration_secs = COALESCE(?, duration_secs)"
+                    " WHERE id = ? AND status = 'running'",
+                    (chunk, chunks_total, percent, duration_secs, job_id),
+                )
+                row = self._one(job_id) if cur.rowcount else None
+            if row is None:
+                return False
+            self._notify("progress", row)
+            return True
+
+    def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
+        segments = json.dumps([s.model_dump(mode="json") for s in result.segments])
+        with self._lock:
+            with self._write() as c:
+                cur = c.execute(
+                    "UPDATE jobs SET status = 'done', progress = 100, chunk = chunks_total, language = COALESCE(?, language),"
+                    " duration_secs = ?, segments = ?, error = NULL, completed_at = ? WHERE id = ? AND status = 'running'",
+                    (result.language, result.duration_secs, segments, _ts(utcnow()), job_id),
+                )
+                row = self._one(job_id) if cur.rowcount else None
+            return None if row is None else self._notify("finished", row)
+
+    def fail(self, job_id: str, error: str) -> Job | None:
+        with self._lock:
+            with self._write() as c:
+                cur = c.execute(
+                    "UPDATE jobs SET status = 'failed', segments = '[]', error = ?, completed_at = ?"
+                    " WHERE id = ? AND status = 'running'",
+                    (error, _ts(utcnow()), job_id),
+                )
+                row = self._one(job_id) if cur.rowcount else None
+            return None if row is None else self._notify("finished", row)
+
+    def audio_key(self, job_id: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT audio_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def recover_interrupted(self) -> list[Job]:
+        with self._lock:
+            with self._write() as c:
+                ids = [r[0] for r in c.execute("SELECT id FROM jobs WHERE status = 'running' ORDER BY seq")]
+                c.execute(
+                    "UPDATE jobs SET status = 'failed', segments = '[]', error = ?, completed_at = ? WHERE status = 'running'",
+                    (RESTART_MESSAGE, _ts(utcnow())),
+                )
+            jobs = []
+            for job_id in ids:
+                row = self._one(job_id)
+                if row is not None:
+                    jobs.append(self._notify("finished", row))
+        for job in jobs:
+            log.warning("job was running when the server stopped: marked failed", extra={"job_id": job.id})
+        return jobs
+
+    def watch(self, callback: JobWatcher) -> Unsubscribe:
+        with self._lock:
+            self._watchers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._watchers:
+                    self._watchers.remove(callback)
+
+        return unsubscribe
+
+    # ── webhook registry ─────────────────────────────────────────────────
+
+    def register_webhook(self, url: str) -> None:
+        with self._lock:
+            with self._write() as c:
+                c.execute("INSERT OR IGNORE INTO webhook_urls (url, registered_at) VALUES (?, ?)", (url, _ts(utcnow())))
+
+    def webhook_urls(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT url FROM webhook_urls ORDER BY seq")]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteJobStore({str(self.path)!r})"
+
