@@ -23,7 +23,7 @@ TMP_DIR = ".incoming"
 
 def _safe_key(key: str) -> PurePosixPath:
     p = PurePosixPath(key)
-    if not key or p.is_absolute() or any(part in ("", ".", "..") for part in p.parts) or p.parts[0] == TMP_DIR:
+    if not key or "//" in key or key.endswith("/") or p.is_absolute() or any(part in ("", ".", "..") for part in p.parts) or p.parts[0] == TMP_DIR:
         raise ValueError(f"invalid blob key {key!r}")
     return p
 

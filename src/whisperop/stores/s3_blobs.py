@@ -204,9 +204,11 @@ class S3BlobStore:
             )
         )
 
-    def list_multipart_uploads(self) -> list[str]:
-        """Keys with unfinished multipart uploads (tests check that aborts leave none)."""
-        resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix)
+    def list_multipart_uploads(self, key: str | None = None) -> list[str]:
+        """Keys with unfinished multipart uploads (tests check that aborts leave none).
+        MinIO only lists uploads of an exact object name, so pass ``key`` to be portable."""
+        prefix = self._k(key) if key is not None else self.prefix
+        resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
         return [u["Key"] for u in resp.get("Uploads", [])]
 
     def __repr__(self) -> str:

@@ -1,0 +1,166 @@
+"""SqliteJobStore: FIFO claims, conditional worker writes, cancel, recovery, watch, registry."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
+from whisperop.core.models import Job, JobStatus, Segment, Task, TranscriptionResult
+from whisperop.core.ports import BlobStore, JobChange, JobStore
+from whisperop.stores.local_blobs import LocalBlobStore
+from whisperop.stores.sqlite_jobs import RESTART_MESSAGE, SqliteJobStore
+
+
+def _job(i: int, **kw: object) -> Job:
+    return Job(id=f"job-{i:03d}", filename=f"f{i}.wav", **kw)  # type: ignore[arg-type]
+
+
+def _result() -> TranscriptionResult:
+    return TranscriptionResult(language="en", duration_secs=2.5, segments=[Segment(index=0, start=0.0, end=1.0, text="hi")], chunks=2)
+
+
+def test_adapters_satisfy_the_ports(jobstore: SqliteJobStore, blobstore: LocalBlobStore) -> None:
+    assert isinstance(jobstore, JobStore)
+    assert isinstance(blobstore, BlobStore)
+
+
+def test_create_get_list_counts(jobstore: SqliteJobStore) -> None:
+    created = jobstore.create(_job(1, task=Task.translate, language="de", webhook_url="http://x/y"), "audio/1")
+    got = jobstore.get("job-001")
+    assert got == created
+    assert got.model_dump(mode="json") == created.model_dump(mode="json")
+    assert (got.status, got.task, got.language, got.webhook_url, got.filename) == (JobStatus.queued, Task.translate, "de", "http://x/y", "f1.wav")
+    jobstore.create(_job(2), "audio/2")
+    assert [j.id for j in jobstore.list_jobs()] == ["job-001", "job-002"]
+    assert jobstore.queue_depth() == 2
+    assert jobstore.count_by_status()[JobStatus.queued] == 2
+    assert jobstore.audio_key("job-002") == "audio/2"
+    with pytest.raises(JobNotFound, match="job nope not found"):
+        jobstore.get("nope")
+
+
+def test_claims_are_fifo_and_each_job_is_claimed_once(jobstore: SqliteJobStore) -> None:
+    for i in range(40):
+        jobstore.create(_job(i), f"audio/{i}")
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while (c := jobstore.claim_next()) is not None:
+            with lock:
+                claimed.append(c.job.id)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == [f"job-{i:03d}" for i in range(40)]
+    assert len(set(claimed)) == 40
+    assert jobstore.count_by_status()[JobStatus.running] == 40 and jobstore.queue_depth() == 0
+
+
+def test_claim_order_is_submission_order(jobstore: SqliteJobStore) -> None:
+    for i in (5, 3, 9):
+        jobstore.create(_job(i), f"audio/{i}")
+    order = [jobstore.claim_next().job.id for _ in range(3)]  # type: ignore[union-attr]
+    assert order == ["job-005", "job-003", "job-009"]
+    assert jobstore.claim_next() is None
+
+
+def test_progress_complete_and_fail_only_while_running(jobstore: SqliteJobStore) -> None:
+    jobstore.create(_job(1), "a")
+    assert not jobstore.record_progress("job-001", 1, 4), "a queued job cannot take progress"
+    c = jobstore.claim_next()
+    assert c is not None and c.job.status == JobStatus.running and c.audio_key == "a"
+    assert jobstore.record_progress("job-001", 0, 4, 12.5)
+    assert jobstore.record_progress("job-001", 3, 4)
+    job = jobstore.get("job-001")
+    assert (job.progress, job.duration_secs) == (75, 12.5)
+    done = jobstore.complete("job-001", _result())
+    assert done is not None and done.status == JobStatus.done and done.progress == 100 and done.completed_at is not None
+    assert done.language == "en" and [s.text for s in done.segments] == ["hi"]
+    assert jobstore.fail("job-001", "late") is None, "a finished job cannot fail"
+    assert jobstore.get("job-001").status == JobStatus.done
+
+
+def test_cancel_discards_late_worker_writes(jobstore: SqliteJobStore) -> None:
+    jobstore.create(_job(1), "a")
+    jobstore.claim_next()
+    jobstore.record_progress("job-001", 1, 4, 9.0)
+    cancelled = jobstore.cancel("job-001")
+    assert cancelled.status == JobStatus.cancelled and cancelled.completed_at is not None
+    assert not jobstore.record_progress("job-001", 2, 4)
+    assert jobstore.complete("job-001", _result()) is None
+    assert jobstore.fail("job-001", "x") is None
+    job = jobstore.get("job-001")
+    assert job.status == JobStatus.cancelled and job.segments == [] and job.completed_at == cancelled.completed_at
+
+
+def test_cancel_errors(jobstore: SqliteJobStore) -> None:
+    with pytest.raises(JobNotFound):
+        jobstore.cancel("missing")
+    jobstore.create(_job(1), "a")
+    jobstore.cancel("job-001")
+    with pytest.raises(JobAlreadyTerminal) as err:
+        jobstore.cancel("job-001")
+    assert str(err.value) == "job job-001 is already in terminal state cancelled"
+
+
+def test_restart_recovery_fails_running_and_keeps_queued(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    s = SqliteJobStore(path)
+    for i in range(3):
+        s.create(_job(i), f"a{i}")
+    s.claim_next()  # job-000 running when the process "dies"
+    s.close()
+    s2 = SqliteJobStore(path)
+    recovered = s2.recover_interrupted()
+    assert [j.id for j in recovered] == ["job-000"]
+    j0 = s2.get("job-000")
+    assert (j0.status, j0.error) == (JobStatus.failed, RESTART_MESSAGE) and j0.completed_at is not None
+    assert [s2.get(f"job-00{i}").status for i in (1, 2)] == [JobStatus.queued, JobStatus.queued]
+    assert s2.claim_next().job.id == "job-001"  # type: ignore[union-attr]
+    assert s2.recover_interrupted()[0].id == "job-001"
+    s2.close()
+
+
+def test_watch_sees_every_change_in_order_and_unsubscribes(jobstore: SqliteJobStore) -> None:
+    seen: list[JobChange] = []
+    unsub = jobstore.watch(seen.append)
+    jobstore.create(_job(1), "a")
+    jobstore.claim_next()
+    jobstore.record_progress("job-001", 1, 2)
+    jobstore.complete("job-001", _result())
+    unsub()
+    jobstore.create(_job(2), "b")
+    assert [(c.kind, c.job.status.value, c.chunk, c.chunks_total) for c in seen] == [
+        ("created", "queued", 0, 0),
+        ("started", "running", 0, 0),
+        ("progress", "running", 1, 2),
+        ("finished", "done", 2, 2),
+    ]
+
+
+def test_broken_watcher_does_not_break_writes(jobstore: SqliteJobStore) -> None:
+    def boom(_: JobChange) -> None:
+        raise RuntimeError("watcher bug")
+
+    jobstore.watch(boom)
+    jobstore.create(_job(1), "a")
+    assert jobstore.get("job-001").status == JobStatus.queued
+
+
+def test_webhook_registry_is_persisted_and_deduplicated(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    s = SqliteJobStore(path)
+    s.register_webhook("http://a/1")
+    s.register_webhook("http://b/2")
+    s.register_webhook("http://a/1")
+    s.close()
+    s2 = SqliteJobStore(path)
+    assert s2.webhook_urls() == ["http://a/1", "http://b/2"]
+    s2.close()
