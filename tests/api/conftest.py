@@ -55,20 +55,26 @@ def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def make_wav(audio_dir: Path):  # type: ignore[no-untyped-def]
+    """``make_wav(name, total_secs, **kw)``: a bursts WAV in the session's audio folder."""
+    return lambda name, total_secs, **kw: bursts_wav(audio_dir / name, total_secs, **kw)
+
+
+@pytest.fixture(scope="session")
 def short_wav(audio_dir: Path) -> Path:
     return bursts_wav(audio_dir / "short.wav", 3.0)
 
 
 @pytest.fixture(scope="session")
 def chunked_wav(audio_dir: Path) -> Path:
-    """30 s, cut into several chunks with CHUNK_MAX_SECS=6."""
-    return bursts_wav(audio_dir / "chunked.wav", 30.0, seed=1)
+    """9 s, cut into 3 chunks with CHUNK_MAX_SECS=3 (each chunk costs a whisper call)."""
+    return bursts_wav(audio_dir / "chunked.wav", 9.0, burst_secs=2.0, gap_secs=1.0, seed=1)
 
 
 @pytest.fixture(scope="session")
 def long_wav(audio_dir: Path) -> Path:
-    """10 minutes: a job that is still running when a test cancels it."""
-    return bursts_wav(audio_dir / "long.wav", 600.0, seed=2)
+    """2 minutes (~40 chunks): a job that is still running when a test cancels it."""
+    return bursts_wav(audio_dir / "long.wav", 120.0, burst_secs=2.0, gap_secs=1.0, seed=2)
 
 
 @pytest.fixture
