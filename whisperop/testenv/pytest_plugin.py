@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -103,14 +103,17 @@ def k8s_namespace(k8s_env: K8sEnv) -> Iterator[str]:
             pass
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the tail of every component's log to a failed test that used the environment."""
+    report = yield
     if not report.failed or not _active or not (_ENV_FIXTURES & set(getattr(item, "fixturenames", ()))):
-        return
+        return report
     if any(title == "whisperop testenv logs" for title, _ in report.sections):
-        return
+        return report
     tails = "\n".join(env.log_tails() for env in _active)
     if tails:
         report.sections.append(("whisperop testenv logs", tails))
+    return report
