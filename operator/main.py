@@ -13,8 +13,15 @@ Configuration choices (and why):
 * peering via ``kopf.zalando.org`` KopfPeering objects is off by default and
   enabled by the chart for single-active-replica deployments
   (``WHISPEROP_PEERING=<name>``);
-* Kubernetes Events are posted for info and above, so ``kubectl describe``
-  shows every transition.
+* Kubernetes Events: the operator posts one Event per transition it makes
+  itself (jobs.py, models.py, webhooks.py), the worker per transition it
+  makes; kopf's own log-to-Event posting is limited to warnings so handler
+  chatter does not multiply API writes;
+* ``/metrics`` (prometheus_client) on ``WHISPEROP_METRICS_PORT`` (9090; 0 = off).
+
+Handlers: jobs.py (TranscriptionJob lifecycle), models.py (WhisperModel →
+Deployment, state, lost workers), scaling.py (replica policy and the demand
+annotation), webhooks.py, gc.py (TTL and the S3 clean-up finalizer).
 """
 
 from __future__ import annotations
@@ -32,9 +39,16 @@ ANNOTATION_PREFIX = "whisperop.io"
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
-    settings.posting.level = logging.INFO
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = int(os.environ.get("WHISPEROP_OPERATOR_THREADS", "16"))
     settings.watching.server_timeout = int(os.environ.get("WHISPEROP_WATCH_TIMEOUT_SECS", "300"))
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
     peering = os.environ.get("WHISPEROP_PEERING")
     settings.peering.standalone = not peering
     if peering:
         settings.peering.name = peering
+    metrics.serve(config().metrics_port)
+
+
+from . import gc, jobs, metrics, models, scaling, webhooks  # noqa: E402,F401  (registers the handlers)
+from .config import config  # noqa: E402

@@ -1,0 +1,27 @@
+"""``whisperop worker``: the entrypoint of an inference pod (see worker.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from whisperop.inference.worker import WorkerConfig, run
+
+    if args.model:
+        os.environ["WHISPEROP_MODEL_NAME"] = args.model
+    if args.model_uri:
+        os.environ["WHISPEROP_MODEL_URI"] = args.model_uri
+    if args.port is not None:
+        os.environ["WHISPEROP_WORKER_PORT"] = str(args.port)
+    return run(WorkerConfig.from_env())
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("worker", help="run the cluster inference worker (in an inference pod)",
+                              description="Identity from POD_NAME/POD_NAMESPACE (downward API); S3 from WHISPEROP_S3_*.")
+    p.add_argument("--model", default=None, help="WhisperModel name (env WHISPEROP_MODEL_NAME, default 'default')")
+    p.add_argument("--model-uri", default=None, help="override spec.modelURI (path or s3:// URI)")
+    p.add_argument("--port", type=int, default=None, help="health/metrics port (env WHISPEROP_WORKER_PORT, 8081; 0 = any)")
+    p.set_defaults(func=cmd_worker)

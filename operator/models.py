@@ -1,0 +1,437 @@
+"""WhisperModel reconcile: the owned inference Deployment, lost workers, state.
+
+Runs on every WhisperModel event, on a timer (``WHISPEROP_RECONCILE_SECS``)
+and when a job of the model is queued (:func:`nudge`). Each run reads the
+cluster (the job index kopf keeps from its watch, the model's pods and
+Deployment) and converges:
+
+1. lost workers: a Running job whose worker pod is gone, or whose heartbeat
+   is older than ``WHISPEROP_HEARTBEAT_TIMEOUT_SECS``, goes back to Queued with
+   ``attempts+1`` (``Failed`` once ``WHISPEROP_MAX_ATTEMPTS`` is reached;
+   ``Cancelled`` if cancel was asked) — a write guarded by the resourceVersion
+   in which the stale worker/heartbeat was seen, so a worker that is merely
+   late keeps its job if it writes first;
+2. TTL sweep and pending clean-ups of the namespace's finished jobs (gc.py);
+3. replicas from scaling.py, applied to the Deployment ``whisper-<model>``
+   (created with an ownerReference, template re-rendered when the spec changes);
+4. ``status.state`` from what the cluster shows: no replicas → unloaded;
+   ≥ 1 pod Ready whose worker reports the model loaded → ready; a worker
+   reporting a GPU-memory load failure, or all pods Pending/Unschedulable for
+   GPUs → waiting_for_gpu (with the figures known); otherwise loading. An
+   Unschedulable replica next to a ready one shows as condition
+   ``GpuAvailable=False`` and a Warning Event;
+5. Events and lifecycle webhooks on each state change (the previous state is
+   the one stored in status, so a restarted operator does not repeat them).
+
+A per-model lock only serialises concurrent runs inside one process; all
+state is in the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import kopf
+
+from whisperop.cluster import kube
+from whisperop.core import crds
+
+from . import gc, metrics, scaling, webhooks
+from .config import api, config
+
+log = logging.getLogger("whisperop.operator.models")
+
+_locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_indices: dict[str, Any] = {}  # the kopf index objects (live views of the watch), captured from handler kwargs
+
+
+def deployment_name(model: str) -> str:
+    return f"whisper-{model}"[:63].rstrip("-")
+
+
+def pod_labels(model: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "whisper-operator", crds.LABEL_COMPONENT: "inference", crds.LABEL_MODEL: model}
+
+
+def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
+    meta, spec = wm["metadata"], wm["spec"]
+    name = meta["name"]
+    cfg = config()
+    labels = pod_labels(name)
+    res = spec.get("resources") or {}
+    gpus = int(res.get("gpus", 1))
+    limits = dict(res.get("limits") or {})
+    requests = dict(res.get("requests") or {})
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+        requests["nvidia.com/gpu"] = str(gpus)
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "WHISPEROP_MODEL_NAME", "value": name},
+        {"name": "WHISPEROP_WORKER_PORT", "value": str(cfg.worker_port)},
+        {"name": "WHISPEROP_HEARTBEAT_SECS", "value": str(cfg.worker_heartbeat_secs)},
+        {"name": "WHISPEROP_MODEL_CACHE", "value": "/cache/models"},
+        {"name": "WHISPEROP_TMP_DIR", "value": "/tmp"},
+        {"name": "USE_GPU", "value": "true" if gpus else "false"},
+    ] + [{"name": k, "value": v} for k, v in sorted((spec.get("env") or {}).items())]
+    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 1}
+    container = {
+        "name": "worker",
+        "image": spec.get("image") or crds.DEFAULT_IMAGE,
+        "command": ["whisperop", "worker"],
+        "env": env,
+        "envFrom": [{"secretRef": {"name": cfg.s3_secret, "optional": True}}],
+        "ports": [{"name": "http", "containerPort": cfg.worker_port}],
+        "readinessProbe": probe,
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20, "failureThreshold": 3},
+        "resources": {k: v for k, v in (("limits", limits), ("requests", requests)) if v},
+        "securityContext": {
+            "runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "cache", "mountPath": "/cache"}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": cfg.worker_grace_secs,
+        "volumes": [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "enableServiceLinks": False,
+    }
+    if spec.get("nodeSelector"):
+        pod_spec["nodeSelector"] = spec["nodeSelector"]
+    if spec.get("tolerations"):
+        pod_spec["tolerations"] = spec["tolerations"]
+    if spec.get("serviceAccountName"):
+        pod_spec["serviceAccountName"] = spec["serviceAccountName"]
+    template = {"metadata": {"labels": labels}, "spec": pod_spec}
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(name),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": {crds.ANN_TEMPLATE_HASH: digest},
+            "ownerReferences": [{
+                "apiVersion": crds.API_VERSION, "kind": crds.MODEL_KIND, "name": name, "uid": meta["uid"],
+                "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": template,
+        },
+    }
+
+
+def ensure_deployment(wm: dict[str, Any], replicas: int) -> dict[str, Any]:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    apps = client.AppsV1Api(api())
+    want = render_deployment(wm)
+    ns, name = wm["metadata"]["namespace"], want["metadata"]["name"]
+    try:
+        have = apps.read_namespaced_deployment(name, ns).to_dict()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        want["spec"]["replicas"] = replicas
+        created = apps.create_namespaced_deployment(ns, want)
+        kube.post_event(api(), wm, "Normal", "DeploymentCreated", f"created Deployment {name} with {replicas} replicas",
+                        "whisperop-operator")
+        return created.to_dict()
+    patch: dict[str, Any] = {}
+    if (have["metadata"].get("annotations") or {}).get(crds.ANN_TEMPLATE_HASH) != want["metadata"]["annotations"][
+            crds.ANN_TEMPLATE_HASH]:
+        patch = {"metadata": {"annotations": want["metadata"]["annotations"]}, "spec": {"template": want["spec"]["template"]}}
+    if (have["spec"].get("replicas") or 0) != replicas:
+        patch.setdefault("spec", {})["replicas"] = replicas
+    if patch:
+        have = apps.patch_namespaced_deployment(name, ns, patch).to_dict()
+        if "replicas" in patch.get("spec", {}):
+            kube.post_event(api(), wm, "Normal", "Scaled", f"Deployment {name} scaled to {replicas}", "whisperop-operator")
+    return have
+
+
+# ── pods → state ─────────────────────────────────────────────────────────────
+
+
+def _cond(pod: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in ((pod.get("status") or {}).get("conditions") or []) if c.get("type") == type_), None)
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    c = _cond(pod, "Ready")
+    return (pod.get("status") or {}).get("phase") == "Running" and bool(c) and c.get("status") == "True"
+
+
+def pod_unschedulable(pod: dict[str, Any]) -> str | None:
+    """The scheduler's message when the pod is Pending for lack of resources, else None."""
+    c = _cond(pod, "PodScheduled")
+    if (pod.get("status") or {}).get("phase") == "Pending" and c and c.get("status") == "False" and c.get(
+            "reason") == "Unschedulable":
+        return c.get("message") or "Unschedulable"
+    return None
+
+
+def load_state(pod: dict[str, Any]) -> dict[str, Any]:
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(crds.ANN_LOAD_STATE)
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+
+
+def observe(wm: dict[str, Any], desired: int, pods: list[dict[str, Any]]) -> dict[str, Any]:
+    """Model state and its figures from the pods (see the module doc)."""
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    ready = [p for p in live if pod_ready(p) and load_state(p).get("state") == "ready"]
+    unsched = [(p, m) for p in live if (m := pod_unschedulable(p))]
+    waiting = [load_state(p) for p in live if load_state(p).get("state") == "waiting_for_gpu"]
+    out: dict[str, Any] = {"readyReplicas": len(ready), "unschedulableReplicas": len(unsched),
+                           "vramNeededMB": None, "vramFreeMB": None, "retryInSecs": None, "loadedAt": None}
+    poll = int(wm["spec"].get("gpuPollIntervalSeconds", 30))
+    if ready:
+        out["state"] = "ready"
+        times = sorted(s for p in ready if (s := load_state(p).get("loadedAt")))
+        out["loadedAt"] = times[0] if times else (wm.get("status") or {}).get("loadedAt") or kube.ts()
+    elif desired == 0:
+        out["state"] = "unloaded"
+    elif waiting:
+        w = waiting[0]
+        out.update(state="waiting_for_gpu", vramNeededMB=w.get("vramNeededMB"), vramFreeMB=w.get("vramFreeMB"),
+                   retryInSecs=w.get("retryInSecs", poll))
+    elif live and len(unsched) == len(live) and any("gpu" in m.lower() for _, m in unsched):
+        out.update(state="waiting_for_gpu", retryInSecs=poll)
+    else:
+        out["state"] = "loading"
+    out["unschedulableMessage"] = unsched[0][1] if unsched else None
+    return out
+
+
+# ── the reconcile ────────────────────────────────────────────────────────────
+
+
+def _requeue_lost(ns: str, model: str, running: list[dict[str, Any]], pods: dict[str, dict[str, Any]]) -> int:
+    cfg = config()
+    res = kube.jobs(api(), ns)
+    n = kube.now()
+    moved = 0
+    for s in running:
+        hb = crds.parse_time(s.get("heartbeat") or s.get("startTime"))
+        gone = s.get("worker") not in pods
+        stale = hb is None or n - hb > timedelta(seconds=cfg.heartbeat_timeout_secs)
+        if not (gone or stale):
+            continue
+        try:
+            obj = res.get(s["name"])
+        except kube.NotFound:
+            continue
+        st = obj.get("status") or {}
+        if st.get("phase") != "Running" or st.get("worker") != s.get("worker") or st.get("heartbeatTime") != s.get(
+                "heartbeat"):
+            continue  # changed since the index saw it: the worker is alive, or someone acted already
+        why = f"worker {s.get('worker')} " + ("is gone" if gone else f"stopped heartbeating ({cfg.heartbeat_timeout_secs:.0f} s)")
+        attempts = int(st.get("attempts") or 0) + 1
+        gen = obj["metadata"].get("generation")
+        conds = st.get("conditions") or []
+        if obj["spec"].get("cancel"):
+            phase, reason, msg = "Cancelled", "CancelledWorkerLost", f"cancelled; {why}"
+        elif attempts >= cfg.max_attempts:
+            phase, reason, msg = "Failed", "WorkerLost", f"{why}; gave up after {attempts} attempts"
+        else:
+            phase, reason, msg = "Queued", "Requeued", f"{why}; requeued (attempt {attempts + 1} of {cfg.max_attempts})"
+        body: dict[str, Any] = {
+            "phase": phase, "attempts": attempts, "worker": None, "heartbeatTime": None,
+            "conditions": crds.set_condition(conds, "Running", "False", reason, msg, n, gen),
+        }
+        if phase == "Queued":
+            body.update(progress=0, chunk=0, startTime=None)
+        else:
+            body.update(completionTime=kube.ts(n), error=msg if phase == "Failed" else None)
+        try:
+            res.patch_status(s["name"], body, rv=obj["metadata"]["resourceVersion"])
+        except (kube.Conflict, kube.NotFound):
+            continue
+        moved += 1
+        metrics.REQUEUES.inc()
+        metrics.TRANSITIONS.labels(phase, reason).inc()
+        kube.post_event(api(), obj, "Warning", reason, msg, "whisperop-operator")
+    return moved
+
+
+def reconcile(wm: dict[str, Any], job_index: Any = None, sweep_index: Any = None) -> dict[str, Any]:
+    ns, name = wm["metadata"]["namespace"], wm["metadata"]["name"]
+    if wm["metadata"].get("deletionTimestamp"):
+        return {}
+    job_index = job_index if job_index is not None else _indices.get("jobs_by_model")
+    sweep_index = sweep_index if sweep_index is not None else _indices.get("jobs_to_sweep")
+    with _locks[(ns, name)], metrics.RECONCILE.time():
+        # jobs first, pods second: a job claimed by a pod that the list below does
+        # not show can only mean the pod is really gone (see _requeue_lost)
+        jobs = list(job_index.get((ns, name), [])) if job_index is not None else []
+        pods = _pods(ns, name)
+        by_name = {p["metadata"]["name"]: p for p in pods}
+        queued = [j for j in jobs if j["phase"] == "Queued" and not j["cancel"] and not j["deleting"]]
+        running = [j for j in jobs if j["phase"] == "Running"]
+        if running:
+            moved = _requeue_lost(ns, name, running, by_name)
+            if moved:
+                running = [j for j in running if j.get("worker") in by_name]
+        if sweep_index is not None:
+            gc.sweep(ns, [s for s in sweep_index.get(ns, []) if s.get("deleting") or gc.summary_expired(s)])
+
+        status = wm.get("status") or {}
+        spec = wm["spec"]
+        now = kube.now()
+        demand = scaling.parse_demand(wm["metadata"].get("annotations"))
+        activity = scaling.last_activity(crds.parse_time(status.get("lastActivityTime")), demand,
+                                         len(queued) + len(running), now,
+                                         crds.parse_time(wm["metadata"].get("creationTimestamp")))
+        current = _current_replicas(ns, name)
+        desired = scaling.desired_replicas(spec, len(queued), len(running), current if current is not None else 0,
+                                           activity, demand, now)
+        dep = ensure_deployment(wm, desired)
+        seen = observe(wm, desired, pods)
+        _write_status(wm, seen, desired, len(queued), len(running), activity)
+        for st in ("unloaded", "loading", "waiting_for_gpu", "ready"):
+            metrics.STATE.labels(ns, name, st).set(1 if seen["state"] == st else 0)
+        metrics.QUEUE_DEPTH.labels(ns, name).set(len(queued))
+        metrics.RUNNING.labels(ns, name).set(len(running))
+        metrics.REPLICAS.labels(ns, name).set(desired)
+        metrics.READY.labels(ns, name).set(seen["readyReplicas"])
+        return {"state": seen["state"], "desired": desired, "queued": len(queued), "running": len(running),
+                "deployment": (dep or {}).get("metadata", {}).get("name")}
+
+
+def _pods(ns: str, name: str) -> list[dict[str, Any]]:
+    from kubernetes import client
+
+    resp = client.CoreV1Api(api()).list_namespaced_pod(
+        ns, label_selector=f"{crds.LABEL_MODEL}={name},{crds.LABEL_COMPONENT}=inference", _preload_content=False)
+    return json.loads(resp.data)["items"]
+
+
+def _current_replicas(ns: str, name: str) -> int | None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return client.AppsV1Api(api()).read_namespaced_deployment(deployment_name(name), ns).spec.replicas or 0
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _write_status(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued: int, running: int,
+                  activity: Any) -> None:
+    meta = wm["metadata"]
+    old = wm.get("status") or {}
+    now = kube.now()
+    gen = meta.get("generation")
+    state = seen["state"]
+    conds = old.get("conditions") or []
+    conds = crds.set_condition(conds, "Ready", "True" if state == "ready" else "False",
+                               {"ready": "Loaded", "loading": "Loading", "waiting_for_gpu": "WaitingForGpu",
+                                "unloaded": "ScaledToZero"}[state],
+                               f"{seen['readyReplicas']} of {desired} replicas ready", now, gen)
+    if seen["unschedulableReplicas"]:
+        conds = crds.set_condition(conds, "GpuAvailable", "False", "Unschedulable",
+                                   f"{seen['unschedulableReplicas']} replica(s) cannot be scheduled: "
+                                   f"{seen['unschedulableMessage']}", now, gen)
+    else:
+        conds = crds.set_condition(conds, "GpuAvailable", "True", "Scheduled", "all replicas scheduled", now, gen)
+    act = crds.parse_time(old.get("lastActivityTime"))
+    if activity is not None and (act is None or activity - act > timedelta(seconds=1)):
+        act = activity
+    new: dict[str, Any] = {
+        "state": state, "replicas": desired, "readyReplicas": seen["readyReplicas"],
+        "unschedulableReplicas": seen["unschedulableReplicas"], "queueDepth": queued, "runningJobs": running,
+        "loadedAt": seen["loadedAt"] if state == "ready" else None,
+        "vramNeededMB": seen["vramNeededMB"], "vramFreeMB": seen["vramFreeMB"], "retryInSecs": seen["retryInSecs"],
+        "lastActivityTime": kube.ts(act) if act else None,
+        "conditions": conds, "observedGeneration": gen,
+    }
+    cmp_old = {k: old.get(k) for k in new if k != "conditions"}
+    cmp_new = {k: v for k, v in new.items() if k != "conditions"}
+    old_conds = {(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in old.get("conditions") or []}
+    new_conds = {(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conds}
+    if cmp_old == cmp_new and old_conds == new_conds:
+        return
+    res = kube.models(api(), meta["namespace"])
+    try:
+        res.patch_status(meta["name"], new, rv=meta["resourceVersion"])
+    except kube.Conflict:
+        return  # a newer version exists; its event runs this again
+    except kube.NotFound:
+        return
+    prev = old.get("state") or "unloaded"
+    if state != prev:
+        reason = {"ready": "ModelReady", "loading": "ModelLoading", "waiting_for_gpu": "ModelWaitingForGpu",
+                  "unloaded": "ModelUnloaded"}[state]
+        msg = f"state {prev} → {state}"
+        if state == "waiting_for_gpu":
+            msg += f" (vram needed {seen['vramNeededMB']} MB, free {seen['vramFreeMB']} MB, retry in {seen['retryInSecs']} s)"
+        kube.post_event(api(), wm, "Warning" if state == "waiting_for_gpu" else "Normal", reason, msg, "whisperop-operator")
+        payload: dict[str, Any] | None = None
+        if state == "ready":
+            payload = {"type": "model_ready", "loaded_at": new["loadedAt"]}
+        elif state == "unloaded":
+            payload = {"type": "model_unloaded"}
+        if payload:
+            webhooks.send_model_event(meta["namespace"], payload)
+    if seen["unschedulableReplicas"] and not old.get("unschedulableReplicas"):
+        kube.post_event(api(), wm, "Warning", "GpuUnavailable",
+                        f"{seen['unschedulableReplicas']} replica(s) Unschedulable: {seen['unschedulableMessage']}",
+                        "whisperop-operator")
+
+
+def nudge(ns: str, name: str) -> None:
+    """Reconcile a model now (e.g. a job was just queued), if it exists."""
+    try:
+        wm = kube.models(api(), ns).get(name)
+    except kube.NotFound:
+        return
+    try:
+        reconcile(wm)
+    except Exception:
+        log.warning("nudge failed", exc_info=True)
+
+
+@kopf.timer(crds.GROUP, crds.VERSION, crds.MODEL_PLURAL, interval=config().reconcile_secs, sharp=True)
+def model_timer(body: Any, jobs_by_model: Any, jobs_to_sweep: Any, **_: Any) -> None:
+    _indices["jobs_by_model"], _indices["jobs_to_sweep"] = jobs_by_model, jobs_to_sweep
+    reconcile(_fresh(body), jobs_by_model, jobs_to_sweep)
+
+
+@kopf.on.event(crds.GROUP, crds.VERSION, crds.MODEL_PLURAL)
+def model_event(event: dict[str, Any], body: Any, jobs_by_model: Any, jobs_to_sweep: Any, **_: Any) -> None:
+    _indices["jobs_by_model"], _indices["jobs_to_sweep"] = jobs_by_model, jobs_to_sweep
+    if event.get("type") == "DELETED":
+        return
+    try:
+        reconcile(dict(body), jobs_by_model, jobs_to_sweep)
+    except Exception:
+        log.exception("model reconcile failed")
+
+
+def _fresh(body: Any) -> dict[str, Any]:
+    """Timers get the body as of the last event; re-read so the guarded status write is current."""
+    meta = body["metadata"]
+    try:
+        return kube.models(api(), meta["namespace"]).get(meta["name"])
+    except kube.NotFound:
+        return dict(body)

@@ -1,0 +1,85 @@
+"""How many inference replicas a WhisperModel should have (a pure function).
+
+Inputs are all read from the cluster: queued and running jobs of the model,
+the model's spec, ``status.lastActivityTime``, the Deployment's current
+replicas and the demand annotation.
+
+Demand from the REST facade (``POST /model/load`` / ``/model/unload``) is
+recorded WITHOUT touching the spec a user keeps in Git, as the annotation
+
+    metadata.annotations["whisperop.io/demand"] = '{"action": "load", "at": "2026-05-10T14:00:00.000Z"}'
+
+* ``load``: counts as activity at ``at`` — the model gets at least one replica
+  until ``idleTimeoutSeconds`` have passed since then without work;
+* ``unload``: when no job is queued or running, skip the rest of the idle
+  timeout and go to ``minReplicas`` now (an in-flight job finishes first;
+  jobs that arrive later scale it up again).
+
+Rules: with work, ``min(maxReplicas, max(minReplicas, queued + running))``
+(one job per replica at a time); idle, keep the current count until
+``idleTimeoutSeconds`` (0 = never) after the last activity, then
+``minReplicas``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from whisperop.core import crds
+
+
+@dataclass(frozen=True)
+class Demand:
+    action: str  # load | unload
+    at: datetime
+
+
+def parse_demand(annotations: dict[str, str] | None) -> Demand | None:
+    raw = (annotations or {}).get(crds.ANN_DEMAND)
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+        at = crds.parse_time(d.get("at"))
+        if d.get("action") in ("load", "unload") and at is not None:
+            return Demand(d["action"], at)
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return None
+
+
+def demand_annotation(action: str, at: datetime) -> dict[str, Any]:
+    """The metadata patch the facade sends (merge patch on the WhisperModel)."""
+    return {"metadata": {"annotations": {crds.ANN_DEMAND: json.dumps({"action": action, "at": crds.rfc3339(at)})}}}
+
+
+def last_activity(stored: datetime | None, demand: Demand | None, work: int, now: datetime,
+                  created: datetime | None) -> datetime | None:
+    candidates = [t for t in (stored, created) if t is not None]
+    if demand is not None and demand.action == "load":
+        candidates.append(demand.at)
+    if work:
+        candidates.append(now)
+    return max(candidates) if candidates else None
+
+
+def desired_replicas(spec: dict[str, Any], queued: int, running: int, current: int, activity: datetime | None,
+                     demand: Demand | None, now: datetime) -> int:
+    mn = int(spec.get("minReplicas", 0))
+    mx = max(int(spec.get("maxReplicas", 1)), mn, 1)
+    work = queued + running
+    if work:
+        return min(mx, max(mn, work))
+    if demand is not None and demand.action == "unload" and (activity is None or demand.at >= activity):
+        return mn
+    idle = int(spec.get("idleTimeoutSeconds", 300))
+    recent_load = demand is not None and demand.action == "load" and (activity is None or demand.at >= activity)
+    floor = max(mn, 1 if recent_load else 0)
+    if idle == 0:
+        return min(mx, max(current, floor))
+    if activity is not None and now < activity + timedelta(seconds=idle):
+        return min(mx, max(current, floor))
+    return mn

@@ -1,0 +1,85 @@
+"""Completion webhooks (one per finished job, recorded in ``status.webhook``) and
+model lifecycle webhooks (to every URL in the namespace's registry ConfigMap).
+
+Idempotence: a job's delivery is attempted only while ``status.webhook.state``
+is not ``delivered``/``failed``; the outcome is written right after the POSTs.
+An operator killed between the POST and that write delivers again on restart
+(at-least-once); the ``X-Whisperop-Delivery`` header (job uid + phase) lets a
+receiver drop that duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from whisperop.cluster import kube
+from whisperop.cluster import webhooks as wh
+from whisperop.core import crds
+from whisperop.core.models import Segment, to_json_dict
+
+from . import metrics
+from .config import api, config
+
+log = logging.getLogger("whisperop.operator.webhooks")
+
+
+def _segments(obj: dict[str, Any]) -> list[Segment]:
+    uri = ((obj.get("status") or {}).get("result") or {}).get("json")
+    if not uri:
+        return []
+    try:
+        from whisperop.cluster.s3 import S3Settings
+
+        bucket, key = crds.split_s3_uri(uri)
+        s3 = S3Settings.from_env()
+        data = json.loads(s3.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return [Segment(**s) for s in data.get("segments", [])]
+    except Exception:
+        log.warning("could not read the result JSON for the webhook", extra={"uri": uri}, exc_info=True)
+        return []
+
+
+def job_document(obj: dict[str, Any]) -> dict[str, Any]:
+    """The full Job (contract shape), segments included when the job is done."""
+    segs = _segments(obj) if (obj.get("status") or {}).get("phase") == "Done" else []
+    return to_json_dict(crds.job_from_resource(obj, segs))
+
+
+def deliver_job(res: kube.Resources, obj: dict[str, Any]) -> None:
+    meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
+    url = spec["webhookUrl"]
+    result = wh.post_json(url, job_document(obj), delivery_id=f"{meta.get('uid')}-{status.get('phase')}",
+                          attempts=config().webhook_attempts)
+    record = {
+        "url": url, "state": "delivered" if result.ok else "failed", "attempts": result.attempts,
+        "responseCode": result.code, "lastAttemptTime": kube.ts(), "error": result.error,
+    }
+    metrics.WEBHOOKS.labels("job", "delivered" if result.ok else "failed").inc()
+    try:
+        res.patch_status(meta["name"], {"webhook": record})
+    except kube.NotFound:
+        return
+    if result.ok:
+        kube.post_event(api(), obj, "Normal", "WebhookDelivered", f"POST {url}: HTTP {result.code}", "whisperop-operator")
+    else:
+        kube.post_event(api(), obj, "Warning", "WebhookFailed", f"POST {url} failed after {result.attempts} attempts: "
+                        f"{result.error}", "whisperop-operator")
+
+
+def send_model_event(namespace: str, payload: dict[str, Any]) -> None:
+    """POST a model lifecycle payload to every registered URL (background threads)."""
+    try:
+        urls = wh.registered(api(), namespace)
+    except Exception:
+        log.warning("could not read the webhook registry", exc_info=True)
+        return
+
+    def send(url: str) -> None:
+        r = wh.post_json(url, payload, attempts=config().webhook_attempts)
+        metrics.WEBHOOKS.labels("model", "delivered" if r.ok else "failed").inc()
+
+    for url in urls:
+        threading.Thread(target=send, args=(url,), daemon=True, name="model-webhook").start()

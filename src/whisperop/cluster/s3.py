@@ -1,0 +1,70 @@
+"""S3 settings of the cluster components (env ``WHISPEROP_S3_*``, the same names the
+test environment's external mode uses) and helpers on ``s3://`` URIs.
+
+Uploads go through the facade's :class:`whisperop.stores.s3_blobs.S3BlobStore`;
+this module only adds what the worker and the operator need on top: a client
+for any bucket named in a URI, download of an input to a local file, and
+deletion of everything under a prefix (job clean-up)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from whisperop.core.crds import split_s3_uri
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint: str | None
+    access_key: str | None
+    secret_key: str | None
+    region: str
+    bucket: str
+
+    @classmethod
+    def from_env(cls) -> "S3Settings":
+        e = os.environ
+        return cls(
+            endpoint=e.get("WHISPEROP_S3_ENDPOINT") or None,
+            access_key=e.get("WHISPEROP_S3_ACCESS_KEY") or e.get("AWS_ACCESS_KEY_ID") or None,
+            secret_key=e.get("WHISPEROP_S3_SECRET_KEY") or e.get("AWS_SECRET_ACCESS_KEY") or None,
+            region=e.get("WHISPEROP_S3_REGION") or "us-east-1",
+            bucket=e.get("WHISPEROP_S3_BUCKET") or "whisperop",
+        )
+
+    @cached_property
+    def client(self) -> Any:
+        from whisperop.stores.s3_blobs import make_client
+
+        return make_client(self.endpoint, self.access_key, self.secret_key, self.region)
+
+    def store(self, bucket: str | None = None) -> Any:
+        from whisperop.stores.s3_blobs import S3BlobStore
+
+        return S3BlobStore(self.client, bucket or self.bucket)
+
+    def uri(self, key: str, bucket: str | None = None) -> str:
+        return f"s3://{bucket or self.bucket}/{key}"
+
+    def download(self, uri: str, dest: Path) -> Path:
+        bucket, key = split_s3_uri(uri)
+        self.client.download_file(bucket, key, str(dest))
+        return dest
+
+    def delete_uri(self, uri: str) -> None:
+        bucket, key = split_s3_uri(uri)
+        self.client.delete_object(Bucket=bucket, Key=key)
+
+    def delete_prefix(self, prefix: str, bucket: str | None = None) -> int:
+        b = bucket or self.bucket
+        n = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=b, Prefix=prefix):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=b, Delete={"Objects": keys, "Quiet": True})
+                n += len(keys)
+        return n

@@ -1,0 +1,309 @@
+"""API types of the cluster mode: TranscriptionJob and WhisperModel (whisperop.io/v1alpha1).
+
+One place for the types, in the kubebuilder spirit: the pydantic models below
+are the source of the CRD schemas (``python -m whisperop.core.crdgen`` writes
+``crds/*.yaml`` from them), and the operator, the worker and the REST facade
+read and write the resources through them. Field names are the Kubernetes
+camelCase names; validation (enums, minimums, URI rules, defaults) is declared
+here once and enforced by the API server through the generated schema.
+
+Also here: the names every component shares (group, plural, annotations,
+labels, finalizer, phases, condition types) and the conversion of a
+TranscriptionJob into the contract's ``Job`` shape (used by webhooks and by
+the cluster JobStore of the facade).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from whisperop.core.models import Job, JobStatus, Segment, Task
+
+GROUP = "whisperop.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+JOB_KIND, JOB_PLURAL, JOB_SINGULAR, JOB_SHORT = "TranscriptionJob", "transcriptionjobs", "transcriptionjob", "tj"
+MODEL_KIND, MODEL_PLURAL, MODEL_SINGULAR, MODEL_SHORT = "WhisperModel", "whispermodels", "whispermodel", "wm"
+
+# metadata the system writes (never spec: nothing a user declares in Git is rewritten)
+FINALIZER = "whisperop.io/cleanup"  # on jobs: delete the S3 objects the system created
+LABEL_MODEL = "whisperop.io/model"  # on jobs (copy of spec.model) and on inference pods
+LABEL_COMPONENT = "app.kubernetes.io/component"
+ANN_DEMAND = "whisperop.io/demand"  # on WhisperModels: {"action": "load"|"unload", "at": RFC 3339} from the facade
+ANN_LOAD_STATE = "whisperop.io/load-state"  # on inference pods: what the worker reports (loading/waiting_for_gpu/ready)
+ANN_AUDIO_OWNED = "whisperop.io/audio-owned"  # on jobs: "true" when the system uploaded the audio (facade): GC deletes it
+ANN_TEMPLATE_HASH = "whisperop.io/template-hash"  # on Deployments: hash of the WhisperModel spec rendered into the pod template
+WEBHOOK_CONFIGMAP = "whisperop-webhooks"  # per namespace: registry of model lifecycle webhook URLs
+
+DEFAULT_MODEL = "default"
+DEFAULT_IMAGE = "ghcr.io/whisper-operator/inference:0.1.0"
+
+# s3://bucket/key (bucket per S3 naming rules) or http(s)://host/...
+AUDIO_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https?://[^/\s]+(/\S*)?)$"
+# s3://bucket/key of a GGML file, or an absolute path on a volume
+MODEL_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|/.+)$"
+HTTP_URL_RE = r"^https?://[^/\s]+(/\S*)?$"
+DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _cel(rule: str, message: str) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+
+
+class Phase(str, Enum):
+    Queued = "Queued"
+    Running = "Running"
+    Done = "Done"
+    Failed = "Failed"
+    Cancelled = "Cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.Done, Phase.Failed, Phase.Cancelled)
+
+
+TERMINAL_PHASES = frozenset({"Done", "Failed", "Cancelled"})
+
+
+class OutputFormat(str, Enum):
+    json = "json"
+    srt = "srt"
+    vtt = "vtt"
+    txt = "txt"
+
+
+class ModelStateName(str, Enum):
+    unloaded = "unloaded"
+    loading = "loading"
+    waiting_for_gpu = "waiting_for_gpu"
+    ready = "ready"
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", use_enum_values=True)
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON-ready dict for the API server (None fields left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Condition(_Base):
+    """A condition as the Kubernetes API conventions define it."""
+
+    type: str = Field(description="condition type, CamelCase (e.g. Accepted, Ready, GpuAvailable)", max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(description="CamelCase machine-readable reason", max_length=1024)
+    message: str = Field("", description="human-readable detail", max_length=32768)
+    lastTransitionTime: datetime
+    observedGeneration: int | None = Field(None, ge=0)
+
+
+# ── TranscriptionJob ─────────────────────────────────────────────────────────
+
+
+class TranscriptionJobSpec(_Base):
+    audio: str = Field(
+        description="the audio to transcribe: an s3://bucket/key URI or an http(s) URL",
+        max_length=2048,
+        json_schema_extra=_cel(f"self.matches(r'{AUDIO_URI_RE}')", "audio must be an s3://bucket/key URI or an http(s) URL"),
+    )
+    model: str = Field(DEFAULT_MODEL, description="name of a WhisperModel in the job's namespace", max_length=63, pattern=DNS_LABEL_RE)
+    language: str | None = Field(None, description="ISO 639-1 code; omit to auto-detect", min_length=2, max_length=3, pattern=r"^[a-z]{2,3}$")
+    task: Task = Field(Task.transcribe, description="transcribe, or translate into English")
+    outputFormats: list[OutputFormat] = Field(
+        default_factory=lambda: [OutputFormat.json],
+        description="json is always written; srt, vtt and txt on request",
+        max_length=4,
+    )
+    webhookUrl: str | None = Field(
+        None,
+        description="POSTed the full Job document when the job ends (also registered for model lifecycle webhooks)",
+        max_length=2048,
+        json_schema_extra=_cel(f"self.matches(r'{HTTP_URL_RE}')", "webhookUrl must be an http(s) URL"),
+    )
+    priority: int = Field(0, ge=0, le=1000000, description="higher runs first; equal priorities run oldest first")
+    ttlSecondsAfterFinished: int | None = Field(None, ge=0, description="delete the job this long after it finished")
+    cancel: bool = Field(False, description="true cancels the job (queued: at once; running: the worker aborts it)")
+
+
+class JobResult(_Base):
+    json_: str = Field(alias="json", description="s3:// URI of transcript.json")
+    srt: str | None = None
+    vtt: str | None = None
+    txt: str | None = None
+    segments: int = Field(0, ge=0, description="number of segments")
+
+
+class WebhookDelivery(_Base):
+    url: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int = Field(0, ge=0)
+    responseCode: int | None = None
+    lastAttemptTime: datetime | None = None
+    error: str | None = None
+
+
+class TranscriptionJobStatus(_Base):
+    phase: Phase | None = None
+    progress: int = Field(0, ge=0, le=100)
+    chunk: int | None = Field(None, ge=0)
+    chunksTotal: int | None = Field(None, ge=0)
+    language: str | None = None
+    durationSecs: float | None = Field(None, ge=0)
+    worker: str | None = Field(None, description="the inference pod running the job")
+    heartbeatTime: datetime | None = None
+    attempts: int = Field(0, ge=0, description="times the job was started")
+    result: JobResult | None = None
+    error: str | None = None
+    startTime: datetime | None = None
+    completionTime: datetime | None = None
+    webhook: WebhookDelivery | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observedGeneration: int | None = Field(None, ge=0)
+
+
+class TranscriptionJob(_Base):
+    apiVersion: str = API_VERSION
+    kind: str = JOB_KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: TranscriptionJobSpec
+    status: TranscriptionJobStatus = Field(default_factory=TranscriptionJobStatus)
+
+
+# ── WhisperModel ─────────────────────────────────────────────────────────────
+
+
+class Toleration(_Base):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    tolerationSeconds: int | None = None
+
+
+class ModelResources(_Base):
+    gpus: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per inference pod (0 = CPU only)")
+    requests: dict[str, str] = Field(default_factory=dict, description="extra resource requests, e.g. cpu, memory")
+    limits: dict[str, str] = Field(default_factory=dict, description="extra resource limits")
+
+
+class WhisperModelSpec(_Base):
+    modelURI: str = Field(
+        description="s3://bucket/key of a GGML model file, or an absolute path on a volume of the inference pod",
+        max_length=2048,
+        json_schema_extra=_cel(f"self.matches(r'{MODEL_URI_RE}')", "modelURI must be an s3://bucket/key URI or an absolute path"),
+    )
+    displayName: str | None = Field(None, max_length=253)
+    minReplicas: int = Field(0, ge=0, le=1000)
+    maxReplicas: int = Field(1, ge=1, le=1000)
+    idleTimeoutSeconds: int = Field(300, ge=0, description="scale to minReplicas after this long without work; 0 = never")
+    gpuPollIntervalSeconds: int = Field(30, ge=1, description="retry interval of a load that failed for lack of GPU memory")
+    resources: ModelResources = Field(default_factory=ModelResources)
+    nodeSelector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    image: str = Field(DEFAULT_IMAGE, max_length=1024)
+    serviceAccountName: str | None = Field(None, max_length=253, description="service account of the inference pods")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables of the worker")
+
+
+class WhisperModelStatus(_Base):
+    state: ModelStateName = ModelStateName.unloaded
+    replicas: int = Field(0, ge=0, description="replicas the operator asks for")
+    readyReplicas: int = Field(0, ge=0)
+    unschedulableReplicas: int = Field(0, ge=0)
+    loadedAt: datetime | None = None
+    vramNeededMB: int | None = None
+    vramFreeMB: int | None = None
+    retryInSecs: int | None = None
+    lastActivityTime: datetime | None = None
+    queueDepth: int = Field(0, ge=0)
+    runningJobs: int = Field(0, ge=0)
+    conditions: list[Condition] = Field(default_factory=list)
+    observedGeneration: int | None = Field(None, ge=0)
+
+
+class WhisperModel(_Base):
+    apiVersion: str = API_VERSION
+    kind: str = MODEL_KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: WhisperModelSpec
+    status: WhisperModelStatus = Field(default_factory=WhisperModelStatus)
+
+
+# ── helpers shared by operator, worker and facade ───────────────────────────
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def rfc3339(dt: datetime) -> str:
+    from whisperop.core.models import format_timestamp
+
+    return format_timestamp(dt)
+
+
+def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
+                  now: datetime, generation: int | None = None) -> list[dict[str, Any]]:
+    """Return ``conditions`` with ``type_`` set; lastTransitionTime moves only when status changes."""
+    out = [dict(c) for c in conditions if c.get("type") != type_]
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    ltt = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else rfc3339(now)
+    cond: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": ltt}
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    out.append(cond)
+    return out
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"s3 URI needs a bucket and a key: {uri}")
+    return bucket, key
+
+
+def results_prefix(namespace: str, name: str) -> str:
+    """Where the worker writes a job's outputs (inside the results bucket)."""
+    return f"results/{namespace}/{name}/"
+
+
+PHASE_TO_STATUS = {
+    "Queued": JobStatus.queued, "Running": JobStatus.running, "Done": JobStatus.done,
+    "Failed": JobStatus.failed, "Cancelled": JobStatus.cancelled,
+}
+
+
+def job_from_resource(obj: dict[str, Any], segments: list[Segment] | None = None) -> Job:
+    """The contract's Job shape of a TranscriptionJob (segments from the result JSON, if given)."""
+    meta = obj.get("metadata", {})
+    spec = obj.get("spec", {})
+    status = obj.get("status") or {}
+    phase = status.get("phase") or "Queued"
+    audio = spec.get("audio", "")
+    filename = (meta.get("annotations") or {}).get("whisperop.io/filename") or audio.rstrip("/").rsplit("/", 1)[-1] or None
+    created = parse_time(meta.get("creationTimestamp"))
+    fields: dict[str, Any] = {
+        "id": meta.get("name", ""),
+        "status": PHASE_TO_STATUS[phase],
+        "task": spec.get("task", "transcribe"),
+        "language": status.get("language") or spec.get("language"),
+        "progress": 100 if phase == "Done" else int(status.get("progress") or 0),
+        "duration_secs": status.get("durationSecs"),
+        "segments": segments or [],
+        "error": status.get("error"),
+        "webhook_url": spec.get("webhookUrl"),
+        "filename": filename,
+        "completed_at": parse_time(status.get("completionTime")),
+    }
+    if created:
+        fields["created_at"] = created
+    return Job(**fields)
