@@ -1,0 +1,87 @@
+"""The CRDs: committed YAML = generator output; the API server enforces the schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from whisperop.core import crdgen, crds
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_committed_crds_equal_generator_output() -> None:
+    for name, text in crdgen.outputs().items():
+        path = REPO / "crds" / name
+        assert path.is_file(), f"{name} missing: run python -m whisperop.core.crdgen"
+        assert path.read_text() == text, f"{name} is stale: run python -m whisperop.core.crdgen"
+
+
+def test_crds_are_structural_with_columns_and_short_names() -> None:
+    job = crdgen.job_crd()
+    v = job["spec"]["versions"][0]
+    assert job["spec"]["names"]["shortNames"] == ["tj"]
+    assert crdgen.model_crd()["spec"]["names"]["shortNames"] == ["wm"]
+    assert v["subresources"] == {"status": {}}
+    assert [c["name"] for c in v["additionalPrinterColumns"]][:5] == ["Phase", "Progress", "Model", "Language", "Duration"]
+
+    def walk(node: dict[str, Any], path: str) -> None:  # structural: every node typed, no $ref/anyOf
+        assert "type" in node, f"untyped schema node at {path}"
+        for bad in ("$ref", "anyOf", "allOf", "oneOf", "title"):
+            assert bad not in node, f"{bad} at {path}"
+        for k, sub in node.get("properties", {}).items():
+            walk(sub, f"{path}.{k}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(v["schema"]["openAPIV3Schema"], "")
+
+
+def _job(audio: str = "s3://bucket/in/a.wav", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": crds.API_VERSION, "kind": crds.JOB_KIND, "metadata": {"generateName": "bad-"},
+            "spec": {"audio": audio, **spec}}
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (_job(task="summarise"), 'spec.task: Unsupported value: "summarise": supported values: "transcribe", "translate"'),
+        (_job(priority=-1), "spec.priority: Invalid value: -1: spec.priority in body should be greater than or equal to 0"),
+        (_job(audio="ftp://host/a.wav"), "audio must be an s3://bucket/key URI or an http(s) URL"),
+        (_job(audio="s3://no-key"), "audio must be an s3://bucket/key URI or an http(s) URL"),
+        (_job(webhookUrl="not a url"), "webhookUrl must be an http(s) URL"),
+        (_job(outputFormats=["json", "docx"]), 'Unsupported value: "docx"'),
+    ],
+    ids=["bad-task", "negative-priority", "ftp-uri", "s3-without-key", "bad-webhook", "bad-format"],
+)
+def test_api_server_rejects_invalid_jobs(cluster: Any, body: dict[str, Any], message: str) -> None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    co = client.CustomObjectsApi(cluster.api)
+    with pytest.raises(ApiException) as err:
+        co.create_namespaced_custom_object(crds.GROUP, crds.VERSION, cluster.ns, crds.JOB_PLURAL, body)
+    assert err.value.status == 422
+    assert message in json.loads(err.value.body)["message"], err.value.body
+
+
+@pytest.mark.cluster
+def test_api_server_applies_defaults_and_rejects_bad_models(cluster: Any) -> None:
+    from kubernetes.client.rest import ApiException
+
+    obj = cluster.jobs.create(_job())
+    assert obj["spec"]["model"] == "default" and obj["spec"]["task"] == "transcribe"
+    assert obj["spec"]["priority"] == 0 and obj["spec"]["outputFormats"] == ["json"] and obj["spec"]["cancel"] is False
+    wm = cluster.create_model("m1", modelURI="/models/ggml-base.bin")
+    assert wm["spec"]["minReplicas"] == 0 and wm["spec"]["maxReplicas"] == 1
+    assert wm["spec"]["idleTimeoutSeconds"] == 300 and wm["spec"]["gpuPollIntervalSeconds"] == 30
+    with pytest.raises(ApiException) as err:
+        cluster.create_model("m2", modelURI="relative/path.bin")
+    assert "modelURI must be an s3://bucket/key URI or an absolute path" in json.loads(err.value.body)["message"]
+    with pytest.raises(ApiException) as err:
+        cluster.create_model("m3", modelURI="/m.bin", minReplicas=-1)
+    assert "spec.minReplicas in body should be greater than or equal to 0" in json.loads(err.value.body)["message"]
