@@ -43,6 +43,8 @@ BASE_ENV = {
     "IDLE_TIMEOUT_SECS": "0",
     "GPU_POLL_INTERVAL_SECS": "2",
     "QUEUE_WHILE_LOADING": "false",
+    # the tiny model's noise makes every temperature fallback fire: 3x slower jobs for nothing
+    "TEMPERATURE_INC": "0",
 }
 
 
