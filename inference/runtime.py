@@ -383,6 +383,8 @@ class LocalModelRuntime:
         def on_progress(p: Progress) -> None:
             self.jobs.record_progress(job.id, p.chunk, p.chunks_total)
 
+        result = None
+        error: str | None = None
         try:
             with self.blobs.local_path(claimed.audio_key) as path:
                 result = engine.transcribe_file(
@@ -392,26 +394,34 @@ class LocalModelRuntime:
                     should_cancel=cancel.is_set,
                     on_decoded=on_decoded,
                 )
-            wall = time.monotonic() - t0
+        except JobCancelled:
+            log.info("job cancelled while running; aborted", extra={"job_id": job.id})
+        except WhisperOpError as exc:
+            error = str(exc)
+        except Exception as exc:
+            log.exception("job failed unexpectedly", extra={"job_id": job.id})
+            error = f"transcription failed: {exc}"
+        finally:
+            with self._cond:
+                self._current = None
+            # the audio goes before the job is marked terminal: a finished job never leaves a blob behind
+            self._drop_audio(job.id, claimed.audio_key)
+        wall = time.monotonic() - t0
+        if result is not None:
             if self.jobs.complete(job.id, result) is not None:
                 log.info("job done", extra={"job_id": job.id, "audio_secs": result.duration_secs, "wall_secs": round(wall, 3),
                                             "segments": len(result.segments)})
                 self._emit(JobTiming(job_id=job.id, audio_secs=result.duration_secs, wall_secs=wall))
             else:
                 log.info("job cancelled while running; result discarded", extra={"job_id": job.id})
-        except JobCancelled:
-            log.info("job cancelled while running; aborted", extra={"job_id": job.id})
-        except WhisperOpError as exc:
-            log.info("job failed", extra={"job_id": job.id, "error": str(exc)})
-            self.jobs.fail(job.id, str(exc))
-        except Exception as exc:
-            log.exception("job failed unexpectedly", extra={"job_id": job.id})
-            self.jobs.fail(job.id, f"transcription failed: {exc}")
-        finally:
-            with self._cond:
-                self._current = None
-            if self._delete_audio:
-                try:
-                    self.blobs.delete(claimed.audio_key)
-                except Exception:
-                    log.warning("could not delete job audio", extra={"job_id": job.id}, exc_info=True)
+        elif error is not None:
+            log.info("job failed", extra={"job_id": job.id, "error": error})
+            self.jobs.fail(job.id, error)
+
+    def _drop_audio(self, job_id: str, key: str) -> None:
+        if not self._delete_audio:
+            return
+        try:
+            self.blobs.delete(key)
+        except Exception:
+            log.warning("could not delete job audio", extra={"job_id": job_id}, exc_info=True)
