@@ -98,10 +98,21 @@ def test_unloaded_rejection_triggers_load_and_registers_webhook(start_server, cl
     assert not receiver.received("/rejected", lambda d: is_job_payload(d)), "the rejected submission must not become a job"
 
 
-def test_load_and_unload_transitions(start_server, client_of, audio) -> None:
-    c = client_of(start_server.make("loadunload", WHISPEROP_FAULT_LOAD_DELAY_SECS="1"))
+@pytest.fixture
+def any_server(request):
+    """A dedicated server in managed mode; the WHISPEROP_BASE_URL server otherwise
+    (for tests that need no special settings, only to drive the model state)."""
+    if MANAGED:
+        return request.getfixturevalue("start_server").make(request.node.name[:20])
+    return request.getfixturevalue("shared")
+
+
+def test_load_and_unload_transitions(any_server, client_of, audio) -> None:
+    c = client_of(any_server)
+    c.ensure_unloaded()
     r = c.unload()
     assert (r.status_code, r.json()) == (200, {"status": "unload_requested"}), "unload while unloaded"
+    assert c.model_state() == "unloaded"
     with _events(c) as ev:
         r = c.load()
         assert (r.status_code, r.json()) == (202, {"status": "load_initiated"})
@@ -120,8 +131,8 @@ def test_load_and_unload_transitions(start_server, client_of, audio) -> None:
     assert_health(c.health(), model_state="unloaded")
 
 
-def test_unload_waits_for_the_running_job(start_server, client_of, audio) -> None:
-    c = client_of(start_server.make("unloadbusy"))
+def test_unload_waits_for_the_running_job(any_server, client_of, audio) -> None:
+    c = client_of(any_server)
     c.ensure_ready(timeout=60)
     job_id = c.submit(audio.medium)
     with _events(c) as ev, SSEStream(c.url(f"/jobs/{job_id}/stream")) as js:
