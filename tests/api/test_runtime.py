@@ -171,7 +171,7 @@ def test_unload_request_waits_for_the_running_job(make_runtime, make_wav) -> Non
     rt, rec = make_runtime()
     status_at_unload: list[JobStatus] = []
     rt.subscribe(lambda e: status_at_unload.append(rt.jobs.get("j").status) if getattr(e, "type", "") == "model_unloaded" else None)
-    submit(rt, make_wav("medium.wav", 30.0, burst_secs=2.0, gap_secs=1.0, seed=3), "j")
+    submit(rt, make_wav("medium.wav", 15.0, burst_secs=2.0, gap_secs=1.0, seed=3), "j")
     wait_until(lambda: rt.jobs.get("j").progress > 0, 60)
     rt.request_unload()
     assert rt.jobs.get("j").status == JobStatus.running, "test needs the job still running at the unload request"

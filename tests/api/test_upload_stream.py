@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 MiB = 1024 * 1024
-UPLOAD_MB = int(os.environ.get("WHISPEROP_TEST_UPLOAD_MB", "1024"))
+UPLOAD_MB = int(os.environ.get("WHISPEROP_TEST_UPLOAD_MB", "512"))
 BOUNDARY = "whisperopboundary"
 
 
@@ -49,8 +49,9 @@ class Server:
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("whisperop_jobs{"))
 
 
-@pytest.fixture
-def server(tmp_path: Path, tiny_model: Path) -> Iterator[Server]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[Server]:
+    tmp_path = tmp_path_factory.mktemp("upload-server")
     port = _free_port()
     env = dict(os.environ, HOST="127.0.0.1", PORT=str(port), DATA_DIR=str(tmp_path / "data"), WHISPER_MODEL_PATH=str(tiny_model),
                WHISPER_MODEL="tiny-test", IDLE_TIMEOUT_SECS="0", PYTHONUNBUFFERED="1")
@@ -94,7 +95,7 @@ def _body(total: int, piece: int = MiB, fail_after: int | None = None) -> Iterat
 
 
 def _load(server: Server) -> None:
-    assert httpx.post(server.url + "/model/load").status_code == 202
+    assert httpx.post(server.url + "/model/load").status_code in (200, 202)
     deadline = time.monotonic() + 60
     while httpx.get(server.url + "/model/status").json()["state"] != "ready":
         assert time.monotonic() < deadline, "model not ready"
@@ -130,6 +131,7 @@ def test_large_upload_keeps_server_memory_flat(server: Server) -> None:
 
 def test_client_abort_mid_upload_leaves_no_job_and_no_blob(server: Server) -> None:
     _load(server)
+    jobs_before = server.jobs_total()
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     with pytest.raises((ConnectionAbortedError, httpx.HTTPError)):
         httpx.post(server.url + "/jobs", content=_body(200 * MiB, fail_after=30 * MiB), headers=headers, timeout=60)
@@ -138,5 +140,5 @@ def test_client_abort_mid_upload_leaves_no_job_and_no_blob(server: Server) -> No
     while server.blob_files() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert server.blob_files() == [], "an aborted upload left a (temp) blob behind"
-    assert server.jobs_total() == 0, "an aborted upload created a job"
+    assert server.jobs_total() == jobs_before, "an aborted upload created a job"
     assert httpx.get(server.url + "/health").json()["queue_depth"] == 0
