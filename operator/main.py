@@ -43,6 +43,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = int(os.environ.get("WHISPEROP_OPERATOR_THREADS", "16"))
     settings.watching.server_timeout = int(os.environ.get("WHISPEROP_WATCH_TIMEOUT_SECS", "300"))
     settings.watching.client_timeout = settings.watching.server_timeout + 30
+    # no cluster-wide scanning of CRDs/namespaces: the namespaced Role in config/rbac
+    # is then enough (CRDs must exist before the operator starts; exact --namespace names)
+    settings.scanning.disabled = os.environ.get("WHISPEROP_KOPF_SCANNING", "0") != "1"
     peering = os.environ.get("WHISPEROP_PEERING")
     settings.peering.standalone = not peering
     if peering:

@@ -136,9 +136,9 @@ class Cluster:
         return subprocess.Popen(argv, env={**self.env, **(extra or {})}, stdout=f, stderr=subprocess.STDOUT,
                                 cwd=str(self.tmp), start_new_session=True)
 
-    def start_operator(self) -> subprocess.Popen[bytes]:
+    def start_operator(self, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.operator = self._spawn([sys.executable, "-m", "kopf", "run", "-m", "whisperop.operator.main",
-                                     "--namespace", self.ns, "--standalone"], "operator")
+                                     "--namespace", self.ns, "--standalone"], "operator", extra)
         return self.operator
 
     def kill_operator(self, sig: int = signal.SIGKILL) -> None:
