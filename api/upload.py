@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -148,7 +149,7 @@ async def receive_upload(
 
     upload = Upload()
     collector = _Collector(upload, open_writer)
-    parser = MultipartParser(boundary, collector.callbacks())
+    parser = MultipartParser(boundary, cast(Any, collector.callbacks()))
 
     async def flush() -> None:
         if collector.pending and upload.writer is not None:
