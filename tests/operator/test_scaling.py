@@ -1,0 +1,61 @@
+"""Replica policy (pure) and the demand annotation on the real control plane."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from whisperop.core import crds
+from whisperop.operator import scaling
+
+T0 = datetime(2026, 5, 10, 14, 0, tzinfo=timezone.utc)
+SPEC = {"minReplicas": 0, "maxReplicas": 3, "idleTimeoutSeconds": 300}
+
+
+def test_scales_by_queue_depth_up_to_max() -> None:
+    assert scaling.desired_replicas(SPEC, queued=1, running=0, current=0, activity=T0, demand=None, now=T0) == 1
+    assert scaling.desired_replicas(SPEC, queued=2, running=1, current=1, activity=T0, demand=None, now=T0) == 3
+    assert scaling.desired_replicas(SPEC, queued=50, running=3, current=3, activity=T0, demand=None, now=T0) == 3
+    assert scaling.desired_replicas({**SPEC, "minReplicas": 2}, 1, 0, 0, T0, None, T0) == 2
+
+
+def test_idle_timeout_then_min_and_zero_means_never() -> None:
+    later = T0 + timedelta(seconds=299)
+    assert scaling.desired_replicas(SPEC, 0, 0, current=2, activity=T0, demand=None, now=later) == 2
+    assert scaling.desired_replicas(SPEC, 0, 0, current=2, activity=T0, demand=None, now=T0 + timedelta(seconds=300)) == 0
+    never = {**SPEC, "idleTimeoutSeconds": 0}
+    assert scaling.desired_replicas(never, 0, 0, current=1, activity=T0, demand=None, now=T0 + timedelta(days=9)) == 1
+
+
+def test_demand_load_and_unload() -> None:
+    load = scaling.Demand("load", T0)
+    act = scaling.last_activity(None, load, 0, T0, None)
+    assert scaling.desired_replicas(SPEC, 0, 0, 0, act, load, T0 + timedelta(seconds=10)) == 1
+    assert scaling.desired_replicas(SPEC, 0, 0, 1, act, load, T0 + timedelta(seconds=301)) == 0
+    unload = scaling.Demand("unload", T0 + timedelta(seconds=20))
+    assert scaling.desired_replicas(SPEC, 0, 0, 1, act, unload, T0 + timedelta(seconds=21)) == 0
+    # unload never drops work: with a running job the replicas stay
+    assert scaling.desired_replicas(SPEC, 0, 1, 1, act, unload, T0 + timedelta(seconds=21)) == 1
+    ann = scaling.demand_annotation("load", T0)["metadata"]["annotations"]
+    assert scaling.parse_demand(ann) == load
+    assert scaling.parse_demand({crds.ANN_DEMAND: "garbage"}) is None
+
+
+@pytest.mark.cluster
+def test_demand_annotation_scales_without_touching_spec(cluster, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import wait_for
+
+    cluster.start_operator()
+    wm = cluster.create_model(modelURI=str(tiny_model), idleTimeoutSeconds=300, resources={"gpus": 0})
+    wait_for(lambda: cluster.deployment_replicas() == 0, 30, "Deployment at 0")
+    now = datetime.now(timezone.utc)
+    cluster.models.patch("default", scaling.demand_annotation("load", now))
+    wait_for(lambda: cluster.deployment_replicas() == 1, 20, "load demand → 1 replica")
+    cluster.models.patch("default", scaling.demand_annotation("unload", now + timedelta(seconds=1)))
+    wait_for(lambda: cluster.deployment_replicas() == 0, 20, "unload demand → 0 replicas")
+    after = cluster.models.get("default")
+    assert after["spec"] == wm["spec"] and after["metadata"]["generation"] == wm["metadata"]["generation"]
+    assert json.loads(after["metadata"]["annotations"][crds.ANN_DEMAND])["action"] == "unload"
