@@ -241,7 +241,7 @@ def test_waiting_for_gpu_then_retry(start_server, client_of, receiver: WebhookRe
 
 
 def test_queue_while_loading_accepts_jobs_during_load(start_server, client_of, audio) -> None:
-    c = client_of(start_server.make("qwl", QUEUE_WHILE_LOADING="true", WHISPEROP_FAULT_LOAD_DELAY_SECS="4"))
+    c = client_of(start_server.make("qwl", QUEUE_WHILE_LOADING="true", WHISPEROP_FAULT_LOAD_DELAY_SECS="6"))
     assert c.load().status_code == 202
     assert c.wait_model(("loading", "ready"), timeout=10)["state"] == "loading"
     r = c.post_job(audio.jfk)
