@@ -51,7 +51,8 @@ def run_end_to_end(cluster: Cluster, recorder: PhaseRecorder, receiver: Receiver
     hook = jobs_hooks()
     assert len(hook) == 1 and hook[0]["id"] == "jfk" and hook[0]["status"] == "done"
     assert len(hook[0]["segments"]) == len(result["segments"])
-    assert cluster.jobs.get("jfk")["status"]["webhook"]["state"] == "delivered"
+    rec = wait_for(lambda: cluster.jobs.get("jfk")["status"].get("webhook"), 10, "delivery record in status")
+    assert rec["state"] == "delivered" and rec["attempts"] == 1 and rec["responseCode"] == 200
     assert job["metadata"]["name"] == "jfk"
 
     # idle timeout → back to zero, unloaded; lifecycle webhooks to the registered URL
