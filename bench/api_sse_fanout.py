@@ -169,6 +169,12 @@ def main() -> int:
         def ratio(a, b):
             return round(a / b, 2) if a is not None and b else None
 
+        extra_cpu = None
+        if g(fan, "server_during_job", "cpu_s") is not None and g(base, "server_during_job", "cpu_s") is not None:
+            extra_cpu = round(1000 * (g(fan, "server_during_job", "cpu_s") - g(base, "server_during_job", "cpu_s")) / max(1, args.subscribers - 1), 2)
+        extra_rss = None
+        if g(fan, "server_idle_with_subscribers", "rss_growth_mb") is not None:
+            extra_rss = round(1024 * g(fan, "server_idle_with_subscribers", "rss_growth_mb") / args.subscribers, 1)
         ratios = {
             "cpu_s": ratio(g(fan, "server_during_job", "cpu_s"), g(base, "server_during_job", "cpu_s")),
             "job_wall_s": ratio(fan["job_wall_s"], base["job_wall_s"]),
@@ -184,13 +190,15 @@ def main() -> int:
             ])
         bk.report(
             "api_sse_fanout",
-            {"baseline": base, "fanout": fan, "ratios": ratios},
+            {"baseline": base, "fanout": fan, "ratios": ratios,
+             "extra_server_cpu_ms_per_subscriber": extra_cpu, "server_rss_kb_per_connected_subscriber": extra_rss},
             rows,
             ["pass", "got done", "same events", "events each", "job wall s", "server CPU s", "server CPU %", "server peak RSS MB", "RSS growth on connect MB", "done spread ms"],
             args.json_out,
         )
         print()
         print(f"ratios (fan-out / baseline): {ratios}")
+        print(f"extra server CPU per subscriber over the job: {extra_cpu} ms; RSS per connected subscriber: {extra_rss} KB")
         return 0
     finally:
         srv.close()

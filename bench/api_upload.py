@@ -5,8 +5,10 @@
 One run, the same bytes, the same client (httpx, streaming the file from disk
 as multipart/form-data):
 
-* baseline: a trivial loopback HTTP server (``http.server`` in its own process)
-  that reads the request body in 1 MiB pieces and throws it away;
+* baselines: a trivial loopback HTTP server (``http.server`` in its own
+  process) that reads the request body in 1 MiB pieces and throws it away
+  ("sink"), and the same writing it to a file beside the upload ("sink+disk",
+  the floor for anything that stores the upload);
 * ``whisperop serve`` (tiny model, loaded): POST /jobs with the file as
   ``audio``. The bytes are not audio, so the accepted job fails at decode
   right after; what is measured is the upload path (multipart parsing,
@@ -46,11 +48,16 @@ SINK = textwrap.dedent(
             pass
         def do_POST(self):
             left = int(self.headers.get("Content-Length") or 0)
+            out = open(sys.argv[2], "wb") if sys.argv[2] != "-" else None
             while left:
                 got = self.rfile.read(min(left, 1 << 20))
                 if not got:
                     break
                 left -= len(got)
+                if out:
+                    out.write(got)
+            if out:
+                out.close()
             body = b'{"job_id":"sink"}'
             self.send_response(202)
             self.send_header("Content-Type", "application/json")
@@ -99,26 +106,35 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix="whisperop-bench-upload-", dir=args.tmp_dir)
     path = Path(tmp.name) / "big.bin"
     make_file(path, args.size_mb)
-    port = free_port()
-    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port, port_disk = free_port(), free_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port), "-"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink_disk = subprocess.Popen(
+        [sys.executable, "-c", SINK, str(port_disk), str(Path(tmp.name) / "sink-copy.bin")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     srv = bk.bench_server(args, "upload")
     try:
         sink_url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(sink_url, timeout=1.0)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        disk_url = f"http://127.0.0.1:{port_disk}"
+        for u in (sink_url, disk_url):
+            for _ in range(100):
+                try:
+                    httpx.get(u, timeout=1.0)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
         bk.ensure_ready(srv.base_url)
         # warm both paths with a small upload so the first big one measures steady state
         small = Path(tmp.name) / "small.bin"
         make_file(small, 1)
         upload(sink_url + "/jobs", small, None)
+        upload(disk_url + "/jobs", small, None)
         upload(srv.base_url + "/jobs", small, None)
 
         base = upload(sink_url + "/jobs", path, sink.pid)
         print(f"[bench] baseline sink: {base}", file=sys.stderr)
+        base_disk = upload(disk_url + "/jobs", path, sink_disk.pid)
+        (Path(tmp.name) / "sink-copy.bin").unlink(missing_ok=True)
+        print(f"[bench] baseline sink+disk: {base_disk}", file=sys.stderr)
         ours = upload(srv.base_url + "/jobs", path, srv.pid)
         print(f"[bench] whisperop: {ours}", file=sys.stderr)
         job_status = None
@@ -136,24 +152,29 @@ def main() -> int:
                     c.delete(f"/jobs/{job_id}")
 
         ratio = round(ours["mb_per_s"] / base["mb_per_s"], 3) if base["mb_per_s"] else None
+        ratio_disk = round(ours["mb_per_s"] / base_disk["mb_per_s"], 3) if base_disk["mb_per_s"] else None
         rows = []
-        for label, r in (("loopback sink (baseline)", base), ("whisperop POST /jobs", ours)):
+        for label, r in (("loopback sink (baseline)", base), ("loopback sink + write to disk (baseline)", base_disk), ("whisperop POST /jobs", ours)):
             s = r.get("server") or {}
             rows.append([label, r["status"], args.size_mb, r["wall_s"], r["mb_per_s"], s.get("cpu_s"), s.get("rss_start_mb"), s.get("rss_peak_mb"), s.get("rss_growth_mb")])
         bk.report(
             "api_upload",
-            {"size_mb": args.size_mb, "baseline": base, "whisperop": ours, "job_status_after": job_status, "throughput_ratio": ratio},
+            {
+                "size_mb": args.size_mb, "baseline": base, "baseline_disk": base_disk, "whisperop": ours,
+                "job_status_after": job_status, "throughput_ratio": ratio, "throughput_ratio_vs_disk": ratio_disk,
+            },
             rows,
             ["target", "HTTP", "MiB", "wall s", "MiB/s", "server CPU s", "RSS start MB", "RSS peak MB", "RSS growth MB"],
             args.json_out,
         )
         print()
-        print(f"throughput ratio (whisperop / sink): {ratio}")
+        print(f"throughput ratio whisperop / sink: {ratio}; whisperop / sink+disk: {ratio_disk}")
         return 0
     finally:
         srv.close()
-        sink.terminate()
-        sink.wait(timeout=10)
+        for p_ in (sink, sink_disk):
+            p_.terminate()
+            p_.wait(timeout=10)
         tmp.cleanup()
 
 
