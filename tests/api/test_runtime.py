@@ -176,7 +176,7 @@ def test_unload_request_waits_for_the_running_job(make_runtime, make_wav) -> Non
     rt.request_unload()
     assert rt.jobs.get("j").status == JobStatus.running, "test needs the job still running at the unload request"
     assert rt.state == ModelState.ready
-    wait_until(lambda: rt.state == ModelState.unloaded, 60)
-    assert rt.jobs.get("j").status == JobStatus.done
+    wait_until(lambda: bool(status_at_unload), 60, "model_unloaded event")  # the event follows the state change
+    assert rt.state == ModelState.unloaded and rt.jobs.get("j").status == JobStatus.done
     assert status_at_unload == [JobStatus.done], "the model was unloaded before the in-flight job finished"
     assert rec.names()[-1] == "model_unloaded"
