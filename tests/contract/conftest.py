@@ -153,6 +153,7 @@ def start_server(work_dir: Path, tiny_model: Path) -> Iterator[ServerFactory]:
 class Target:
     base_url: str
     server: ServerProcess | None  # None when WHISPEROP_BASE_URL is used
+    loaded_at: str | None = None  # model_status.loaded_at once the session made it ready
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +165,7 @@ def shared(session_servers: ServerFactory) -> Target:
         srv = session_servers.make("shared")
         target = Target(srv.base_url, srv)
     with ApiClient(target.base_url) as c:
-        c.ensure_ready(timeout=600)
+        target.loaded_at = c.ensure_ready(timeout=600).get("loaded_at")
     return target
 
 

@@ -23,6 +23,17 @@ def test_health_shape(api: ApiClient, shared) -> None:
     assert body["queue_depth"] == 0, f"idle server reports queue_depth {body['queue_depth']}"
 
 
+def test_idle_timeout_zero_never_unloads(api: ApiClient, shared) -> None:
+    """IDLE_TIMEOUT_SECS=0 means never: the session server (started with 0) still has the
+    model it loaded at the start of the session, after many idle gaps between jobs."""
+    if shared.server is None:
+        pytest.skip("the WHISPEROP_BASE_URL server's IDLE_TIMEOUT_SECS is not known to the suite")
+    st = api.model_status()
+    assert st["state"] == "ready" and st.get("loaded_at") == shared.loaded_at, (
+        f"model was reloaded or unloaded during the session: loaded_at {shared.loaded_at} -> {st}"
+    )
+
+
 def test_docs_is_swagger_ui(api: ApiClient) -> None:
     r = api.http.get("/docs")
     assert r.status_code == 200, r.status_code
