@@ -93,6 +93,7 @@ def test_unload_during_loading_ends_unloaded(make_runtime) -> None:  # type: ign
     wait_until(lambda: rt.state == ModelState.loading, 5)
     rt.request_unload()
     wait_until(lambda: rt.state == ModelState.unloaded, 2, "unload interrupts the load delay")
+    wait_until(lambda: rec.names()[-1:] == ["model_unloaded"], 5, "model_unloaded event")
     assert rec.names() == ["model_loading", "model_unloaded"]
 
 
@@ -106,6 +107,7 @@ def test_gpu_memory_failure_waits_and_retries_each_poll_interval(make_runtime) -
     t0 = time.monotonic()
     wait_until(lambda: rt.state == ModelState.ready, 30)
     assert time.monotonic() - t0 >= 1.0, "two failed attempts need at least one more poll interval"
+    wait_until(lambda: rec.names()[-1:] == ["model_ready"], 5, "model_ready event")
     names = rec.names()
     assert names == ["model_loading", "model_waiting_for_gpu"] * 2 + ["model_loading", "model_ready"], names
     waiting = [e for e in rec.events if getattr(e, "type", "") == "model_waiting_for_gpu"]
@@ -130,6 +132,7 @@ def test_idle_timeout_unloads(make_runtime) -> None:  # type: ignore[no-untyped-
     t_ready = time.monotonic()
     wait_until(lambda: rt.state == ModelState.unloaded, 10)
     assert time.monotonic() - t_ready >= 0.9
+    wait_until(lambda: rec.names()[-1:] == ["model_unloaded"], 5, "model_unloaded event")
     assert rec.names() == ["model_loading", "model_ready", "model_unloaded"]
 
 
