@@ -157,13 +157,12 @@ class JobCache:
                 if exc.status == 410:
                     rv = ""
                     continue
-                log.warning("job watch failed; retrying", exc_info=True)
+                log.warning("job watch failed; retrying", extra={"status": exc.status})
                 time.sleep(1)
                 rv = ""
-            except Exception:
-                log.warning("job watch failed; retrying", exc_info=True)
-                time.sleep(1)
-                rv = ""
+            except Exception as exc:  # connection dropped: resume from rv, relist if that fails
+                log.info("job watch interrupted; resuming", extra={"error": f"{type(exc).__name__}: {exc}"})
+                time.sleep(0.5)
 
     def candidates(self) -> list[dict[str, Any]]:
         with self.cond:

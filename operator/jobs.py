@@ -97,18 +97,24 @@ def _set_phase(res: kube.Resources, obj: dict[str, Any], phase: str, reason: str
     return True
 
 
-def validate(obj: dict[str, Any], models: kube.Resources) -> tuple[str, str] | None:
-    """(reason, message) when the job cannot run, else None (the schema did the rest)."""
+def validate(obj: dict[str, Any], models: kube.Resources) -> tuple[tuple[str, str] | None, dict[str, Any] | None]:
+    """((reason, message) when the job cannot run, else None; the WhisperModel). The schema did the rest."""
     spec = obj.get("spec", {})
     model = spec.get("model") or crds.DEFAULT_MODEL
     try:
-        models.get(model)
+        wm = models.get(model)
     except kube.NotFound:
-        return "ModelNotFound", f"WhisperModel {model!r} does not exist in namespace {obj['metadata']['namespace']}"
+        return ("ModelNotFound", f"WhisperModel {model!r} does not exist in namespace {obj['metadata']['namespace']}"), None
     lang = spec.get("language")
     if lang and lang not in WHISPER_LANGUAGES:
-        return "UnknownLanguage", f"unknown language {lang!r}; omit it to auto-detect"
-    return None
+        return ("UnknownLanguage", f"unknown language {lang!r}; omit it to auto-detect"), wm
+    return None, wm
+
+
+def _has_room(wm: dict[str, Any]) -> bool:
+    """True when the model could still scale up (worth reconciling now rather than at its next tick)."""
+    spec, status = wm.get("spec", {}), wm.get("status") or {}
+    return int(status.get("replicas") or 0) < max(int(spec.get("maxReplicas", 1)), int(spec.get("minReplicas", 0)))
 
 
 def reconcile_job(obj: dict[str, Any]) -> str:
@@ -137,7 +143,7 @@ def reconcile_job(obj: dict[str, Any]) -> str:
         return "finalizer"  # the patch produces a new event, which continues from here
 
     if not phase:
-        problem = validate(obj, kube.models(api(), ns))
+        problem, wm = validate(obj, kube.models(api(), ns))
         if problem:
             reason, message = problem
             _set_phase(res, obj, "Failed", reason, message, extra={"error": message},
@@ -153,9 +159,10 @@ def reconcile_job(obj: dict[str, Any]) -> str:
                 log.warning("could not register webhook URL", exc_info=True)
         if _set_phase(res, obj, "Queued", "Accepted", f"queued for WhisperModel {spec.get('model', 'default')}",
                       extra={"attempts": status.get("attempts", 0), "progress": 0}, cond_type="Accepted"):
-            from . import models  # nudge the model now rather than at its next tick (scale from zero)
+            if wm is not None and _has_room(wm):
+                from . import models  # reconcile the model now rather than at its next tick (scale from zero)
 
-            models.nudge(ns, spec.get("model") or crds.DEFAULT_MODEL)
+                models.nudge(ns, spec.get("model") or crds.DEFAULT_MODEL)
             return "queued"
         return "conflict"
 
