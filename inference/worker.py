@@ -50,6 +50,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from whisperop.cluster import kube
+from whisperop.cluster.informer import Informer
 from whisperop.cluster.s3 import S3Settings
 from whisperop.core import crds
 from whisperop.core.errors import GpuMemoryError, JobCancelled, WhisperOpError
@@ -100,81 +101,15 @@ class Lost(Exception):
 # ── the job cache (one watch) ────────────────────────────────────────────────
 
 
-class JobCache:
+class JobCache(Informer):
     """This model's jobs, kept current by one list+watch; wakes the claim loop on change."""
 
     def __init__(self, res: kube.Resources, model: str) -> None:
-        self.res = res
-        self.selector = f"spec.model={model}"
-        self.items: dict[str, dict[str, Any]] = {}
-        self.cond = threading.Condition()
-        self.stop = threading.Event()
-        self.synced = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="job-watch", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _relist(self) -> str:
-        items, rv = self.res.list_all(field_selector=self.selector)
-        with self.cond:
-            self.items = {o["metadata"]["name"]: o for o in items}
-            self.cond.notify_all()
-        self.synced.set()
-        return rv
-
-    def _run(self) -> None:
-        from kubernetes import watch
-        from kubernetes.client.rest import ApiException
-
-        rv = ""
-        while not self.stop.is_set():
-            try:
-                if not rv:
-                    rv = self._relist()
-                w = watch.Watch()
-                for ev in w.stream(self.res.co.list_namespaced_custom_object, crds.GROUP, crds.VERSION,
-                                   self.res.namespace, crds.JOB_PLURAL, field_selector=self.selector,
-                                   resource_version=rv, timeout_seconds=60, allow_watch_bookmarks=True):
-                    if self.stop.is_set():
-                        w.stop()
-                        break
-                    typ, obj = ev["type"], ev["object"]
-                    if typ == "ERROR":
-                        rv = ""  # 410 Gone and friends: relist
-                        break
-                    rv = obj.get("metadata", {}).get("resourceVersion", rv)
-                    if typ == "BOOKMARK":
-                        continue
-                    name = obj["metadata"]["name"]
-                    with self.cond:
-                        if typ == "DELETED":
-                            self.items.pop(name, None)
-                        else:
-                            self.items[name] = obj
-                        self.cond.notify_all()
-            except ApiException as exc:
-                if exc.status == 410:
-                    rv = ""
-                    continue
-                log.warning("job watch failed; retrying", extra={"status": exc.status})
-                time.sleep(1)
-                rv = ""
-            except Exception as exc:  # connection dropped: resume from rv, relist if that fails
-                log.info("job watch interrupted; resuming", extra={"error": f"{type(exc).__name__}: {exc}"})
-                time.sleep(0.5)
+        super().__init__(res, field_selector=f"spec.model={model}")
 
     def candidates(self) -> list[dict[str, Any]]:
         with self.cond:
             return sorted((o for o in self.items.values() if kube.is_claimable(o)), key=kube.queue_key)
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        with self.cond:
-            return self.items.get(name)
-
-    def wait(self, timeout: float) -> None:
-        with self.cond:
-            self.cond.wait(timeout)
 
 
 # ── one running job ──────────────────────────────────────────────────────────

@@ -19,7 +19,8 @@ Steps, in order:
 5. terminal → completion webhook (webhooks.py), then TTL (gc.py).
 
 Heartbeat loss (requeue with attempts+1, or Failed past the maximum) is
-checked per model in models.py, where the pods are known.
+checked per model in models.py, where the pods are known; the queue as a
+whole is read from the informers of informers.py (not kopf indices).
 """
 
 from __future__ import annotations
@@ -40,37 +41,6 @@ from .config import api
 log = logging.getLogger("whisperop.operator.jobs")
 
 
-def summary(meta: Any, spec: Any, status: Any) -> dict[str, Any]:
-    return {
-        "name": meta.get("name"),
-        "phase": status.get("phase"),
-        "priority": spec.get("priority", 0),
-        "created": meta.get("creationTimestamp"),
-        "cancel": bool(spec.get("cancel")),
-        "worker": status.get("worker"),
-        "heartbeat": status.get("heartbeatTime"),
-        "startTime": status.get("startTime"),
-        "completionTime": status.get("completionTime"),
-        "ttl": spec.get("ttlSecondsAfterFinished"),
-        "deleting": bool(meta.get("deletionTimestamp")),
-    }
-
-
-@kopf.index(crds.GROUP, crds.VERSION, crds.JOB_PLURAL)
-def jobs_by_model(namespace: str, meta: Any, spec: Any, status: Any, **_: Any) -> dict[Any, Any]:
-    """(namespace, model) → job summaries: the queue as the watch shows it (rebuilt on start)."""
-    return {(namespace, spec.get("model") or crds.DEFAULT_MODEL): summary(meta, spec, status)}
-
-
-@kopf.index(crds.GROUP, crds.VERSION, crds.JOB_PLURAL)
-def jobs_to_sweep(namespace: str, meta: Any, spec: Any, status: Any, **_: Any) -> dict[Any, Any] | None:
-    """namespace → finished jobs with a TTL, and jobs being deleted (for the periodic sweep)."""
-    s = summary(meta, spec, status)
-    if s["deleting"] or (s["phase"] in crds.TERMINAL_PHASES and s["ttl"] is not None):
-        return {namespace: s}
-    return None
-
-
 def event(obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
     kube.post_event(api(), obj, "Warning" if warning else "Normal", reason, message, "whisperop-operator")
 
@@ -89,9 +59,10 @@ def _set_phase(res: kube.Resources, obj: dict[str, Any], phase: str, reason: str
     if extra:
         body.update(extra)
     try:
-        res.patch_status(obj["metadata"]["name"], body, rv=obj["metadata"]["resourceVersion"])
+        new = res.patch_status(obj["metadata"]["name"], body, rv=obj["metadata"]["resourceVersion"])
     except (kube.Conflict, kube.NotFound):
         return False
+    obj["metadata"]["resourceVersion"] = new["metadata"]["resourceVersion"]
     metrics.TRANSITIONS.labels(phase, reason).inc()
     event(obj, reason, message, warning=phase == "Failed")
     return True
@@ -160,8 +131,9 @@ def reconcile_job(obj: dict[str, Any]) -> str:
         if _set_phase(res, obj, "Queued", "Accepted", f"queued for WhisperModel {spec.get('model', 'default')}",
                       extra={"attempts": status.get("attempts", 0), "progress": 0}, cond_type="Accepted"):
             if wm is not None and _has_room(wm):
-                from . import models  # reconcile the model now rather than at its next tick (scale from zero)
+                from . import informers, models  # reconcile the model now, not at its next tick (scale from zero)
 
+                informers.wait_seen(ns, name, obj["metadata"]["resourceVersion"])
                 models.nudge(ns, spec.get("model") or crds.DEFAULT_MODEL)
             return "queued"
         return "conflict"

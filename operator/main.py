@@ -53,5 +53,5 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     metrics.serve(config().metrics_port)
 
 
-from . import gc, jobs, metrics, models, scaling, webhooks  # noqa: E402,F401  (registers the handlers)
+from . import gc, informers, jobs, metrics, models, scaling, webhooks  # noqa: E402,F401  (registers the handlers)
 from .config import config  # noqa: E402

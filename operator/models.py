@@ -2,8 +2,8 @@
 
 Runs on every WhisperModel event, on a timer (``WHISPEROP_RECONCILE_SECS``)
 and when a job of the model is queued (:func:`nudge`). Each run reads the
-cluster (the job index kopf keeps from its watch, the model's pods and
-Deployment) and converges:
+cluster (the namespace's job informer, the model's pods and Deployment) and
+converges:
 
 1. lost workers: a Running job whose worker pod is gone, or whose heartbeat
    is older than ``WHISPEROP_HEARTBEAT_TIMEOUT_SECS``, goes back to Queued with
@@ -42,13 +42,12 @@ import kopf
 from whisperop.cluster import kube
 from whisperop.core import crds
 
-from . import gc, metrics, scaling, webhooks
+from . import gc, informers, metrics, scaling, webhooks
 from .config import api, config
 
 log = logging.getLogger("whisperop.operator.models")
 
 _locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-_indices: dict[str, Any] = {}  # the kopf index objects (live views of the watch), captured from handler kwargs
 
 
 def deployment_name(model: str) -> str:
@@ -242,7 +241,7 @@ def _requeue_lost(ns: str, model: str, running: list[dict[str, Any]], pods: dict
         st = obj.get("status") or {}
         if st.get("phase") != "Running" or st.get("worker") != s.get("worker") or st.get("heartbeatTime") != s.get(
                 "heartbeat"):
-            continue  # changed since the index saw it: the worker is alive, or someone acted already
+            continue  # changed since the informer saw it: the worker is alive, or someone acted already
         why = f"worker {s.get('worker')} " + ("is gone" if gone else f"stopped heartbeating ({cfg.heartbeat_timeout_secs:.0f} s)")
         attempts = int(st.get("attempts") or 0) + 1
         gen = obj["metadata"].get("generation")
@@ -272,16 +271,18 @@ def _requeue_lost(ns: str, model: str, running: list[dict[str, Any]], pods: dict
     return moved
 
 
-def reconcile(wm: dict[str, Any], job_index: Any = None, sweep_index: Any = None) -> dict[str, Any]:
+def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
     ns, name = wm["metadata"]["namespace"], wm["metadata"]["name"]
     if wm["metadata"].get("deletionTimestamp"):
         return {}
-    job_index = job_index if job_index is not None else _indices.get("jobs_by_model")
-    sweep_index = sweep_index if sweep_index is not None else _indices.get("jobs_to_sweep")
     with _locks[(ns, name)], metrics.RECONCILE.time():
         # jobs first, pods second: a job claimed by a pod that the list below does
         # not show can only mean the pod is really gone (see _requeue_lost)
-        jobs = list(job_index.get((ns, name), [])) if job_index is not None else []
+        everything = informers.summaries(ns)
+        if everything is None:
+            log.warning("job informer not synced yet; reconcile skipped", extra={"model": name})
+            return {}
+        jobs = [j for j in everything if j["model"] == name]
         pods = _pods(ns, name)
         by_name = {p["metadata"]["name"]: p for p in pods}
         queued = [j for j in jobs if j["phase"] == "Queued" and not j["cancel"] and not j["deleting"]]
@@ -290,8 +291,8 @@ def reconcile(wm: dict[str, Any], job_index: Any = None, sweep_index: Any = None
             moved = _requeue_lost(ns, name, running, by_name)
             if moved:
                 running = [j for j in running if j.get("worker") in by_name]
-        if sweep_index is not None:
-            gc.sweep(ns, [s for s in sweep_index.get(ns, []) if s.get("deleting") or gc.summary_expired(s)])
+        gc.sweep(ns, [s for s in everything
+                      if s["deleting"] or (s["phase"] in crds.TERMINAL_PHASES and gc.summary_expired(s))])
 
         status = wm.get("status") or {}
         spec = wm["spec"]
@@ -412,18 +413,16 @@ def nudge(ns: str, name: str) -> None:
 
 
 @kopf.timer(crds.GROUP, crds.VERSION, crds.MODEL_PLURAL, interval=config().reconcile_secs, sharp=True)
-def model_timer(body: Any, jobs_by_model: Any, jobs_to_sweep: Any, **_: Any) -> None:
-    _indices["jobs_by_model"], _indices["jobs_to_sweep"] = jobs_by_model, jobs_to_sweep
-    reconcile(_fresh(body), jobs_by_model, jobs_to_sweep)
+def model_timer(body: Any, **_: Any) -> None:
+    reconcile(_fresh(body))
 
 
 @kopf.on.event(crds.GROUP, crds.VERSION, crds.MODEL_PLURAL)
-def model_event(event: dict[str, Any], body: Any, jobs_by_model: Any, jobs_to_sweep: Any, **_: Any) -> None:
-    _indices["jobs_by_model"], _indices["jobs_to_sweep"] = jobs_by_model, jobs_to_sweep
+def model_event(event: dict[str, Any], body: Any, **_: Any) -> None:
     if event.get("type") == "DELETED":
         return
     try:
-        reconcile(dict(body), jobs_by_model, jobs_to_sweep)
+        reconcile(dict(body))
     except Exception:
         log.exception("model reconcile failed")
 

@@ -1,0 +1,48 @@
+"""Cancel of a running job, and SIGTERM (scale-down) that hands back or finishes a job."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from .conftest import Cluster, PhaseRecorder, wait_for
+from .test_failures import long_s3  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.cluster
+
+
+def _start(cluster: Cluster, tiny_model: Path, audio: str, name: str, extra: dict[str, str] | None = None) -> str:
+    cluster.start_operator()
+    cluster.create_model(modelURI=str(tiny_model), idleTimeoutSeconds=120, resources={"gpus": 0})
+    cluster.create_job(audio, name=name)
+    pod = wait_for(lambda: (cluster.running_pods() or [None])[0], 40, "inference pod")
+    cluster.start_worker(pod, extra=extra)
+    wait_for(lambda: (cluster.jobs.get(name)["status"].get("chunksTotal") or 0) > 0, 60, f"{name} decoded and running")
+    return pod
+
+
+def test_cancel_running_job_aborts_it_and_the_worker_goes_on(cluster: Cluster, recorder: PhaseRecorder,
+                                                            tiny_model: Path, long_s3: str, jfk_s3: str) -> None:  # noqa: F811
+    _start(cluster, tiny_model, long_s3, "long")
+    cluster.jobs.patch("long", {"spec": {"cancel": True}})
+    st = cluster.wait_phase("long", ("Cancelled", "Done", "Failed"), timeout=60)["status"]
+    assert st["phase"] == "Cancelled" and not st.get("result"), st
+    assert recorder.phases["long"] == ["Queued", "Running", "Cancelled"]
+    cluster.create_job(jfk_s3, name="next")
+    assert cluster.wait_phase("next", ("Done", "Failed"), timeout=120)["status"]["phase"] == "Done"
+
+
+def test_sigterm_hands_the_running_job_back(cluster: Cluster, recorder: PhaseRecorder, tiny_model: Path,
+                                            long_s3: str) -> None:  # noqa: F811
+    pod = _start(cluster, tiny_model, long_s3, "long", extra={"WHISPEROP_DRAIN_SECS": "0.5"})
+    cluster.workers[pod].send_signal(signal.SIGTERM)
+    assert cluster.workers[pod].wait(30) == 0
+    st = cluster.wait_phase("long", "Queued", timeout=30)["status"]
+    assert st["attempts"] == 0 and not st.get("worker"), st  # a hand-back is not a lost attempt
+    cluster.start_worker(pod)
+    st = cluster.wait_phase("long", ("Done", "Failed"), timeout=300)["status"]
+    assert st["phase"] == "Done" and st["attempts"] == 0
+    assert recorder.phases["long"] == ["Queued", "Running", "Queued", "Running", "Done"]
+    assert recorder.done_writes["long"] == 1
