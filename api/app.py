@@ -53,8 +53,15 @@ def create_app(
     jobstore: JobStore,
     blobstore: BlobStore,
     webhook_sender: WebhookSender | None = None,
+    send_webhooks: bool = True,
+    auth_tokens_file: str | None = None,
 ) -> FastAPI:
-    """The facade app; ``webhook_sender`` lets tests shorten the retry backoff."""
+    """The facade app; ``webhook_sender`` lets tests shorten the retry backoff.
+
+    ``send_webhooks=False`` in cluster mode: the operator delivers completion and
+    lifecycle webhooks there (once, whatever the number of facade replicas).
+    ``auth_tokens_file``: require ``Authorization: Bearer <token>`` on every endpoint
+    except ``/health`` (see :mod:`whisperop.api.auth`)."""
     device = EngineSettings().cuda_device
     mem = gpu_memory(device)
     services = Services(
@@ -72,7 +79,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.hub.start()
-        services.webhooks.start()
+        if send_webhooks:
+            services.webhooks.start()
         services.metrics.start()
         _recover(jobstore, blobstore)
         runtime.start()
@@ -101,4 +109,8 @@ def create_app(
     install_error_handlers(app)
     for r in (jobs.router, model.router, health.router, metrics.router):
         app.include_router(r)
+    if auth_tokens_file:
+        from whisperop.api.auth import BearerAuth, TokenSource
+
+        app.add_middleware(BearerAuth, source=TokenSource(auth_tokens_file))
     return app

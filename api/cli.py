@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--port", type=int, default=None, help="env PORT (default 8080)")
     p.add_argument("--data-dir", default=None, help="env DATA_DIR (default ./data)")
     p.add_argument("--model", default=None, help="catalog name or GGML path (env WHISPER_MODEL_PATH / WHISPER_MODEL)")
+    p.add_argument("--cluster", action="store_true", default=None,
+                   help="cluster mode (env WHISPEROP_MODE=cluster): jobs are TranscriptionJobs, audio goes to S3, "
+                        "the model is a WhisperModel; no in-process worker (see docs/serve.md)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -46,8 +49,69 @@ def resolve_server_model(model_path: Path | None, model_name: str, cache_dir: Pa
     return resolve_model(model_name, cache_dir, fetch_missing=True, progress=_Bars())
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _namespace() -> str:
+    import os
+
+    ns = os.environ.get("WHISPEROP_NAMESPACE") or os.environ.get("POD_NAMESPACE")
+    if ns:
+        return ns
+    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return sa.read_text().strip() if sa.is_file() else "default"
+
+
+def cmd_serve_cluster(args: argparse.Namespace) -> int:
+    """The stateless facade: TranscriptionJobs + S3 + one WhisperModel (docs/serve.md, cluster mode)."""
+    import os
+
     import uvicorn
+
+    from whisperop.api.app import create_app
+    from whisperop.cluster import kube
+    from whisperop.cluster.s3 import S3Settings
+    from whisperop.core.settings import ServerSettings
+    from whisperop.stores.k8s_jobs import K8sJobStore
+    from whisperop.stores.k8s_model import ClusterModelRuntime
+    from whisperop.stores.s3_blobs import S3BlobStore
+
+    namespace = _namespace()
+    model = os.environ.get("WHISPEROP_MODEL_NAME") or "default"
+    settings = ServerSettings()
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    if not os.environ.get("WHISPER_MODEL"):
+        overrides["model_name"] = model
+    settings = settings.model_copy(update=overrides)
+    api = kube.api_client()
+    s3 = S3Settings.from_env()
+    prefix = os.environ.get("WHISPEROP_S3_UPLOAD_PREFIX", f"uploads/{namespace}/")
+    blobs = S3BlobStore(s3.client, s3.bucket, prefix=prefix)
+    watch_timeout = int(os.environ.get("WHISPEROP_WATCH_TIMEOUT_SECS", "240"))
+    jobstore = K8sJobStore(api, namespace, blobs, model=model, watch_timeout_seconds=watch_timeout)
+    runtime = ClusterModelRuntime(api, namespace, model, watch_timeout_seconds=watch_timeout)
+    jobstore.start()
+    app = create_app(settings, runtime, jobstore, blobs, send_webhooks=False,  # type: ignore[arg-type]
+                     auth_tokens_file=os.environ.get("WHISPEROP_AUTH_TOKENS_FILE") or None)
+    app.state.cluster = {"jobs": jobstore, "runtime": runtime}
+    log.info("starting whisperop serve --cluster", extra={"host": settings.host, "port": settings.port,
+                                                          "namespace": namespace, "model": model, "bucket": s3.bucket})
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                    timeout_graceful_shutdown=3, lifespan="on")
+    finally:
+        jobstore.close()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    if args.cluster or (os.environ.get("WHISPEROP_MODE") or "").lower() == "cluster":
+        return cmd_serve_cluster(args)
 
     from whisperop.api.app import create_app
     from whisperop.core.settings import EngineSettings, ServerSettings

@@ -1,0 +1,99 @@
+"""Optional bearer-token authentication of the facade (every endpoint except ``/health``).
+
+Tokens come from a file or a directory, typically a mounted Secret
+(``WHISPEROP_AUTH_TOKENS_FILE``): a file holds one token per line (blank
+lines and ``#`` comments ignored); a directory contributes every regular
+file's content (a Secret mounted as a volume: one key per token). The
+source is re-read when it changes (checked at most every few seconds), so
+rotating the Secret needs no restart. A pure ASGI middleware: streaming
+responses (SSE) and streaming uploads pass through untouched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+PUBLIC_PATHS = frozenset({"/health"})
+RELOAD_SECS = 5.0
+
+
+def read_tokens(path: Path) -> frozenset[str]:
+    files = [p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")] if path.is_dir() else [path]
+    tokens: set[str] = set()
+    for f in files:
+        for line in f.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                tokens.add(line)
+    return frozenset(tokens)
+
+
+class TokenSource:
+    """Tokens from ``path``, reloaded when its modification time changes."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: float | None = None
+        self._checked = 0.0
+        self._tokens = read_tokens(self.path)
+        if not self._tokens:
+            raise ValueError(f"no bearer tokens in {self.path}")
+
+    def _mtime(self) -> float:
+        paths = [self.path, *self.path.iterdir()] if self.path.is_dir() else [self.path]
+        return max(os.stat(p).st_mtime for p in paths)
+
+    def tokens(self) -> frozenset[str]:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._checked >= RELOAD_SECS:
+                self._checked = now
+                try:
+                    stamp = self._mtime()
+                    if stamp != self._stamp:
+                        fresh = read_tokens(self.path)
+                        if fresh:
+                            self._tokens = fresh
+                        self._stamp = stamp
+                except OSError:
+                    pass  # keep the last good set while a Secret update swaps the files
+            return self._tokens
+
+    def valid(self, token: str) -> bool:
+        return any(hmac.compare_digest(token.encode(), t.encode()) for t in self.tokens())
+
+
+class BearerAuth:
+    def __init__(self, app: ASGIApp, source: TokenSource) -> None:
+        self.app = app
+        self.source = source
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = ""
+        for k, v in scope.get("headers") or []:
+            if k == b"authorization":
+                header = v.decode("latin-1")
+                break
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip() and self.source.valid(token.strip()):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"error": "unauthorized"}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"www-authenticate", b'Bearer realm="whisperop"')]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,275 @@
+"""The JobStore port on TranscriptionJob custom resources (cluster mode of the facade).
+
+A job submitted over REST is a TranscriptionJob named by the job id (a UUID)
+in the facade's namespace; its audio was streamed to S3 by the facade's
+:class:`~whisperop.stores.s3_blobs.S3BlobStore` *before* ``create`` is
+called (the router aborts the multipart upload on any failure, and deletes
+the committed object if ``create`` fails), so there is never a job without
+audio nor an orphan upload. The resource carries
+``whisperop.io/audio-owned: "true"``: the operator's finalizer deletes the
+audio with the job.
+
+Reads:
+
+- ``get`` reads the resource from the API server (a quorum read: a second
+  facade replica answers for a job created a moment ago on the first), and,
+  for a ``Done`` job, the segments from the result JSON in S3;
+- ``list_jobs``/``count_by_status``/``queue_depth`` read the watch cache;
+  jobs created with ``kubectl`` are there like any other.
+
+Writes: ``cancel`` merge-patches ``spec.cancel: true`` guarded by the
+resourceVersion (409 → re-read and retry); the operator (queued) or the worker
+(running) then moves the job to ``Cancelled``. The facade never runs jobs:
+the worker-side methods (claim, progress, complete, fail) are not available
+here — ``whisperop worker`` implements that protocol against the resources.
+
+``watch`` turns the process's single TranscriptionJob watch
+(:class:`~whisperop.stores.k8s_watch.ResourceWatch`) into ``JobChange``s:
+``created``, ``started`` (→ Running), ``progress`` (chunk advanced) and
+``finished`` (→ a terminal phase, emitted once per job per process, also
+when only a relist after ``410 Gone`` revealed it).
+
+The webhook registry is the namespace's ConfigMap ``whisperop-webhooks``
+(:mod:`whisperop.cluster.webhooks`), the one the operator reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+from whisperop.cluster import kube
+from whisperop.cluster import webhooks as cluster_webhooks
+from whisperop.core import crds
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
+from whisperop.core.models import Job, JobStatus, Segment, TranscriptionResult
+from whisperop.core.ports import ClaimedJob, JobChange, JobWatcher, Unsubscribe
+from whisperop.stores.k8s_watch import Obj, ResourceWatch
+from whisperop.stores.s3_blobs import S3BlobStore
+
+log = logging.getLogger("whisperop.stores.k8s_jobs")
+
+ANN_FILENAME = "whisperop.io/filename"
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+TERMINAL_PHASES = ("Done", "Failed", "Cancelled")
+
+
+def _phase(obj: Obj | None) -> str | None:
+    if obj is None:
+        return None
+    return (obj.get("status") or {}).get("phase") or "Queued"
+
+
+class K8sJobStore:
+    """JobStore on TranscriptionJobs of one namespace and one model."""
+
+    def __init__(self, api: Any, namespace: str, blobs: S3BlobStore, model: str = crds.DEFAULT_MODEL,
+                 watch_timeout_seconds: int = 240) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.blobs = blobs
+        self.model = model
+        self.res = kube.jobs(api, namespace)
+        self.informer = ResourceWatch(self.res, timeout_seconds=watch_timeout_seconds, name="transcriptionjobs")
+        self._watchers: list[JobWatcher] = []
+        self._lock = threading.Lock()
+        self._finished: set[str] = set()  # jobs whose terminal change this process already emitted
+        self._unsub_informer = self.informer.add_callback(self._on_event)
+
+    # ── lifecycle ────────────────────────────────────────────────────────
+
+    def start(self) -> None:
+        self.informer.start()
+        for obj in self.informer.items():
+            if _phase(obj) in TERMINAL_PHASES:
+                self._finished.add(obj["metadata"]["name"])
+
+    def close(self) -> None:
+        self.informer.stop()
+
+    # ── helpers ──────────────────────────────────────────────────────────
+
+    def s3_uri(self, key: str) -> str:
+        return f"s3://{self.blobs.bucket}/{self.blobs._k(key)}"
+
+    def _segments(self, obj: Obj) -> list[Segment]:
+        uri = ((obj.get("status") or {}).get("result") or {}).get("json")
+        if not uri:
+            return []
+        bucket, key = crds.split_s3_uri(uri)
+        body = self.blobs.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return [Segment(**s) for s in json.loads(body).get("segments", [])]
+
+    def to_job(self, obj: Obj) -> Job:
+        segs = self._segments(obj) if _phase(obj) == "Done" else []
+        return crds.job_from_resource(obj, segs)
+
+    def _read(self, job_id: str) -> Obj:
+        if not _NAME_RE.match(job_id):
+            raise JobNotFound(job_id)
+        try:
+            return self.res.get(job_id)
+        except kube.NotFound:
+            raise JobNotFound(job_id) from None
+
+    # ── JobStore: facade side ────────────────────────────────────────────
+
+    def create(self, job: Job, audio_key: str) -> Job:
+        spec: dict[str, Any] = {"audio": self.s3_uri(audio_key), "model": self.model, "task": job.task.value}
+        if job.language:
+            spec["language"] = job.language
+        if job.webhook_url:
+            spec["webhookUrl"] = job.webhook_url
+        annotations = {crds.ANN_AUDIO_OWNED: "true"}
+        if job.filename:
+            annotations[ANN_FILENAME] = job.filename
+        body = {
+            "apiVersion": crds.API_VERSION, "kind": crds.JOB_KIND,
+            "metadata": {"name": job.id, "annotations": annotations, "labels": {crds.LABEL_MODEL: self.model}},
+            "spec": spec,
+        }
+        obj = self.res.create(body)
+        return crds.job_from_resource(obj)
+
+    def get(self, job_id: str) -> Job:
+        return self.to_job(self._read(job_id))
+
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        objs = sorted(self.informer.items(), key=lambda o: (o["metadata"].get("creationTimestamp") or "", o["metadata"]["name"]))
+        out = []
+        for o in objs:
+            j = crds.job_from_resource(o)
+            if status is None or j.status == status:
+                out.append(j)
+            if len(out) >= limit:
+                break
+        return out
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        counts = {s: 0 for s in JobStatus}
+        for o in self.informer.items():
+            counts[crds.PHASE_TO_STATUS[_phase(o) or "Queued"]] += 1
+        return counts
+
+    def queue_depth(self) -> int:
+        """Queued (and not yet accepted) TranscriptionJobs of this facade's model."""
+        n = 0
+        for o in self.informer.items():
+            if (o.get("spec") or {}).get("model", crds.DEFAULT_MODEL) != self.model:
+                continue
+            if _phase(o) == "Queued" and not o["spec"].get("cancel") and not o["metadata"].get("deletionTimestamp"):
+                n += 1
+        return n
+
+    def cancel(self, job_id: str, wait_secs: float = 3.0) -> Job:
+        for _ in range(10):
+            obj = self._read(job_id)
+            phase = _phase(obj)
+            if phase in TERMINAL_PHASES:
+                raise JobAlreadyTerminal(job_id, crds.PHASE_TO_STATUS[phase].value)
+            try:
+                self.res.patch(job_id, {"spec": {"cancel": True}}, rv=obj["metadata"]["resourceVersion"])
+                break
+            except kube.Conflict:
+                continue
+            except kube.NotFound:
+                raise JobNotFound(job_id) from None
+        else:
+            raise RuntimeError(f"could not cancel job {job_id}: too many conflicts")
+        # the operator (queued) or the worker (running) writes Cancelled; wait a moment for it
+        deadline = time.monotonic() + wait_secs
+        while time.monotonic() < deadline:
+            cur = self.informer.cached(job_id)
+            if cur is not None and _phase(cur) == "Cancelled":
+                return crds.job_from_resource(cur)
+            if cur is not None and _phase(cur) in ("Done", "Failed"):
+                break  # the worker finished first; report what happened honestly below
+            time.sleep(0.05)
+        cur = self._read(job_id)
+        job = self.to_job(cur)
+        if _phase(cur) in ("Done", "Failed"):
+            return job
+        return job.model_copy(update={"status": JobStatus.cancelled, "segments": []})
+
+    def audio_key(self, job_id: str) -> str | None:
+        # the operator's finalizer owns the clean-up of uploaded audio (annotation audio-owned)
+        return None
+
+    def recover_interrupted(self) -> list[Job]:
+        return []  # the operator requeues jobs of dead workers (heartbeat)
+
+    def watch(self, callback: JobWatcher) -> Unsubscribe:
+        with self._lock:
+            self._watchers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._watchers:
+                    self._watchers.remove(callback)
+
+        return unsubscribe
+
+    def register_webhook(self, url: str) -> None:
+        cluster_webhooks.register(self.api, self.namespace, url)
+
+    def webhook_urls(self) -> list[str]:
+        return cluster_webhooks.registered(self.api, self.namespace)
+
+    # ── JobStore: worker side (not the facade's business) ───────────────
+
+    def claim_next(self) -> ClaimedJob | None:
+        raise NotImplementedError("workers claim TranscriptionJobs themselves (whisperop worker)")
+
+    def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
+        raise NotImplementedError("whisperop worker writes progress")
+
+    def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
+        raise NotImplementedError("whisperop worker writes results")
+
+    def fail(self, job_id: str, error: str) -> Job | None:
+        raise NotImplementedError("whisperop worker writes failures")
+
+    # ── the watch → JobChange ────────────────────────────────────────────
+
+    def _publish(self, change: JobChange) -> None:
+        with self._lock:
+            watchers = list(self._watchers)
+        for w in watchers:
+            try:
+                w(change)
+            except Exception:
+                log.exception("job watcher failed", extra={"job_id": change.job.id})
+
+    def _on_event(self, typ: str, obj: Obj, prev: Obj | None) -> None:
+        name = obj["metadata"]["name"]
+        if typ == "DELETED":
+            with self._lock:
+                self._finished.discard(name)
+            return
+        phase, before = _phase(obj), _phase(prev)
+        st, pst = obj.get("status") or {}, (prev or {}).get("status") or {}
+        if prev is None and phase not in TERMINAL_PHASES:
+            self._publish(JobChange("created", crds.job_from_resource(obj)))
+        if phase == "Running" and before != "Running":
+            self._publish(JobChange("started", crds.job_from_resource(obj)))
+        if phase == "Running" and (st.get("chunk") or 0) >= 1 and (
+                before != "Running" or st.get("chunk") != pst.get("chunk") or st.get("chunksTotal") != pst.get("chunksTotal")):
+            self._publish(JobChange("progress", crds.job_from_resource(obj), int(st.get("chunk") or 0),
+                                    int(st.get("chunksTotal") or 0)))
+        if phase in TERMINAL_PHASES:
+            with self._lock:
+                if name in self._finished:
+                    return
+                self._finished.add(name)
+            if not self._watchers:
+                return
+            try:
+                job = self.to_job(obj)
+            except Exception:
+                log.warning("could not read the result of a finished job", extra={"job_id": name}, exc_info=True)
+                job = crds.job_from_resource(obj)
+            self._publish(JobChange("finished", job))

@@ -1,0 +1,159 @@
+"""The ModelRuntime port on a WhisperModel (cluster mode of the facade).
+
+``/model/status`` mirrors ``status`` of the WhisperModel named by
+configuration (default ``default``) as the operator derives it from the
+inference pods; a missing WhisperModel reads as ``unloaded``.
+
+``load``/``unload`` never touch the spec users keep in Git: they record
+demand as the operator defines it, the annotation ``whisperop.io/demand``
+(``{"action": "load"|"unload", "at": <RFC 3339>}``) written with a merge
+patch; the latest one wins. Jobs need no nudge: the operator scales on the
+queued TranscriptionJobs themselves.
+
+Model events for SSE (``model_loading``, ``model_ready``,
+``model_unloaded``, ``model_waiting_for_gpu``) are the transitions of
+``status.state`` seen by this process's single WhisperModel watch (a relist
+after ``410 Gone`` diffs against the cache, so a transition made while the
+watch was away is still delivered). Lifecycle *webhooks* are the
+operator's job; the facade does not send them (create_app with
+``send_webhooks=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from whisperop.cluster import kube
+from whisperop.core import crds
+from whisperop.core.models import (
+    ModelLoadingEvent,
+    ModelReadyEvent,
+    ModelState,
+    ModelStatus,
+    ModelUnloadedEvent,
+    ModelWaitingForGpuEvent,
+)
+from whisperop.core.ports import RuntimeEvent, RuntimeListener, Unsubscribe
+from whisperop.stores.k8s_watch import Obj, ResourceWatch
+
+log = logging.getLogger("whisperop.stores.k8s_model")
+
+
+def demand_patch(action: str) -> dict[str, Any]:
+    """The operator's demand annotation (operator/scaling.py ``demand_annotation``), as a merge patch."""
+    return {"metadata": {"annotations": {crds.ANN_DEMAND: json.dumps({"action": action, "at": kube.ts()})}}}
+
+
+def _state(obj: Obj | None) -> ModelState:
+    if obj is None or obj["metadata"].get("deletionTimestamp"):
+        return ModelState.unloaded
+    raw = (obj.get("status") or {}).get("state") or "unloaded"
+    try:
+        return ModelState(raw)
+    except ValueError:
+        return ModelState.unloaded
+
+
+class ClusterModelRuntime:
+    """ModelRuntime on one WhisperModel; nothing runs in this process."""
+
+    def __init__(self, api: Any, namespace: str, model: str = crds.DEFAULT_MODEL, watch_timeout_seconds: int = 240) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.model = model
+        self.res = kube.models(api, namespace)
+        self.informer = ResourceWatch(self.res, field_selector=f"metadata.name={model}",
+                                      timeout_seconds=watch_timeout_seconds, name="whispermodels")
+        self._listeners: list[RuntimeListener] = []
+        self._lock = threading.Lock()
+        self.informer.add_callback(self._on_event)
+
+    @property
+    def obj(self) -> Obj | None:
+        return self.informer.cached(self.model)
+
+    @property
+    def state(self) -> ModelState:
+        return _state(self.obj)
+
+    def status(self) -> ModelStatus:
+        obj = self.obj
+        state = _state(obj)
+        st = (obj or {}).get("status") or {}
+        if state == ModelState.ready:
+            return ModelStatus(state=state, loaded_at=crds.parse_time(st.get("loadedAt")) or None)
+        if state == ModelState.waiting_for_gpu:
+            return ModelStatus(state=state, vram_needed_mb=st.get("vramNeededMB") or 0, vram_free_mb=st.get("vramFreeMB") or 0,
+                               retry_in_secs=st.get("retryInSecs") or int(((obj or {}).get("spec") or {}).get("gpuPollIntervalSeconds") or 30))
+        return ModelStatus(state=state)
+
+    def _demand(self, action: str) -> None:
+        try:
+            self.res.patch(self.model, demand_patch(action))
+        except kube.NotFound:
+            log.warning("no WhisperModel to record demand on", extra={"model": self.model, "action": action})
+
+    def request_load(self) -> bool:
+        if self.state == ModelState.ready:
+            return False
+        self._demand("load")
+        return True
+
+    def request_unload(self) -> None:
+        if self.obj is not None:
+            self._demand("unload")
+
+    def notify_job_queued(self) -> None:
+        pass  # the operator watches the TranscriptionJobs itself
+
+    def subscribe(self, listener: RuntimeListener) -> Unsubscribe:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def start(self) -> None:
+        self.informer.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.informer.stop(timeout)
+
+    # ── watch → model events ─────────────────────────────────────────────
+
+    def _event_for(self, obj: Obj | None) -> RuntimeEvent | None:
+        state = _state(obj)
+        st = (obj or {}).get("status") or {}
+        if state == ModelState.loading:
+            return ModelLoadingEvent()
+        if state == ModelState.ready:
+            loaded = crds.parse_time(st.get("loadedAt")) or kube.now()
+            return ModelReadyEvent(loaded_at=loaded)
+        if state == ModelState.unloaded:
+            return ModelUnloadedEvent()
+        s = self.status()
+        return ModelWaitingForGpuEvent(vram_needed_mb=s.vram_needed_mb or 0, vram_free_mb=s.vram_free_mb or 0,
+                                       retry_in_secs=s.retry_in_secs or 0)
+
+    def _on_event(self, typ: str, obj: Obj, prev: Obj | None) -> None:
+        new = _state(None if typ == "DELETED" else obj)
+        old = _state(prev)
+        if new == old:
+            return
+        event = self._event_for(None if typ == "DELETED" else obj)
+        if event is None:
+            return
+        with self._lock:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(event)
+            except Exception:
+                log.exception("model listener failed")
