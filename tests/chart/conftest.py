@@ -56,3 +56,10 @@ def helm(*args: str, env: dict[str, str] | None = None, check: bool = True) -> s
 def render(*args: str, namespace: str = "whisper", release: str = "wo") -> list[dict[str, Any]]:
     out = helm("template", release, str(CHART), "--namespace", namespace, *args).stdout
     return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="session")
+def jfk_s3(s3_env: Any, jfk_wav: Path) -> str:
+    key = "inputs/chart/jfk.wav"
+    s3_env.client().upload_file(str(jfk_wav), s3_env.bucket, key)
+    return f"s3://{s3_env.bucket}/{key}"
