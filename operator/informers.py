@@ -23,7 +23,7 @@ def jobs(ns: str) -> Informer:
     with _lock:
         inf = _jobs.get(ns)
         if inf is None:
-            inf = _jobs[ns] = Informer(kube.jobs(api(), ns)).start()
+            inf = _jobs[ns] = Informer(kube.jobs(api(), ns), transform=summary).start()
         return inf
 
 
@@ -42,6 +42,7 @@ def summary(obj: dict[str, Any]) -> dict[str, Any]:
         "completionTime": status.get("completionTime"),
         "ttl": spec.get("ttlSecondsAfterFinished"),
         "deleting": bool(meta.get("deletionTimestamp")),
+        "rv": meta.get("resourceVersion"),
     }
 
 
@@ -50,7 +51,7 @@ def summaries(ns: str, timeout: float = 30.0) -> list[dict[str, Any]] | None:
     inf = jobs(ns)
     if not inf.synced.wait(timeout):
         return None
-    return [summary(o) for o in inf.snapshot()]
+    return inf.snapshot()
 
 
 def wait_seen(ns: str, name: str, rv: str, timeout: float = 1.0) -> None:
@@ -58,7 +59,7 @@ def wait_seen(ns: str, name: str, rv: str, timeout: float = 1.0) -> None:
     inf = jobs(ns)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        obj = inf.get(name)
-        if obj is not None and int(obj["metadata"]["resourceVersion"]) >= int(rv):
+        s = inf.get(name)
+        if s is not None and int(s["rv"]) >= int(rv):
             return
         inf.wait(0.05)

@@ -29,8 +29,12 @@ log = logging.getLogger("whisperop.informer")
 
 class Informer:
     def __init__(self, res: kube.Resources, field_selector: str | None = None,
-                 on_change: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_change: Callable[[str, dict[str, Any]], None] | None = None,
+                 transform: Callable[[dict[str, Any]], Any] | None = None) -> None:
+        """``transform`` (optional) turns each object into what the cache keeps (e.g. a small
+        summary: memory and per-read cost then scale with the summary, not the object)."""
         self.res = res
+        self.transform = transform or (lambda o: o)
         self.selector = field_selector
         self.items: dict[str, dict[str, Any]] = {}
         self.cond = threading.Condition()
@@ -46,7 +50,7 @@ class Informer:
     def _relist(self) -> str:
         items, rv = self.res.list_all(field_selector=self.selector)
         with self.cond:
-            self.items = {o["metadata"]["name"]: o for o in items}
+            self.items = {o["metadata"]["name"]: self.transform(o) for o in items}
             self.cond.notify_all()
         self.synced.set()
         return rv
@@ -81,7 +85,7 @@ class Informer:
                         if typ == "DELETED":
                             self.items.pop(name, None)
                         else:
-                            self.items[name] = obj
+                            self.items[name] = self.transform(obj)
                         self.cond.notify_all()
                     if self.on_change is not None:
                         self.on_change(typ, obj)
@@ -94,11 +98,11 @@ class Informer:
                 log.info("watch interrupted; resuming", extra={"error": f"{type(exc).__name__}: {exc}"})
                 time.sleep(0.5)
 
-    def snapshot(self) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[Any]:
         with self.cond:
             return list(self.items.values())
 
-    def get(self, name: str) -> dict[str, Any] | None:
+    def get(self, name: str) -> Any:
         with self.cond:
             return self.items.get(name)
 
