@@ -91,6 +91,7 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     watch_timeout = int(os.environ.get("WHISPEROP_WATCH_TIMEOUT_SECS", "240"))
     jobstore = K8sJobStore(api, namespace, blobs, model=model, watch_timeout_seconds=watch_timeout)
     runtime = ClusterModelRuntime(api, namespace, model, watch_timeout_seconds=watch_timeout)
+    runtime.observe_jobs(jobstore.informer)
     jobstore.start()
     app = create_app(settings, runtime, jobstore, blobs, send_webhooks=False,  # type: ignore[arg-type]
                      auth_tokens_file=os.environ.get("WHISPEROP_AUTH_TOKENS_FILE") or None)

@@ -256,10 +256,16 @@ class K8sJobStore:
             self._publish(JobChange("created", crds.job_from_resource(obj)))
         if phase == "Running" and before != "Running":
             self._publish(JobChange("started", crds.job_from_resource(obj)))
-        if phase == "Running" and (st.get("chunk") or 0) >= 1 and (
-                before != "Running" or st.get("chunk") != pst.get("chunk") or st.get("chunksTotal") != pst.get("chunksTotal")):
-            self._publish(JobChange("progress", crds.job_from_resource(obj), int(st.get("chunk") or 0),
-                                    int(st.get("chunksTotal") or 0)))
+        # Progress: the worker rate-limits its status writes (≤ 2/s), so one write can cover several
+        # chunks; every chunk between the last one this process saw and the current one is done, and
+        # each gets its progress event (as in local mode). A Done job has done all its chunks.
+        seen = int(pst.get("chunk") or 0) if before == "Running" else 0
+        total = int(st.get("chunksTotal") or 0)
+        upto = int(st.get("chunk") or 0) if phase == "Running" else total if phase == "Done" else 0
+        if before not in TERMINAL_PHASES and total >= 1 and upto > seen and name not in self._finished:
+            job = crds.job_from_resource(obj)
+            for chunk in range(max(seen, 0) + 1, min(upto, total) + 1):
+                self._publish(JobChange("progress", job, chunk, total))
         if phase in TERMINAL_PHASES:
             with self._lock:
                 if name in self._finished:

@@ -36,7 +36,7 @@ from whisperop.core.models import (
     ModelUnloadedEvent,
     ModelWaitingForGpuEvent,
 )
-from whisperop.core.ports import RuntimeEvent, RuntimeListener, Unsubscribe
+from whisperop.core.ports import JobTiming, RuntimeEvent, RuntimeListener, Unsubscribe
 from whisperop.stores.k8s_watch import Obj, ResourceWatch
 
 log = logging.getLogger("whisperop.stores.k8s_model")
@@ -105,6 +105,33 @@ class ClusterModelRuntime:
     def request_unload(self) -> None:
         if self.obj is not None:
             self._demand("unload")
+
+    def observe_jobs(self, informer: ResourceWatch) -> None:
+        """Report a :class:`JobTiming` (the facade's speed histogram) for every job of this model
+        that this process sees turn ``Done`` (from the TranscriptionJob watch it shares)."""
+        informer.add_callback(self._on_job_event)
+
+    def _on_job_event(self, typ: str, obj: Obj, prev: Obj | None) -> None:
+        if typ == "DELETED" or prev is None:
+            return
+        st, pst = obj.get("status") or {}, prev.get("status") or {}
+        if st.get("phase") != "Done" or pst.get("phase") == "Done":
+            return
+        if ((obj.get("spec") or {}).get("model") or crds.DEFAULT_MODEL) != self.model:
+            return
+        start, end = crds.parse_time(st.get("startTime")), crds.parse_time(st.get("completionTime"))
+        audio = st.get("durationSecs")
+        if not (start and end and audio):
+            return
+        timing = JobTiming(job_id=obj["metadata"]["name"], audio_secs=float(audio),
+                           wall_secs=max((end - start).total_seconds(), 1e-3))
+        with self._lock:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(timing)
+            except Exception:
+                log.exception("model listener failed")
 
     def notify_job_queued(self) -> None:
         pass  # the operator watches the TranscriptionJobs itself

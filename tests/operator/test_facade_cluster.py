@@ -1,0 +1,370 @@
+"""The REST facade in cluster mode (issue 6) on the real control plane and MinIO.
+
+Every test runs the real pieces: the operator (kopf, subprocess), ``whisperop
+worker`` processes standing in for the kubelet of the kwok inference pods
+(:class:`PodWorkers` starts one per Running pod and stops it when the pod
+goes), and the facade either as ``whisperop serve --cluster`` processes or
+in-process (uvicorn on a real port) where a test must reach into its watch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from whisperop.core import crds
+
+from .conftest import Cluster, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support import audio as audio_mod  # noqa: E402
+
+pytestmark = pytest.mark.cluster
+
+WORKER_ENV = {"CHUNK_MAX_SECS": "20", "TEMPERATURE_INC": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PodWorkers:
+    """Plays kubelet for the kwok inference pods: a local worker per Running pod."""
+
+    def __init__(self, cluster: Cluster, model: str = "default", extra: dict[str, str] | None = None) -> None:
+        self.cluster, self.model, self.extra = cluster, model, {**WORKER_ENV, **(extra or {})}
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(0.3):
+            try:
+                pods = {p.metadata.name: p for p in self.cluster.pods(self.model)}
+            except Exception:
+                continue
+            for name, p in pods.items():
+                if p.status.phase == "Running" and not p.metadata.deletion_timestamp:
+                    w = self.cluster.workers.get(name)
+                    if w is None:
+                        self.cluster.start_worker(name, self.model, self.extra)
+            for name, proc in list(self.cluster.workers.items()):
+                p = pods.get(name)
+                if (p is None or p.metadata.deletion_timestamp) and proc.poll() is None:
+                    proc.terminate()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.thread.join(5)
+
+
+class Facade:
+    """``whisperop serve --cluster`` as a subprocess."""
+
+    def __init__(self, cluster: Cluster, name: str, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full = {**cluster.env, "HOST": "127.0.0.1", "PORT": str(self.port), "WHISPEROP_NAMESPACE": cluster.ns,
+                "WHISPEROP_MODEL_NAME": "default", "QUEUE_WHILE_LOADING": "true", **env}
+        full.pop("WHISPER_MODEL", None)
+        self.log = cluster.tmp / f"facade-{name}.log"
+        cluster.logs.append(self.log)
+        self.proc = subprocess.Popen([sys.executable, "-m", "whisperop", "serve", "--cluster"], env=full,
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, cwd=str(cluster.tmp),
+                                     start_new_session=True)
+        wait_for(self._healthy, 60, f"facade {name} healthy")
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"facade exited: {self.log.read_text()[-3000:]}")
+        try:
+            return httpx.get(self.url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class InProcessFacade:
+    """The cluster facade in this process (uvicorn on a real port), so a test can reach its watches."""
+
+    def __init__(self, cluster: Cluster, **settings: Any) -> None:
+        import uvicorn
+
+        from whisperop.api.app import create_app
+        from whisperop.core.settings import ServerSettings
+        from whisperop.stores.k8s_jobs import K8sJobStore
+        from whisperop.stores.k8s_model import ClusterModelRuntime
+        from whisperop.stores.s3_blobs import S3BlobStore
+
+        s3 = cluster.s3_env
+        self.blobs = S3BlobStore(s3.client(), s3.bucket, prefix=f"uploads/{cluster.ns}/")
+        self.jobs = K8sJobStore(cluster.api, cluster.ns, self.blobs, watch_timeout_seconds=30)
+        self.runtime = ClusterModelRuntime(cluster.api, cluster.ns, watch_timeout_seconds=30)
+        self.runtime.observe_jobs(self.jobs.informer)
+        self.jobs.start()
+        st = ServerSettings(model_name="default", queue_while_loading=True, **settings)
+        app = create_app(st, self.runtime, self.jobs, self.blobs, send_webhooks=False)  # type: ignore[arg-type]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
+                                                    access_log=False, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, 30, "in-process facade started")
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.jobs.close()
+
+
+def sse_events(url: str, out: list[tuple[str, Any]], timeout: float = 240) -> None:
+    """Read an SSE stream into ``out`` until it ends (a job's ``done``)."""
+    with httpx.stream("GET", url, timeout=httpx.Timeout(timeout, connect=10)) as r:
+        assert r.status_code == 200, r.read()
+        event = None
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event:
+                out.append((event, json.loads(line[6:])))
+                event = None
+
+
+def submit(url: str, path: Path, **fields: str) -> str:
+    with open(path, "rb") as f:
+        r = httpx.post(url + "/jobs", files={"audio": (path.name, f, "audio/wav")}, data=fields, timeout=60)
+    assert r.status_code == 202, r.text
+    return str(r.json()["job_id"])
+
+
+@pytest.fixture(scope="module")
+def medium_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return audio_mod.bursts_wav(tmp_path_factory.mktemp("audio") / "medium.wav", 90.0, seed=1)
+
+
+@pytest.fixture
+def running_cluster(cluster: Cluster, tiny_model: Path) -> Iterator[Cluster]:
+    cluster.start_operator()
+    cluster.create_model(modelURI=str(tiny_model), minReplicas=0, maxReplicas=1, idleTimeoutSeconds=60)
+    workers = PodWorkers(cluster)
+    try:
+        yield cluster
+    finally:
+        workers.close()
+
+
+def _assert_progress_then_done(events: list[tuple[str, Any]], job_id: str) -> dict[str, Any]:
+    names = [e for e, _ in events]
+    assert names and names[-1] == "done", names
+    assert "progress" in names, names
+    pct = [d["percent"] for e, d in events if e == "progress"]
+    assert pct == sorted(pct) and all(0 < p <= 100 for p in pct), pct
+    job = events[-1][1]["job"]
+    assert job["id"] == job_id and job["status"] == "done", job
+    return dict(job)
+
+
+def test_two_facades_submit_on_one_stream_on_the_other(running_cluster: Cluster, medium_wav: Path) -> None:
+    c = running_cluster
+    a, b = Facade(c, "a"), Facade(c, "b")
+    try:
+        job_id = submit(a.url, medium_wav, language="en")
+        uuid.UUID(job_id)
+        obj = c.jobs.get(job_id)  # a TranscriptionJob named by the job id
+        assert obj["spec"]["audio"].startswith(f"s3://{c.s3_env.bucket}/uploads/{c.ns}/audio/{job_id}/")
+        assert obj["spec"]["language"] == "en"
+        assert obj["metadata"]["annotations"][crds.ANN_AUDIO_OWNED] == "true"
+        bucket, key = crds.split_s3_uri(obj["spec"]["audio"])
+        assert c.s3_env.client().head_object(Bucket=bucket, Key=key)["ContentLength"] == medium_wav.stat().st_size
+        # the second replica knows the job at once (quorum read), and streams it to the end
+        got = httpx.get(f"{b.url}/jobs/{job_id}", timeout=10).json()
+        assert got["id"] == job_id and got["status"] in ("queued", "running") and got["filename"] == "medium.wav"
+        events: list[tuple[str, Any]] = []
+        sse_events(f"{b.url}/jobs/{job_id}/stream", events)
+        job = _assert_progress_then_done(events, job_id)
+        assert job["progress"] == 100 and job["language"] == "en" and job["duration_secs"] == pytest.approx(90, abs=1)
+        # GET on both replicas: the same document, segments read from the result JSON in S3
+        ga = httpx.get(f"{a.url}/jobs/{job_id}", timeout=10).json()
+        gb = httpx.get(f"{b.url}/jobs/{job_id}", timeout=10).json()
+        assert ga == gb and ga["status"] == "done" and ga["completed_at"]
+        result = json.loads(c.s3_env.client().get_object(
+            Bucket=c.s3_env.bucket, Key=f"results/{c.ns}/{job_id}/transcript.json")["Body"].read())
+        assert len(ga["segments"]) == len(result["segments"])
+        assert ga["segments"] == job["segments"]
+        # a finished job: one done at once; cancel answers 409
+        again: list[tuple[str, Any]] = []
+        sse_events(f"{a.url}/jobs/{job_id}/stream", again, timeout=20)
+        assert [e for e, _ in again] == ["done"]
+        assert httpx.delete(f"{a.url}/jobs/{job_id}", timeout=10).status_code == 409
+        # /health and /model/status mirror the cluster
+        h = httpx.get(a.url + "/health", timeout=10).json()
+        assert h["model"] == "default" and h["queue_depth"] == 0 and h["model_state"] == "ready", h
+        ms = httpx.get(b.url + "/model/status", timeout=10).json()
+        assert ms["state"] == "ready" and ms["loaded_at"], ms
+        assert httpx.get(a.url + "/jobs/not-a-job", timeout=10).status_code == 404
+    finally:
+        a.close()
+        b.close()
+
+
+def test_kubectl_job_visible_and_cancel_sets_spec_cancel(running_cluster: Cluster, jfk_s3: str) -> None:
+    c = running_cluster
+    f = Facade(c, "k")
+    try:
+        obj = c.create_job(jfk_s3, name="from-kubectl")
+        got = wait_for(lambda: httpx.get(f"{f.url}/jobs/from-kubectl", timeout=10).json(), 20, "kubectl job via REST")
+        assert got["id"] == "from-kubectl" and got["filename"] == "jfk.wav"
+        done = c.wait_phase("from-kubectl", ("Done", "Failed"), timeout=180)
+        assert done["status"]["phase"] == "Done"
+        r = httpx.get(f"{f.url}/jobs/from-kubectl", timeout=10).json()
+        assert r["status"] == "done" and obj["metadata"]["name"] == "from-kubectl"
+        # a queued job cancelled through REST: spec.cancel set, answer cancelled, never runs
+        c.kill_operator()
+        jid = submit(f.url, audio_mod.JFK_WAV)
+        r2 = httpx.delete(f"{f.url}/jobs/{jid}", timeout=20)
+        assert r2.status_code == 200 and r2.json()["status"] == "cancelled", r2.text
+        assert c.jobs.get(jid)["spec"]["cancel"] is True
+    finally:
+        f.close()
+
+
+def test_watch_reconnects_and_relists_still_deliver_done(running_cluster: Cluster, medium_wav: Path) -> None:
+    c = running_cluster
+    f = InProcessFacade(c)
+    stop = threading.Event()
+    try:
+        job_id = submit(f.url, medium_wav)
+        events: list[tuple[str, Any]] = []
+        reader = threading.Thread(target=sse_events, args=(f"{f.url}/jobs/{job_id}/stream", events), daemon=True)
+        reader.start()
+        wait_for(lambda: (c.jobs.get(job_id).get("status") or {}).get("phase") == "Running", 120, "job running")
+
+        def churn() -> None:  # drop the watch over and over, half of the time as if the server said 410 Gone
+            i = 0
+            while not stop.wait(0.4):
+                f.jobs.informer.reconnect(gone=bool(i % 2))
+                i += 1
+
+        t = threading.Thread(target=churn, daemon=True)
+        t.start()
+        reader.join(240)
+        stop.set()
+        assert not reader.is_alive(), "stream did not end"
+        stats = f.jobs.informer.stats
+        assert events and events[-1][0] == "done", (events, stats)
+        _assert_progress_then_done(events, job_id)
+        assert stats["connects"] >= 3 and stats["gone"] >= 1, stats
+    finally:
+        stop.set()
+        f.close()
+
+
+def test_client_abort_mid_upload_leaves_no_job_and_no_object(cluster: Cluster) -> None:
+    c = cluster
+    f = InProcessFacade(c)
+    keys: list[str] = []
+    writer = f.blobs.writer
+
+    def recording_writer(key: str) -> Any:
+        keys.append(key)
+        return writer(key)
+
+    f.blobs.writer = recording_writer  # type: ignore[method-assign]
+    try:
+        boundary = "xyzBOUNDARY"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"big.wav\"\r\n"
+                "Content-Type: audio/wav\r\n\r\n").encode()
+        total = 200 * 1024 * 1024
+        with socket.create_connection(("127.0.0.1", f.port)) as s:
+            s.sendall((f"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+                       f"Content-Length: {total}\r\n\r\n").encode() + head)
+            chunk = os.urandom(1 << 20)
+            for _ in range(24):  # 24 MB: several multipart parts already in S3
+                s.sendall(chunk)
+            wait_for(lambda: keys and f.blobs.list_multipart_uploads(keys[0]), 30, "a multipart upload in progress")
+        wait_for(lambda: not f.blobs.list_multipart_uploads(keys[0]), 30, "multipart upload aborted")
+        time.sleep(1)
+        listed = c.s3_env.client().list_objects_v2(Bucket=c.s3_env.bucket, Prefix=f"uploads/{c.ns}/")
+        assert listed.get("KeyCount", 0) == 0, listed.get("Contents")
+        assert c.jobs.list()["items"] == []
+    finally:
+        f.close()
+
+
+def run_contract_suite(base_url: str, junit: Path, extra_args: list[str] | None = None,
+                       timeout: float = 1500) -> tuple[int, dict[str, str], str]:
+    """``pytest tests/contract`` against ``base_url`` (WHISPEROP_BASE_URL); outcome per test."""
+    import xml.etree.ElementTree as ET
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["WHISPEROP_BASE_URL"] = base_url
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "contract"),
+           f"--junitxml={junit}", *(extra_args or [])]
+    p = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=timeout)
+    outcomes: dict[str, str] = {}
+    if junit.exists():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            name = f"{case.get('classname')}::{case.get('name')}"
+            kinds = {child.tag for child in case}
+            outcomes[name] = ("failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed")
+    return p.returncode, outcomes, p.stdout[-6000:]
+
+
+def _contract_on_cluster(c: Cluster, model: Path, tmp_path: Path, args: list[str]) -> dict[str, list[str]]:
+    c.start_operator()
+    c.create_model(modelURI=str(model), minReplicas=0, maxReplicas=1, idleTimeoutSeconds=0, gpuPollIntervalSeconds=2)
+    workers = PodWorkers(c)
+    f = Facade(c, "contract", QUEUE_WHILE_LOADING="false", GPU_POLL_INTERVAL_SECS="2")
+    try:
+        rc, outcomes, tail = run_contract_suite(f.url, tmp_path / "contract.xml", args)
+    finally:
+        f.close()
+        workers.close()
+    summary = {k: sorted(n for n, o in outcomes.items() if o == k) for k in ("passed", "failed", "skipped")}
+    report = json.dumps(summary, indent=1)
+    print(report)
+    out = os.environ.get("WHISPEROP_CONTRACT_REPORT")
+    if out:
+        Path(out).write_text(report)
+    assert summary["passed"], tail
+    assert rc == 0 and not summary["failed"], f"{report}\n{tail}"
+    return summary
+
+
+def test_contract_suite_against_cluster_facade(cluster: Cluster, tiny_model: Path, tmp_path: Path) -> None:
+    """The HTTP contract suite, unchanged, against ``whisperop serve --cluster`` (operator + local workers,
+    tiny model). Tests that need a server with special settings skip themselves in WHISPEROP_BASE_URL mode."""
+    summary = _contract_on_cluster(cluster, tiny_model, tmp_path, ["-m", "not slow"])
+    assert len(summary["passed"]) >= 50, summary
+
+
+@pytest.mark.slow
+def test_contract_jfk_base_model_on_cluster(cluster: Cluster, base_model: Path, tmp_path: Path) -> None:
+    """The contract's real-model case (jfk.wav → the reference transcript) through the cluster facade."""
+    summary = _contract_on_cluster(cluster, base_model, tmp_path, ["-m", "slow"])
+    assert "tests.contract.test_e2e_base_model::test_jfk_transcribes_to_the_reference" in summary["passed"], summary
