@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,35 @@ def _token_kubeconfig(k8s_env: Any, ns: str, sa: str, path: Path) -> Path:
     return path
 
 
+def _start_facade(cluster: Any, kubeconfig: Path) -> str:
+    import socket
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"KUBECONFIG": str(kubeconfig), "HOST": "127.0.0.1", "PORT": str(port), "WHISPEROP_NAMESPACE": cluster.ns,
+           "WHISPEROP_MODEL_NAME": "default", "QUEUE_WHILE_LOADING": "true"}
+    proc = cluster._spawn([sys.executable, "-m", "whisperop", "serve", "--cluster"], "facade", env)
+    cluster.workers["facade"] = proc  # stopped with the others
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, "facade exited"
+        try:
+            return httpx.get(url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    harness.wait_for(healthy, 60, "facade healthy")
+    return url
+
+
 def test_helm_install_then_job_runs_with_chart_rbac(k8s_env: Any, s3_env: Any, k8s_namespace: str, chart_crds: None,
-                                                   tiny_model: Path, jfk_s3: str, tmp_path: Path) -> None:
+                                                   tiny_model: Path, jfk_s3: str, jfk_wav: Path,
+                                                   tmp_path: Path) -> None:
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
@@ -131,6 +159,25 @@ def test_helm_install_then_job_runs_with_chart_rbac(k8s_env: Any, s3_env: Any, k
         assert st["phase"] == "Done", st
         assert st["result"]["json"].startswith("s3://") and st["result"]["srt"].startswith("s3://")
         harness.wait_for(lambda: cluster.model_status().get("state") == "ready", 30, "model ready")
+
+        # the facade as a local process with the chart's facade account: a job submitted over REST runs too
+        facade = _start_facade(cluster, cfgs["facade"])
+        import httpx
+
+        with open(jfk_wav, "rb") as f:
+            r = httpx.post(facade + "/jobs", files={"audio": ("jfk.wav", f, "audio/wav")}, timeout=60)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        done = harness.wait_for(lambda: (lambda j: j if j["status"] in ("done", "failed") else None)(
+            httpx.get(f"{facade}/jobs/{job_id}", timeout=10).json()), 120, "REST job done")
+        assert done["status"] == "done", done
+        # the chart's `helm test` script, run against the same facade (the test Pod's command, run directly)
+        cm = next(d for d in render(namespace=ns) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-test"))
+        script = tmp_path / "first_job.py"
+        script.write_text(cm["data"]["first_job.py"])
+        r2 = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=200,
+                            env=dict(os.environ, FACADE_URL=facade, TIMEOUT="150"))
+        assert r2.returncode == 0 and '"status": "done"' in r2.stdout, r2.stdout + r2.stderr
 
         # forbidden with the chart's accounts: 403 from the real authorizer
         apis = {c: config.new_client_from_config(config_file=str(p)) for c, p in cfgs.items()}
