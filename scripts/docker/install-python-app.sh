@@ -21,6 +21,6 @@ if [ -n "$wheels" ] && [ -d "$wheels" ]; then
   local_wheels=("$wheels"/*.whl)
   [ ${#local_wheels[@]} -gt 0 ] && "$prefix/bin/python" -m pip install --no-cache-dir -q --no-deps "${local_wheels[@]}"
 fi
-"$prefix/bin/python" -m pip install --no-cache-dir -q --disable-pip-version-check "${find_links[@]}" "$src[$extras]"
+"$prefix/bin/python" -m pip install --no-cache-dir -q --disable-pip-version-check "${find_links[@]}" "${src}[${extras}]"
 "$prefix/bin/whisperop" --help >/dev/null
-echo "installed whisper-operator[$extras] into $prefix"
+echo "installed whisper-operator[${extras}] into $prefix"

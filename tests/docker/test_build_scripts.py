@@ -1,0 +1,67 @@
+"""The Dockerfiles are thin: every RUN step is a script in the repo, and these
+tests run those scripts directly (no container engine on the project machine)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILES = ("Dockerfile.operator", "Dockerfile.inference")
+
+
+def _run_steps(name: str) -> list[str]:
+    text = (REPO / name).read_text().replace("\\\n", " ")
+    return [line.split("RUN", 1)[1].strip() for line in text.splitlines() if line.startswith("RUN ")]
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_every_run_step_is_a_repo_script(name: str) -> None:
+    steps = _run_steps(name)
+    assert steps
+    for step in steps:
+        scripts = re.findall(r"(?:^|[\s=])((?:/tmp/|scripts/)[\w./-]+\.sh)", step)
+        assert scripts, f"{name}: RUN step is not a repo script: {step}"
+        for s in scripts:
+            rel = s.replace("/tmp/", "scripts/docker/")
+            assert (REPO / rel).is_file(), f"{name}: {s} not in the repo"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_base_images_pinned_by_digest_and_documented(name: str) -> None:
+    text = (REPO / name).read_text()
+    images = re.findall(r"^ARG \w+_IMAGE=(\S+)", text, flags=re.M)
+    assert images
+    for img in images:
+        assert re.search(r"@sha256:[0-9a-f]{64}$", img), img
+    assert "docs/images.md" in text and (REPO / "docs" / "images.md").is_file()
+    assert re.search(r"^USER \d+:\d+$", text, flags=re.M), "numeric non-root USER (Pod Security runAsNonRoot)"
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)")
+def test_scripts_are_shellcheck_clean() -> None:
+    scripts = sorted(str(p) for p in (REPO / "scripts" / "docker").glob("*.sh")) + [str(REPO / "tests" / "e2e" / "kind.sh")]
+    r = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.slow  # about a minute: a full pip install
+def test_install_python_app_into_prefix(tmp_path: Path) -> None:
+    prefix = tmp_path / "opt-whisperop"
+    r = subprocess.run(["bash", str(REPO / "scripts" / "docker" / "install-python-app.sh"), str(prefix), "api,cluster"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"installed whisper-operator[api,cluster] into {prefix}" in r.stdout
+    # the image's entrypoints: the CLI (facade/worker) and kopf (operator)
+    for argv in ([prefix / "bin" / "whisperop", "--help"], [prefix / "bin" / "kopf", "--help"],
+                 [prefix / "bin" / "whisperop", "serve", "--help"], [prefix / "bin" / "whisperop", "worker", "--help"]):
+        out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, (argv, out.stderr[-2000:])
+    r = subprocess.run([str(prefix / "bin" / "python"), "-c",
+                        "import whisperop.operator.main, whisperop.api.app, whisperop.inference.worker; print('ok')"],
+                       capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert r.stdout.strip() == "ok", r.stderr[-2000:]
