@@ -95,7 +95,7 @@ def _token_kubeconfig(k8s_env: Any, ns: str, sa: str, path: Path) -> Path:
     return path
 
 
-def _start_facade(cluster: Any, kubeconfig: Path) -> str:
+def _start_facade(cluster: Any, kubeconfig: Path, tokens_dir: Path) -> str:
     import socket
     import sys
 
@@ -105,7 +105,8 @@ def _start_facade(cluster: Any, kubeconfig: Path) -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {"KUBECONFIG": str(kubeconfig), "HOST": "127.0.0.1", "PORT": str(port), "WHISPEROP_NAMESPACE": cluster.ns,
-           "WHISPEROP_MODEL_NAME": "default", "QUEUE_WHILE_LOADING": "true"}
+           "WHISPEROP_MODEL_NAME": "default", "QUEUE_WHILE_LOADING": "true",
+           "WHISPEROP_AUTH_TOKENS_FILE": str(tokens_dir)}
     proc = cluster._spawn([sys.executable, "-m", "whisperop", "serve", "--cluster"], "facade", env)
     cluster.workers["facade"] = proc  # stopped with the others
     url = f"http://127.0.0.1:{port}"
@@ -134,7 +135,7 @@ def test_helm_install_then_job_runs_with_chart_rbac(k8s_env: Any, s3_env: Any, k
                "accessKey": s3_env.access_key, "secretKey": s3_env.secret_key},
         "model": {"uri": str(tiny_model), "gpus": 0, "idleTimeoutSeconds": 60, "tolerations": [],
                   "resources": {"requests": {}, "limits": {}}},
-        "facade": {"replicas": 1},
+        "facade": {"replicas": 1, "auth": {"enabled": True, "tokens": ["chart-test-token-0123456789"]}},
     }
     vf = tmp_path / "values.yaml"
     vf.write_text(yaml.safe_dump(values))
@@ -161,22 +162,32 @@ def test_helm_install_then_job_runs_with_chart_rbac(k8s_env: Any, s3_env: Any, k
         harness.wait_for(lambda: cluster.model_status().get("state") == "ready", 30, "model ready")
 
         # the facade as a local process with the chart's facade account: a job submitted over REST runs too
-        facade = _start_facade(cluster, cfgs["facade"])
+        # with the auth token Secret the chart created, as the pod would mount it (one file per key)
+        import base64
+
         import httpx
 
+        sec = client.CoreV1Api(k8s_env.client).read_namespaced_secret("wo-whisper-operator-auth", ns)
+        tokens_dir = tmp_path / "auth"
+        tokens_dir.mkdir()
+        for k, v in sec.data.items():
+            (tokens_dir / k).write_bytes(base64.b64decode(v))
+        facade = _start_facade(cluster, cfgs["facade"], tokens_dir)
+        assert httpx.get(facade + "/jobs/nope", timeout=10).status_code == 401
+        auth = {"Authorization": "Bearer chart-test-token-0123456789"}
         with open(jfk_wav, "rb") as f:
-            r = httpx.post(facade + "/jobs", files={"audio": ("jfk.wav", f, "audio/wav")}, timeout=60)
+            r = httpx.post(facade + "/jobs", files={"audio": ("jfk.wav", f, "audio/wav")}, headers=auth, timeout=60)
         assert r.status_code == 202, r.text
         job_id = r.json()["job_id"]
         done = harness.wait_for(lambda: (lambda j: j if j["status"] in ("done", "failed") else None)(
-            httpx.get(f"{facade}/jobs/{job_id}", timeout=10).json()), 120, "REST job done")
+            httpx.get(f"{facade}/jobs/{job_id}", headers=auth, timeout=10).json()), 120, "REST job done")
         assert done["status"] == "done", done
         # the chart's `helm test` script, run against the same facade (the test Pod's command, run directly)
         cm = next(d for d in render(namespace=ns) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-test"))
         script = tmp_path / "first_job.py"
         script.write_text(cm["data"]["first_job.py"])
         r2 = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=200,
-                            env=dict(os.environ, FACADE_URL=facade, TIMEOUT="150"))
+                            env=dict(os.environ, FACADE_URL=facade, TIMEOUT="150", TOKEN_FILE=str(tokens_dir)))
         assert r2.returncode == 0 and '"status": "done"' in r2.stdout, r2.stdout + r2.stderr
 
         # forbidden with the chart's accounts: 403 from the real authorizer
