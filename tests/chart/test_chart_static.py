@@ -47,7 +47,7 @@ def test_template_default_values() -> None:
 def test_template_all_features() -> None:
     docs = render("-f", str(ALL_FEATURES))
     kinds = _kinds(docs)
-    assert kinds["Ingress"] == ["wo-whisper-operator-facade"] and len(kinds["NetworkPolicy"]) == 4
+    assert kinds["Ingress"] == ["wo-whisper-operator-facade"] and len(kinds["NetworkPolicy"]) == 5
     assert len(kinds["Secret"]) == 2  # S3 + auth tokens
     op = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator"))
     cmd = op["spec"]["template"]["spec"]["containers"][0]["command"]
