@@ -9,8 +9,11 @@ directly but goes through the ``ModelRuntime`` port.
 Parallel decoding: with ``parallelism = N`` the engine holds N whisper
 contexts (N copies of the weights, each with its own state) and decodes N
 chunks at once; whisper.cpp releases the GIL while it computes. Chunks are
-independent (no prompt carried across chunks), so the result is identical to
-the sequential path, in the same order.
+independent (no prompt carried across chunks), so with greedy decoding the
+result is identical to the sequential path, in the same order. (Beam search
+is not bit-reproducible even sequentially: whisper.cpp's reused state makes a
+chunk's beams depend on what that context decoded before.) Unset, N is
+``GPU_DEFAULT_PARALLELISM`` on a GPU and 1 on the CPU (docs/benchmarks-gpu.md).
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ import numpy as np
 
 from whisperop.core.errors import JobCancelled
 from whisperop.core.models import Segment, Task, TranscriptionResult, Word
-from whisperop.core.settings import EngineSettings
+from whisperop.core.settings import GPU_DEFAULT_PARALLELISM, EngineSettings
 from whisperop.inference.audio import SAMPLE_RATE, DecodedAudio, decode_audio
 from whisperop.inference.chunking import Chunk, ChunkingConfig, plan_chunks
 from whisperop.inference.normalize import normalize_segments
-from whisperop.inference.whispercpp import DecodeOptions, RawSegment, WhisperContext
+from whisperop.inference.whispercpp import DecodeOptions, RawSegment, WhisperContext, gpu_compiled
 
 log = logging.getLogger("whisperop.engine")
 
@@ -88,14 +91,25 @@ class WhisperEngine:
     def __init__(self, model_path: str | Path, settings: EngineSettings | None = None, parallelism: int | None = None) -> None:
         self.settings = settings or EngineSettings()
         self.model_path = Path(model_path)
-        self.parallelism = max(1, parallelism or self.settings.parallelism)
+        s = self.settings
         t0 = time.perf_counter()
+        # Flash attention unset: on where a GPU backend is compiled in and asked
+        # for (faster and smaller on the GPU, same accuracy), off on the CPU.
+        self.flash_attn = s.flash_attn if s.flash_attn is not None else bool(s.use_gpu and gpu_compiled())
         contexts: list[WhisperContext] = []
         try:
-            for _ in range(self.parallelism):
-                contexts.append(
-                    WhisperContext(self.model_path, self.settings.use_gpu, self.settings.cuda_device, self.settings.flash_attn)
-                )
+            contexts.append(WhisperContext(self.model_path, s.use_gpu, s.cuda_device, self.flash_attn))
+            self.backend = contexts[0].backend
+            if s.flash_attn is None and self.flash_attn and self.backend == "CPU":  # GPU build, no GPU: CPU defaults
+                contexts.pop().close()
+                self.flash_attn = False
+                contexts.append(WhisperContext(self.model_path, s.use_gpu, s.cuda_device, False))
+            # PARALLELISM unset (0): several decoders on a GPU, one on the CPU
+            # (where the threads are better spent inside one decode).
+            wanted = parallelism or s.parallelism
+            self.parallelism = max(1, wanted) if wanted else (GPU_DEFAULT_PARALLELISM if self.backend != "CPU" else 1)
+            while len(contexts) < self.parallelism:
+                contexts.append(WhisperContext(self.model_path, s.use_gpu, s.cuda_device, self.flash_attn))
         except BaseException:
             for ctx in contexts:
                 ctx.close()
@@ -105,7 +119,6 @@ class WhisperEngine:
         self._pool: queue.Queue[WhisperContext] = queue.Queue()
         for ctx in contexts:
             self._pool.put(ctx)
-        self.backend = contexts[0].backend
         t1 = time.perf_counter()
         self._warm_up()
         self.warmup_secs = time.perf_counter() - t1
@@ -113,7 +126,7 @@ class WhisperEngine:
         log.info(
             "model loaded",
             extra={"model": str(self.model_path), "backend": self.backend, "load_secs": round(self.load_secs, 3),
-                   "warmup_secs": round(self.warmup_secs, 3), "parallelism": self.parallelism},
+                   "warmup_secs": round(self.warmup_secs, 3), "parallelism": self.parallelism, "flash_attn": self.flash_attn},
         )
 
     # ── lifecycle ────────────────────────────────────────────────────────

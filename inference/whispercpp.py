@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import re
 import struct
 import threading
 import weakref
@@ -30,6 +31,7 @@ log = logging.getLogger("whisperop.whispercpp")
 
 GGML_MAGIC = 0x67676D6C
 _LOG_ERROR = 4
+_GPU_BACKEND_LINE = re.compile(r"backend_init_gpu: using ([A-Za-z]+?)\d* backend")
 _OOM_MARKERS = ("out of memory", "cudamalloc failed", "failed to allocate", "cuda error 2", "not enough memory")
 
 
@@ -160,11 +162,15 @@ class WhisperContext:
 
     @property
     def backend(self) -> str:
-        """What whisper.cpp said it runs on (e.g. ``CUDA0``, ``CPU``)."""
+        """The backend whisper.cpp said this context runs on (``CUDA``,
+        ``Vulkan``, ``Metal``…; ``CPU`` when it did not take a GPU, e.g. a
+        build without CUDA, no device, or ``use_gpu`` off). Read from
+        ``whisper_backend_init_gpu: using CUDA0 backend``; a CUDA build also
+        logs ``ggml_cuda_init`` for CPU contexts, so that line proves nothing."""
         for line in self.load_log:
-            low = line.lower()
-            if "using cuda" in low or "cuda0" in low or "ggml_cuda_init" in low:
-                return "CUDA"
+            m = _GPU_BACKEND_LINE.search(line)
+            if m:
+                return m.group(1)
         return "CPU"
 
     def full(self, pcm: np.ndarray, opts: DecodeOptions, abort: Callable[[], bool] | None = None) -> tuple[list[RawSegment], str]:
@@ -251,3 +257,10 @@ def _as_bytes(value: object) -> bytes:
 
 def system_info() -> str:
     return str(pw.whisper_print_system_info())
+
+
+def gpu_compiled() -> bool:
+    """Whether this whisper.cpp build has a GPU backend at all (pywhispercpp's
+    PyPI wheels do not: they silently run on the CPU)."""
+    info = system_info().upper()
+    return any(f"{name} :" in info for name in ("CUDA", "VULKAN", "METAL", "SYCL", "HIP", "CANN", "MUSA"))
