@@ -411,3 +411,39 @@ def test_1gb_upload_into_s3_with_flat_facade_memory(cluster: Cluster) -> None:
         assert [o["metadata"]["name"] for o in c.jobs.list()["items"]] == [job_id]
     finally:
         f.close()
+
+
+def test_real_410_gone_relists_and_delivers_the_missed_terminal_change(cluster: Cluster, s3_env: Any) -> None:
+    """The watch resumes from a resourceVersion the API server no longer has (410 Gone): the store
+    relists, diffs against its cache and still delivers the transition it missed, exactly once."""
+    from whisperop.core.ports import JobChange
+    from whisperop.stores.k8s_jobs import K8sJobStore
+    from whisperop.stores.s3_blobs import S3BlobStore
+
+    c = cluster
+    store = K8sJobStore(c.api, c.ns, S3BlobStore(s3_env.client(), s3_env.bucket), watch_timeout_seconds=30)
+    changes: list[JobChange] = []
+    store.watch(changes.append)
+    store.start()
+    try:
+        c.create_job("s3://bucket/audio.wav", name="j1")
+        wait_for(lambda: any(ch.kind == "created" and ch.job.id == "j1" for ch in changes), 20, "created change")
+        # take the watch away, finish the job behind its back, and resume from a version long gone
+        store.informer.stop()
+        c.jobs.patch_status("j1", {"phase": "Running", "chunk": 1, "chunksTotal": 2})
+        c.jobs.patch_status("j1", {"phase": "Done", "completionTime": "2026-01-01T00:00:00Z", "progress": 100})
+        store.informer.rv = "1"
+        store.informer._stop.clear()
+        store.informer._thread = threading.Thread(target=store.informer._run, daemon=True)
+        store.informer._thread.start()
+        wait_for(lambda: store.informer.stats["gone"] >= 1, 20, "410 Gone seen and relisted")
+        fin = wait_for(lambda: [ch for ch in changes if ch.kind == "finished"], 20, "finished change after relist")
+        assert len(fin) == 1 and fin[0].job.id == "j1" and fin[0].job.status.value == "done"
+        prog = [(ch.chunk, ch.chunks_total) for ch in changes if ch.kind == "progress"]
+        assert prog == [(1, 2), (2, 2)], prog
+        assert store.informer.stats["relists"] >= 2
+        # and the watch goes on after the relist
+        c.create_job("s3://bucket/audio.wav", name="j2")
+        wait_for(lambda: any(ch.kind == "created" and ch.job.id == "j2" for ch in changes), 20, "created change of j2")
+    finally:
+        store.close()
