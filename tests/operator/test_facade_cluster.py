@@ -447,3 +447,42 @@ def test_real_410_gone_relists_and_delivers_the_missed_terminal_change(cluster: 
         wait_for(lambda: any(ch.kind == "created" and ch.job.id == "j2" for ch in changes), 20, "created change of j2")
     finally:
         store.close()
+
+
+def test_load_unload_record_demand_the_operator_reads_and_never_touch_spec(cluster: Cluster, tiny_model: Path) -> None:
+    from whisperop.core.models import ModelState
+    from whisperop.operator.scaling import parse_demand
+    from whisperop.stores.k8s_model import ClusterModelRuntime
+
+    c = cluster
+    rt = ClusterModelRuntime(c.api, c.ns, watch_timeout_seconds=30)
+    rt.start()
+    try:
+        assert rt.state == ModelState.unloaded and rt.status().state == ModelState.unloaded  # no WhisperModel yet
+        rt.request_load()  # nothing to record on: no error
+        created = c.create_model(modelURI=str(tiny_model), idleTimeoutSeconds=60)
+        wait_for(lambda: rt.obj is not None, 20, "WhisperModel in the watch cache")
+        assert rt.request_load() is True
+        m = c.models.get("default")
+        d = parse_demand(m["metadata"].get("annotations"))
+        assert d is not None and d.action == "load", m["metadata"]
+        assert m["spec"] == created["spec"] and m["metadata"]["generation"] == created["metadata"]["generation"]
+        rt.request_unload()
+        m = c.models.get("default")
+        d2 = parse_demand(m["metadata"].get("annotations"))
+        assert d2 is not None and d2.action == "unload" and d2.at >= d.at
+        assert m["spec"] == created["spec"] and m["metadata"]["generation"] == created["metadata"]["generation"]
+        # status mirrors what the operator writes
+        events: list[Any] = []
+        rt.subscribe(events.append)
+        c.models.patch_status("default", {"state": "waiting_for_gpu", "vramNeededMB": 900, "vramFreeMB": 100, "retryInSecs": 30})
+        wait_for(lambda: rt.state == ModelState.waiting_for_gpu, 20, "waiting_for_gpu mirrored")
+        s = rt.status().model_dump(exclude_none=True)
+        assert s == {"state": ModelState.waiting_for_gpu, "vram_needed_mb": 900, "vram_free_mb": 100, "retry_in_secs": 30}, s
+        c.models.patch_status("default", {"state": "ready", "loadedAt": "2026-05-10T14:00:00.000Z"})
+        wait_for(lambda: rt.state == ModelState.ready, 20, "ready mirrored")
+        assert rt.request_load() is False
+        assert [e.type for e in events] == ["model_waiting_for_gpu", "model_ready"], events
+        assert events[1].loaded_at.year == 2026
+    finally:
+        rt.stop()
