@@ -157,3 +157,14 @@ def test_every_pod_has_restricted_security_context(variant: str) -> None:
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for c in spec["containers"]:
             assert c["securityContext"] == RESTRICTED_CONTAINER, c["name"]
+
+
+def test_template_minimal_operator_only() -> None:
+    """Facade and model off: operator + worker RBAC only, no facade account, no helm test pod."""
+    docs = render("--set", "facade.enabled=false", "--set", "model.create=false", "--set", "s3.existingSecret=mine")
+    kinds = _kinds(docs)
+    assert kinds["Deployment"] == ["wo-whisper-operator-operator"]
+    assert sorted(kinds["ServiceAccount"]) == ["wo-whisper-operator-operator", "wo-whisper-operator-worker"]
+    assert "WhisperModel" not in kinds and "Pod" not in kinds and "Secret" not in kinds
+    op = docs[[d["kind"] for d in docs].index("Deployment")]
+    assert op["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "mine"}}]
