@@ -486,3 +486,50 @@ def test_load_unload_record_demand_the_operator_reads_and_never_touch_spec(clust
         assert events[1].loaded_at.year == 2026
     finally:
         rt.stop()
+
+
+def test_503_model_not_ready_as_in_local_mode_and_bearer_auth(cluster: Cluster, tiny_model: Path) -> None:
+    """No operator: the WhisperModel stays where the test puts it. 503 + Retry-After per state, the
+    rejection records a load demand and registers the webhook in the cluster registry, nothing is kept;
+    with WHISPEROP_AUTH_TOKENS_FILE every endpoint but /health wants the token."""
+    from whisperop.cluster import webhooks as cluster_webhooks
+    from whisperop.operator.scaling import parse_demand
+
+    c = cluster
+    tokens = c.tmp / "tokens"
+    tokens.write_text("s3cret\n")
+    c.create_model(modelURI=str(tiny_model))
+    f = Facade(c, "503", QUEUE_WHILE_LOADING="false", GPU_POLL_INTERVAL_SECS="7", WHISPEROP_AUTH_TOKENS_FILE=str(tokens))
+    auth = {"Authorization": "Bearer s3cret"}
+    try:
+        assert httpx.get(f.url + "/health", timeout=10).status_code == 200
+        assert httpx.get(f.url + "/model/status", timeout=10).status_code == 401
+        assert httpx.post(f.url + "/jobs", files={"audio": ("a.wav", b"RIFF")}, timeout=10).status_code == 401
+
+        def post() -> httpx.Response:
+            with open(audio_mod.JFK_WAV, "rb") as fh:
+                return httpx.post(f.url + "/jobs", files={"audio": ("jfk.wav", fh, "audio/wav")},
+                                  data={"webhook_url": "http://127.0.0.1:9/hook"}, headers=auth, timeout=30)
+
+        r = post()
+        assert r.status_code == 503 and r.headers["Retry-After"] == "30", r.text
+        assert r.json() == {"error": "model_not_ready", "state": "unloaded", "retry_after_secs": 30}
+        d = parse_demand(c.models.get("default")["metadata"].get("annotations"))
+        assert d is not None and d.action == "load"
+        assert cluster_webhooks.registered(c.api, c.ns) == ["http://127.0.0.1:9/hook"]
+        c.models.patch_status("default", {"state": "loading"})
+        wait_for(lambda: httpx.get(f.url + "/model/status", headers=auth, timeout=5).json()["state"] == "loading", 20, "loading")
+        r = post()
+        assert r.status_code == 503 and r.headers["Retry-After"] == "10" and r.json()["state"] == "loading"
+        c.models.patch_status("default", {"state": "waiting_for_gpu", "vramNeededMB": 900, "vramFreeMB": 100, "retryInSecs": 7})
+        wait_for(lambda: httpx.get(f.url + "/model/status", headers=auth, timeout=5).json()["state"] == "waiting_for_gpu", 20,
+                 "waiting_for_gpu")
+        r = post()
+        assert r.status_code == 503 and r.headers["Retry-After"] == "7" and r.json()["state"] == "waiting_for_gpu"
+        assert c.jobs.list()["items"] == []
+        listed = c.s3_env.client().list_objects_v2(Bucket=c.s3_env.bucket, Prefix=f"uploads/{c.ns}/")
+        assert listed.get("KeyCount", 0) == 0
+        h = httpx.get(f.url + "/health", timeout=10).json()
+        assert h["model_state"] == "waiting_for_gpu" and h["queue_depth"] == 0
+    finally:
+        f.close()
