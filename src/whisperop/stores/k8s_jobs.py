@@ -56,6 +56,7 @@ log = logging.getLogger("whisperop.stores.k8s_jobs")
 ANN_FILENAME = "whisperop.io/filename"
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 TERMINAL_PHASES = ("Done", "Failed", "Cancelled")
+SEGMENT_CACHE_SIZE = 256  # result documents kept in memory (GET of a finished job polled by clients)
 
 
 def _phase(obj: Obj | None) -> str | None:
@@ -78,6 +79,7 @@ class K8sJobStore:
         self._watchers: list[JobWatcher] = []
         self._lock = threading.Lock()
         self._finished: set[str] = set()  # jobs whose terminal change this process already emitted
+        self._segment_cache: dict[str, list[Segment]] = {}
         self._unsub_informer = self.informer.add_callback(self._on_event)
 
     # ── lifecycle ────────────────────────────────────────────────────────
@@ -97,12 +99,24 @@ class K8sJobStore:
         return f"s3://{self.blobs.bucket}/{self.blobs._k(key)}"
 
     def _segments(self, obj: Obj) -> list[Segment]:
+        """Segments of a Done job from its result JSON (cached per job uid and result URI: a Done
+        job's result never changes; a job re-created under the same name has a new uid)."""
         uri = ((obj.get("status") or {}).get("result") or {}).get("json")
         if not uri:
             return []
+        ck = f"{obj['metadata'].get('uid')}:{uri}"
+        with self._lock:
+            hit = self._segment_cache.get(ck)
+        if hit is not None:
+            return list(hit)
         bucket, key = crds.split_s3_uri(uri)
         body = self.blobs.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        return [Segment(**s) for s in json.loads(body).get("segments", [])]
+        segs = [Segment(**s) for s in json.loads(body).get("segments", [])]
+        with self._lock:
+            self._segment_cache[ck] = segs
+            while len(self._segment_cache) > SEGMENT_CACHE_SIZE:
+                self._segment_cache.pop(next(iter(self._segment_cache)))
+        return list(segs)
 
     def to_job(self, obj: Obj) -> Job:
         segs = self._segments(obj) if _phase(obj) == "Done" else []
