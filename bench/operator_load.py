@@ -8,8 +8,8 @@ starts and we measure
 
 * catch-up: wall time and operator CPU seconds until all N are accepted
   (finalizer + Queued: 2 writes each) and the model reports queueDepth = N;
-* steady state: operator CPU % and RSS over ``--steady-secs`` with nothing
-  changing (timers and watches only);
+* steady state: after ``--settle-secs``, operator CPU % and RSS over
+  ``--steady-secs`` with nothing changing (timers and watches only);
 * restart: a second operator start over the same N accepted jobs (no writes
   needed): time and CPU until its first reconcile reports queueDepth = N,
   then its RSS.
@@ -31,7 +31,7 @@ def cpu_of(p: psutil.Process) -> float:
     return t.user + t.system
 
 
-def run_size(b: Bench, n: int, steady: float) -> dict:
+def run_size(b: Bench, n: int, steady: float, settle: float = 30.0) -> dict:
     from whisperop.cluster import kube
 
     ns = b.namespace()
@@ -54,6 +54,7 @@ def run_size(b: Bench, n: int, steady: float) -> dict:
     catch_wall = time.time() - t0
     catch_cpu = cpu_of(ps)
     rss_peak = ps.memory_info().rss
+    time.sleep(settle)  # let the tail of kopf's event processing finish
     c0, s0 = cpu_of(ps), time.time()
     samples = []
     while time.time() - s0 < steady:
@@ -90,13 +91,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--steady-secs", type=float, default=30)
+    ap.add_argument("--settle-secs", type=float, default=30)
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
     b = Bench()
     out = []
     try:
         for n in (int(x) for x in args.sizes.split(",")):
-            r = run_size(b, n, args.steady_secs)
+            r = run_size(b, n, args.steady_secs, args.settle_secs)
             print(json.dumps(r), flush=True)
             out.append(r)
     finally:
