@@ -15,8 +15,8 @@ recorded WITHOUT touching the spec a user keeps in Git, as the annotation
   timeout and go to ``minReplicas`` now (an in-flight job finishes first;
   jobs that arrive later scale it up again).
 
-Rules: with work, ``min(maxReplicas, max(minReplicas, queued + running))``
-(one job per replica at a time); idle, keep the current count until
+Rules: with work, ``min(maxReplicas, max(minReplicas, queued + running, current))``
+(one job per replica at a time; never shrinking while there is work); idle, keep the current count until
 ``idleTimeoutSeconds`` (0 = never) after the last activity, then
 ``minReplicas``.
 """
@@ -71,8 +71,8 @@ def desired_replicas(spec: dict[str, Any], queued: int, running: int, current: i
     mn = int(spec.get("minReplicas", 0))
     mx = max(int(spec.get("maxReplicas", 1)), mn, 1)
     work = queued + running
-    if work:
-        return min(mx, max(mn, work))
+    if work:  # up by queue depth; never down while there is work (down only after the idle timeout)
+        return min(mx, max(mn, work, current))
     if demand is not None and demand.action == "unload" and (activity is None or demand.at >= activity):
         return mn
     idle = int(spec.get("idleTimeoutSeconds", 300))

@@ -20,6 +20,8 @@ def test_scales_by_queue_depth_up_to_max() -> None:
     assert scaling.desired_replicas(SPEC, queued=2, running=1, current=1, activity=T0, demand=None, now=T0) == 3
     assert scaling.desired_replicas(SPEC, queued=50, running=3, current=3, activity=T0, demand=None, now=T0) == 3
     assert scaling.desired_replicas({**SPEC, "minReplicas": 2}, 1, 0, 0, T0, None, T0) == 2
+    # never down while there is work: the last job does not shrink a pool of 3
+    assert scaling.desired_replicas(SPEC, queued=0, running=1, current=3, activity=T0, demand=None, now=T0) == 3
 
 
 def test_idle_timeout_then_min_and_zero_means_never() -> None:
