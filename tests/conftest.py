@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["whisperop.testenv.pytest_plugin"]
+
 SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "audio"
 REPO_AUDIO = Path(__file__).resolve().parent / "data"
 
