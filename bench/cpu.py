@@ -9,6 +9,11 @@ peak RSS for:
   normalise), the path every job takes;
 * ``pywhispercpp-<precision>``: pywhispercpp's ``Model.transcribe`` called
   directly on the same PCM in one call (the floor our overhead is measured on);
+* modifiers on ``ours-…``/``pywhispercpp-…`` (any order): ``-pN`` N parallel
+  decode streams with the threads split between them (``ours-q8_0-p2``),
+  ``-fa`` flash attention, ``-native`` the pywhispercpp build in
+  ``--native-site`` (e.g. a ``GGML_NATIVE=ON`` build with AVX-512) instead of
+  the installed one;
 * ``faster-whisper-<compute>``: CTranslate2 on the *source* weights of our
   converted model (int8 and float32), greedy, no VAD, no conditioning on
   previous text (our chunks are independent too).
@@ -25,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -40,17 +46,33 @@ JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you
 # ── one configuration (runs in its own process) ────────────────────────────
 
 
+def modifiers(kind: str) -> tuple[str, dict]:
+    """``ours-q8_0-p2-fa-native`` → (``ours-q8_0``, {parallelism: 2, fa: True, native: True})."""
+    parts = kind.split("-")
+    mods: dict = {"parallelism": 1, "fa": False, "native": False}
+    while len(parts) > 2 and (parts[-1] in ("fa", "native") or re.fullmatch(r"p\d+", parts[-1])):
+        last = parts.pop()
+        if last.startswith("p"):
+            mods["parallelism"] = int(last[1:])
+        else:
+            mods[last] = True
+    return "-".join(parts), mods
+
+
 def run_one(kind: str, audio: Path, threads: int, beam: int) -> dict:
     from whisperop.core.settings import EngineSettings
     from whisperop.modelstore.cache import resolve_model
 
     cache = EngineSettings().model_cache_dir
     t_start = time.perf_counter()
+    base_kind, mods = modifiers(kind)
     if kind.startswith("ours-"):
         from whisperop.inference.engine import TranscribeRequest, WhisperEngine
 
-        model = resolve_model("base" if kind.endswith("f16") else "base-q8_0", cache)
-        engine = WhisperEngine(model, EngineSettings(USE_GPU=False, WHISPER_THREADS=threads, BEAM_SIZE=beam))
+        model = resolve_model("base" if base_kind.endswith("f16") else "base-q8_0", cache)
+        engine = WhisperEngine(model, EngineSettings(USE_GPU=False, WHISPER_THREADS=threads, BEAM_SIZE=beam,
+                                                     PARALLELISM=mods["parallelism"], FLASH_ATTN=mods["fa"]))
+        engine.wait_all_loaded()
         load = time.perf_counter() - t_start
         t0 = time.perf_counter()
         result = engine.transcribe_file(audio, TranscribeRequest())
@@ -62,11 +84,11 @@ def run_one(kind: str, audio: Path, threads: int, beam: int) -> dict:
 
         from whisperop.inference.audio import decode_audio
 
-        model = resolve_model("base" if kind.endswith("f16") else "base-q8_0", cache)
+        model = resolve_model("base" if base_kind.endswith("f16") else "base-q8_0", cache)
         with decode_audio(audio) as decoded:
             pcm = decoded.read()
         params = dict(n_threads=threads, print_progress=False, print_realtime=False, language="", no_context=True,
-                      temperature_inc=0.2, context_params={"use_gpu": False, "flash_attn": False})
+                      temperature_inc=0.2, context_params={"use_gpu": False, "flash_attn": mods["fa"]})
         if beam > 1:
             m = Model(str(model), params_sampling_strategy=1, beam_search={"beam_size": beam, "patience": -1.0}, redirect_whispercpp_logs_to=None, **params)
         else:
@@ -113,16 +135,23 @@ def run_one(kind: str, audio: Path, threads: int, beam: int) -> dict:
         extra = {"chunks": len(chunks)}
     else:
         raise SystemExit(f"unknown configuration {kind}")
-    return {"kind": kind, "load_secs": load, "wall_secs": wall, "text": text,
+    import _pywhispercpp
+
+    return {"kind": kind, "load_secs": load, "wall_secs": wall, "text": text, "whisper_system_info": _pywhispercpp.whisper_print_system_info(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}
 
 
 # ── orchestration ──────────────────────────────────────────────────────────
 
 
-def spawn(kind: str, audio: Path, threads: int, beam: int) -> dict:
+def spawn(kind: str, audio: Path, threads: int, beam: int, native_site: Path | None = None) -> dict:
     cmd = [sys.executable, __file__, "--one", kind, "--audio", str(audio), "--threads", str(threads), "--beam", str(beam)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if modifiers(kind)[1]["native"]:
+        if native_site is None:
+            return {"kind": kind, "error": "a -native configuration needs --native-site"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(native_site), env.get("PYTHONPATH", "")) if p)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         return {"kind": kind, "error": out.stderr.strip()[-1500:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -154,6 +183,7 @@ def main() -> None:
     ap.add_argument("--long-hours", type=float, default=2.0)
     ap.add_argument("--configs", default="ours-q8_0,pywhispercpp-q8_0,ours-f16,pywhispercpp-f16,faster-whisper-int8,faster-whisper-float32")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cpu.json")
+    ap.add_argument("--native-site", type=Path, help="folder with another pywhispercpp build (pip install --target), for -native configurations")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args.audio, args.threads, args.beam)))
@@ -169,7 +199,7 @@ def main() -> None:
     for label, path, ref, secs in inputs:
         for kind in configs:
             print(f"… {label} {kind}", file=sys.stderr, flush=True)
-            r = spawn(kind, path, args.threads, args.beam)
+            r = spawn(kind, path, args.threads, args.beam, args.native_site)
             r.update(audio=label, audio_secs=secs)
             if "error" not in r:
                 r["x_realtime"] = secs / r["wall_secs"]
@@ -186,15 +216,16 @@ def main() -> None:
 
     ratios = {}
     for label, *_ in inputs:
-        for prec in ("q8_0", "f16"):
-            ours, raw = find(label, f"ours-{prec}"), find(label, f"pywhispercpp-{prec}")
-            if ours and raw:
-                ratios[f"{label}: ours-{prec} wall / pywhispercpp-{prec} wall"] = ours["wall_secs"] / raw["wall_secs"]
         fw = find(label, "faster-whisper-int8")
-        for prec in ("q8_0", "f16"):
-            ours = find(label, f"ours-{prec}")
+        for kind in configs:
+            if not kind.startswith("ours-"):
+                continue
+            ours = find(label, kind)
+            raw = find(label, kind.replace("ours-", "pywhispercpp-", 1))
+            if ours and raw:
+                ratios[f"{label}: {kind} wall / {raw['kind']} wall"] = ours["wall_secs"] / raw["wall_secs"]
             if ours and fw:
-                ratios[f"{label}: ours-{prec} speed / faster-whisper-int8 speed"] = ours["x_realtime"] / fw["x_realtime"]
+                ratios[f"{label}: {kind} speed / faster-whisper-int8 speed"] = ours["x_realtime"] / fw["x_realtime"]
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(), "threads": args.threads, "beam": args.beam},
         "versions": _versions(),

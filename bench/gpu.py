@@ -22,8 +22,10 @@ text, temperature fallback as each engine does it by default.
 
 Configurations (``--configs``, comma-separated; glob patterns allowed):
 
-* ``cold``: our engine's model load + warm-up on the GPU (the scale-from-zero
-  cost) and the first job right after it (jfk.wav, must not be 0 segments);
+* ``cold``: our engine's model load + warm-up on the GPU with the default
+  number of streams (the scale-from-zero cost: the engine is ready once its
+  first stream is warm, the others load behind it), the first job right after
+  it (jfk.wav, must not be 0 segments), and when all streams were loaded;
 * ``ours-pN-bB``: the engine end to end (decode + chunk at silences +
   whisper.cpp + normalise) with N parallel decoders and beam B;
 * ``raw-bB``: pywhispercpp's ``Model.transcribe`` on the whole decoded PCM in
@@ -33,7 +35,10 @@ Configurations (``--configs``, comma-separated; glob patterns allowed):
 * ``fw-bB`` / ``fwbatch-bB``: faster-whisper (CTranslate2, float16) sequential,
   and its ``BatchedInferencePipeline`` (batch 16);
 * suffixes: ``-fa`` turns whisper.cpp's flash attention on (``ours-p8-b1-fa``),
-  ``-cNN`` sets ``CHUNK_MAX_SECS`` (``ours-p8-b1-c30``);
+  ``-cNN`` sets ``CHUNK_MAX_SECS`` (``ours-p8-b1-c30``), ``-tNN`` the CPU
+  threads of the process (default ``--threads``), ``-nog`` turns ggml's CUDA
+  graphs off (``GGML_CUDA_DISABLE_GRAPHS=1``; only matters for a build with
+  ``GGML_CUDA_GRAPHS=ON``);
 * ``hf-bsK-bB``: transformers' Whisper (fp16, SDPA) in the chunked
   long-form ASR pipeline (30 s chunks, segment timestamps), batch K: the insanely-fast-whisper recipe.
 """
@@ -161,13 +166,23 @@ def ggml_from_ct2(ct2: Path, dest: Path) -> Path:
 
 
 def parse(kind: str) -> dict:
-    chunk = re.search(r"-c(\d+)$", kind)
-    if chunk:
-        kind = kind[: chunk.start()]
-    fa = kind.endswith("-fa")
-    cfg = _parse(kind.removesuffix("-fa"))
-    cfg["fa"] = fa
-    cfg["chunk_max_secs"] = float(chunk.group(1)) if chunk else None
+    """``ours-p8-b1-fa-c30-t32-nog`` → its settings; the suffixes in any order."""
+    mods: dict = {"fa": False, "chunk_max_secs": None, "threads": None, "cuda_graphs": True}
+    while True:
+        m = re.search(r"-(fa|nog|c\d+|t\d+)$", kind)
+        if not m:
+            break
+        kind, tag = kind[: m.start()], m.group(1)
+        if tag == "fa":
+            mods["fa"] = True
+        elif tag == "nog":
+            mods["cuda_graphs"] = False
+        elif tag.startswith("c"):
+            mods["chunk_max_secs"] = float(tag[1:])
+        else:
+            mods["threads"] = int(tag[1:])
+    cfg = _parse(kind)
+    cfg.update(mods)
     return cfg
 
 
@@ -189,6 +204,7 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
     beam = cfg["beam"]
     use_gpu = not a.cpu
     fa = a.flash_attn or cfg["fa"]
+    threads = cfg["threads"] or a.threads
     base = a.baseline_mb
     out: dict = {"kind": kind}
 
@@ -201,12 +217,17 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
         from whisperop.core.settings import EngineSettings
         from whisperop.inference.engine import TranscribeRequest, WhisperEngine
 
-        par = cfg.get("parallelism", 1)
+        par = cfg.get("parallelism", 0)  # cold: 0 = the engine's default for the device
         extra = {"CHUNK_MAX_SECS": cfg["chunk_max_secs"]} if cfg["chunk_max_secs"] else {}
-        settings = EngineSettings(**extra, USE_GPU=use_gpu, BEAM_SIZE=beam, WHISPER_THREADS=a.threads, FLASH_ATTN=fa, PARALLELISM=par)
-        engine = WhisperEngine(a.ggml, settings, parallelism=par)
-        out.update(load_secs=engine.load_secs, warmup_secs=engine.warmup_secs, backend=engine.backend,
+        settings = EngineSettings(**extra, USE_GPU=use_gpu, BEAM_SIZE=beam, WHISPER_THREADS=threads,
+                                  FLASH_ATTN=fa if cfg["engine"] == "ours" or a.flash_attn else None, PARALLELISM=par)
+        engine = WhisperEngine(a.ggml, settings)
+        ready = time.perf_counter() - t_start
+        out.update(load_secs=engine.load_secs, warmup_secs=engine.warmup_secs, ready_secs=ready, backend=engine.backend,
+                   parallelism=engine.parallelism, flash_attn=engine.flash_attn,
                    backend_lines=[ln for ln in engine._contexts[0].load_log if re.search(r"cuda|gpu|backend|device|flash", ln, re.I)][:12])
+        if cfg["engine"] == "ours":  # throughput rows: every stream loaded before the clock starts
+            engine.wait_all_loaded()
         load = time.perf_counter() - t_start
         after_load()
         t0 = time.perf_counter()
@@ -216,13 +237,16 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
         out.update(chunks=result.chunks, segments=len(result.segments), language=result.language)
         if cfg["engine"] == "cold":
             out["first_job_secs"] = wall
+            out["first_job_streams_loaded"] = engine.streams_loaded
+        engine.wait_all_loaded()
+        out["all_streams_loaded_secs"] = engine.all_loaded_secs
         engine.close()
     elif cfg["engine"] in ("raw", "raw8"):
         from pywhispercpp.model import Model
 
         pcm = load_pcm(audio)
         n = 8 if cfg["engine"] == "raw8" else 1
-        threads = max(1, a.threads // n)
+        threads = max(1, threads // n)
         params = dict(n_threads=threads, print_progress=False, print_realtime=False, language="en", no_context=True,
                       temperature_inc=0.2, token_timestamps=True, suppress_blank=True)
         ctx = {"use_gpu": use_gpu, "flash_attn": fa}
@@ -250,7 +274,7 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
 
         pcm = load_pcm(audio)
         model = WhisperModel(str(a.ct2), device="cuda" if use_gpu else "cpu", compute_type="float16" if use_gpu else "float32",
-                             cpu_threads=a.threads)
+                             cpu_threads=threads)
         load = time.perf_counter() - t_start
         after_load()
         t0 = time.perf_counter()
@@ -378,11 +402,14 @@ def spawn(kind: str, audio: Path, a: argparse.Namespace, timeout: float) -> dict
         cmd.append("--cpu")
     if a.flash_attn:
         cmd.append("--flash-attn")
+    env = dict(os.environ)
+    if not parse(kind)["cuda_graphs"]:
+        env["GGML_CUDA_DISABLE_GRAPHS"] = "1"
     sampler = MemSampler()
     sampler.start()
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as exc:
         sampler.stop()
         return {"kind": kind, "error": f"timed out after {timeout:.0f} s", "stderr_tail": (exc.stderr or b"")[-800:].decode(errors="replace") if isinstance(exc.stderr, bytes) else str(exc.stderr or "")[-800:]}
@@ -582,9 +609,28 @@ def derive(rows: list[dict]) -> dict:
                     d[f"b{b}: ours-p{n} WER - ours-p1 WER (points)"] = round(100 * (pn["wer"] - p1["wer"]), 2)
                     if pn.get("gpu_mb_peak") is not None and p1.get("gpu_mb_peak") is not None:
                         d[f"b{b}: GPU MB per extra stream (p{n})"] = round((pn["gpu_mb_peak"] - p1["gpu_mb_peak"]) / (n - 1), 1)
+        # every multi-stream row against the single stream with the same
+        # suffixes (flash attention, chunk size, CUDA graphs; threads aside)
+        for (au, kind), r in ok.items():
+            if au != audio or not kind.startswith("ours-p") or kind.startswith("ours-p1-"):
+                continue
+            base_kind = re.sub(r"-t\d+", "", re.sub(r"^ours-p\d+-", "ours-p1-", kind))
+            p1 = ok.get((audio, base_kind))
+            if p1:
+                d[f"{kind} / {base_kind}: throughput"] = round(r["x_realtime"] / p1["x_realtime"], 2)
+                d[f"{kind} / {base_kind}: WER points"] = round(100 * (r["wer"] - p1["wer"]), 2)
+        # CUDA graphs: the same configuration with them off (-nog)
+        for (au, kind), r in ok.items():
+            on = ok.get((audio, kind.removesuffix("-nog"))) if au == audio and kind.endswith("-nog") else None
+            if on:
+                d[f"{kind.removesuffix('-nog')}: CUDA graphs on / off speed"] = round(on["x_realtime"] / r["x_realtime"], 3)
     cold = ok.get(("jfk.wav", "cold"))
     if cold:
         d["cold: load + warm-up secs"] = round(cold["load_secs"] + cold["warmup_secs"], 3)
+        if cold.get("ready_secs") is not None:
+            d["cold: engine ready secs (constructor, default streams)"] = round(cold["ready_secs"], 3)
+            d["cold: all streams loaded secs"] = round(cold.get("all_streams_loaded_secs") or 0.0, 3)
+            d["cold: streams"] = cold.get("parallelism")
         d["cold: first job segments"] = cold.get("segments")
     return d
 
@@ -613,6 +659,9 @@ def markdown(report: dict) -> str:
             notes.append(f"{r['chunks']} chunks")
         if "segments" in r and r["kind"] == "cold":
             notes.append(f"first job {r['segments']} segments in {r['wall_secs']:.3f} s")
+            if r.get("ready_secs") is not None:
+                notes.append(f"ready {r['ready_secs']:.3f} s with {r.get('first_job_streams_loaded')} of {r.get('parallelism')} streams, "
+                             f"all loaded at {r.get('all_streams_loaded_secs') or 0:.3f} s")
         if r.get("torch_max_allocated_mb") is not None:
             notes.append(f"torch max alloc {r['torch_max_allocated_mb']} MB")
         lines.append(

@@ -18,6 +18,7 @@ chunk's beams depend on what that context decoded before.) Unset, N is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -96,38 +97,92 @@ class WhisperEngine:
         # Flash attention unset: on where a GPU backend is compiled in and asked
         # for (faster and smaller on the GPU, same accuracy), off on the CPU.
         self.flash_attn = s.flash_attn if s.flash_attn is not None else bool(s.use_gpu and gpu_compiled())
-        contexts: list[WhisperContext] = []
-        try:
-            contexts.append(WhisperContext(self.model_path, s.use_gpu, s.cuda_device, self.flash_attn))
-            self.backend = contexts[0].backend
-            if s.flash_attn is None and self.flash_attn and self.backend == "CPU":  # GPU build, no GPU: CPU defaults
-                contexts.pop().close()
-                self.flash_attn = False
-                contexts.append(WhisperContext(self.model_path, s.use_gpu, s.cuda_device, False))
-            # PARALLELISM unset (0): several decoders on a GPU, one on the CPU
-            # (where the threads are better spent inside one decode).
-            wanted = parallelism or s.parallelism
-            self.parallelism = max(1, wanted) if wanted else (GPU_DEFAULT_PARALLELISM if self.backend != "CPU" else 1)
-            while len(contexts) < self.parallelism:
-                contexts.append(WhisperContext(self.model_path, s.use_gpu, s.cuda_device, self.flash_attn))
-        except BaseException:
-            for ctx in contexts:
-                ctx.close()
-            raise
+        first = WhisperContext(self.model_path, s.use_gpu, s.cuda_device, self.flash_attn)
+        self.backend = first.backend
+        if s.flash_attn is None and self.flash_attn and self.backend == "CPU":  # GPU build, no GPU: CPU defaults
+            first.close()
+            self.flash_attn = False
+            first = WhisperContext(self.model_path, s.use_gpu, s.cuda_device, False)
+        # PARALLELISM unset (0): several decoders on a GPU, one on the CPU
+        # (where the threads are better spent inside one decode).
+        wanted = parallelism or s.parallelism
+        self.parallelism = max(1, wanted) if wanted else (GPU_DEFAULT_PARALLELISM if self.backend != "CPU" else 1)
         self.load_secs = time.perf_counter() - t0
-        self._contexts = contexts
+        self._contexts_lock = threading.Lock()
+        self._contexts: list[WhisperContext] = [first]
         self._pool: queue.Queue[WhisperContext] = queue.Queue()
-        for ctx in contexts:
-            self._pool.put(ctx)
-        t1 = time.perf_counter()
-        self._warm_up()
-        self.warmup_secs = time.perf_counter() - t1
         self._closed = False
+        self._all_loaded = threading.Event()
+        t1 = time.perf_counter()
+        try:
+            self._warm_up(first)
+        except BaseException:
+            first.close()
+            raise
+        self.warmup_secs = time.perf_counter() - t1
+        self._pool.put(first)
+        # The engine is ready now, on one context: that is the scale-from-zero
+        # cost. The other N-1 contexts load behind it and join the pool as they
+        # come (jobs already running pick them up at their next chunk), so N
+        # streams do not make the first job wait N loads.
+        self.all_loaded_secs: float | None = None
+        self._loader: threading.Thread | None = None
+        if self.parallelism > 1:
+            self._loader = threading.Thread(target=self._load_extra_contexts, args=(t0,), name="whisper-loader", daemon=True)
+            self._loader.start()
+        else:
+            self._mark_all_loaded(t0)
         log.info(
             "model loaded",
             extra={"model": str(self.model_path), "backend": self.backend, "load_secs": round(self.load_secs, 3),
                    "warmup_secs": round(self.warmup_secs, 3), "parallelism": self.parallelism, "flash_attn": self.flash_attn},
         )
+
+    def _mark_all_loaded(self, t0: float) -> None:
+        self.all_loaded_secs = time.perf_counter() - t0
+        self._all_loaded.set()
+
+    def _load_extra_contexts(self, t0: float) -> None:
+        """Load and warm contexts 2..N one after another, in the background.
+
+        Running out of GPU memory for an extra stream is not an error: the
+        engine keeps the streams it has (``parallelism`` drops to that number)
+        and says so in the log. Only the first context's failure fails a load."""
+        s = self.settings
+        try:
+            while True:
+                with self._contexts_lock:
+                    if self._closed or len(self._contexts) >= self.parallelism:
+                        return
+                try:
+                    ctx = WhisperContext(self.model_path, s.use_gpu, s.cuda_device, self.flash_attn)
+                    self._warm_up(ctx)
+                except Exception as exc:  # noqa: BLE001 - degrade to the streams loaded so far
+                    with self._contexts_lock:
+                        loaded = len(self._contexts)
+                        self.parallelism = loaded
+                    log.warning("extra decode stream not loaded; continuing with fewer",
+                                extra={"streams": loaded, "error": str(exc)})
+                    return
+                with self._contexts_lock:
+                    if self._closed:
+                        ctx.close()
+                        return
+                    self._contexts.append(ctx)
+                    self._pool.put(ctx)
+        finally:
+            self._mark_all_loaded(t0)
+            log.info("decode streams loaded", extra={"streams": len(self._contexts),
+                                                     "all_loaded_secs": round(self.all_loaded_secs or 0.0, 3)})
+
+    def wait_all_loaded(self, timeout: float | None = None) -> bool:
+        """Block until every decode stream is loaded (or the loader gave up)."""
+        return self._all_loaded.wait(timeout)
+
+    @property
+    def streams_loaded(self) -> int:
+        with self._contexts_lock:
+            return len(self._contexts)
 
     # ── lifecycle ────────────────────────────────────────────────────────
 
@@ -135,19 +190,21 @@ class WhisperEngine:
         total = self.settings.threads or os.cpu_count() or 1
         return max(1, total // self.parallelism)
 
-    def _warm_up(self) -> None:
-        """One inference per context right after load: the first real job then
+    def _warm_up(self, ctx: WhisperContext) -> None:
+        """One inference right after a context loads: the first real job then
         runs on initialised buffers (the original saw 0-segment first jobs)."""
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(SAMPLE_RATE) * 0.01).astype(np.float32)
         opts = DecodeOptions(language="en", n_threads=self._threads_per_context(), word_timestamps=False, temperature_inc=0.0)
-        for ctx in self._contexts:
-            ctx.full(noise, opts)
+        ctx.full(noise, opts)
 
     def close(self) -> None:
-        if getattr(self, "_closed", True):
-            return
-        self._closed = True
+        with self._contexts_lock if hasattr(self, "_contexts_lock") else contextlib.nullcontext():
+            if getattr(self, "_closed", True):
+                return
+            self._closed = True
+        if self._loader is not None:
+            self._loader.join()  # at most the one load in flight
         for ctx in self._contexts:
             ctx.close()
 

@@ -16,6 +16,7 @@
 #                            (default when OFFLINE=1: pywhispercpp's isolated build would also want `repairwheel`)
 #   CMAKE_BUILD_PARALLEL_LEVEL   compile jobs                        (nproc)
 #   PYTHON                   interpreter the wheel is built for      (python3)
+#   GGML_NATIVE              ON = -march=native (this CPU only: AVX-512/VNNI where present); default OFF (x86-64-v3)
 #   EXTRA_CMAKE_ARGS         more -D options for whisper.cpp/ggml, space separated
 #
 # What the wheel holds: one self-contained extension module, _pywhispercpp,
@@ -27,7 +28,7 @@
 # runtime image's, or the nvidia-cublas wheel's).
 #
 # CPU code is built for x86-64-v3 (AVX2/FMA/F16C), not -march=native, so an
-# image built on one host runs on another; override with EXTRA_CMAKE_ARGS.
+# image built on one host runs on another; GGML_NATIVE=ON for a local build.
 #
 # Check after install (exits non-zero when CUDA is missing):
 #   python -c "import _pywhispercpp as p; s=p.whisper_print_system_info(); print(s); assert 'CUDA' in s"
@@ -95,7 +96,13 @@ fi
 export GGML_CUDA="$cuda"
 export BUILD_SHARED_LIBS=OFF
 export CMAKE_POSITION_INDEPENDENT_CODE=ON
-export GGML_NATIVE=OFF GGML_AVX=ON GGML_AVX2=ON GGML_FMA=ON GGML_F16C=ON GGML_BMI2=ON
+if [ "${GGML_NATIVE:-OFF}" = "ON" ]; then
+  # -march=native: every instruction set of *this* CPU (AVX-512, VNNI, BF16 where present).
+  # The wheel then runs only on CPUs with the same features: for a local install, never an image.
+  export GGML_NATIVE=ON
+else
+  export GGML_NATIVE=OFF GGML_AVX=ON GGML_AVX2=ON GGML_FMA=ON GGML_F16C=ON GGML_BMI2=ON
+fi
 export WHISPER_BUILD_TESTS=OFF WHISPER_BUILD_EXAMPLES=OFF WHISPER_BUILD_SERVER=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL="$jobs"
 if [ "$cuda" = "1" ]; then

@@ -11,6 +11,7 @@ difference would come from the orchestration under test.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,7 @@ def sequential(tiny_model: Path) -> WhisperEngine:
 @pytest.fixture(scope="module")
 def parallel(tiny_model: Path) -> WhisperEngine:
     eng = WhisperEngine(tiny_model, settings(4, CHUNK_MAX_SECS=10, TEMPERATURE_INC=0.0))
+    assert eng.wait_all_loaded(120)
     yield eng
     eng.close()
 
@@ -136,6 +138,7 @@ def test_parallelism_default_is_one_on_cpu_and_gpu_default_on_a_gpu(tiny_model: 
         cpu.close()
     explicit = WhisperEngine(tiny_model, EngineSettings(USE_GPU=False, PARALLELISM=3))
     try:
+        assert explicit.wait_all_loaded(120)
         assert explicit.parallelism == 3 and len(explicit._contexts) == 3
     finally:
         explicit.close()
@@ -143,6 +146,7 @@ def test_parallelism_default_is_one_on_cpu_and_gpu_default_on_a_gpu(tiny_model: 
     monkeypatch.setattr(WhisperContext, "backend", property(lambda self: "CUDA"))
     gpu = WhisperEngine(tiny_model, EngineSettings(USE_GPU=False, WHISPER_THREADS=GPU_DEFAULT_PARALLELISM))
     try:
+        assert gpu.wait_all_loaded(120)
         assert gpu.parallelism == GPU_DEFAULT_PARALLELISM == len(gpu._contexts) == 8
     finally:
         gpu.close()
@@ -201,3 +205,66 @@ def test_real_model_parallel_identical_to_sequential(base_model: Path, jfk_wav: 
     assert seq.language == par.language == "en"
     assert as_tuples(par) == as_tuples(seq)
     assert "ask not what your country can do for you" in " ".join(s.text for s in par.segments).lower()
+
+
+class SlowExtraLoads:
+    """Makes every context after the first take ``delay`` s longer to load, and
+    the ``fail_at``-th (1-based) fail as if the GPU were full."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay: float, fail_at: int | None = None) -> None:
+        from whisperop.core.errors import GpuMemoryError
+
+        self.count = 0
+        original = WhisperContext.__init__
+        probe = self
+
+        def init(ctx: WhisperContext, *args: object, **kwargs: object) -> None:
+            probe.count += 1
+            n = probe.count
+            if n > 1:
+                time.sleep(delay)
+            if fail_at is not None and n == fail_at:
+                raise GpuMemoryError("not enough GPU memory to load the model (test)")
+            original(ctx, *args, **kwargs)
+
+        monkeypatch.setattr(WhisperContext, "__init__", init)
+
+
+def test_engine_is_ready_on_one_stream_while_the_others_load(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scale-from-zero pays one context's load + warm-up, not N: the engine is
+    usable as soon as the first stream is warm; the rest join the pool later."""
+    SlowExtraLoads(monkeypatch, delay=0.4)
+    t0 = time.perf_counter()
+    eng = WhisperEngine(tiny_model, settings(4, CHUNK_MAX_SECS=10, TEMPERATURE_INC=0.0))
+    try:
+        ready = time.perf_counter() - t0
+        assert eng.streams_loaded == 1 and not eng.wait_all_loaded(0)
+        assert ready < 0.4 * 3, "the constructor waited for the extra streams"
+        first = eng.transcribe_file(bursts(tmp_path / "a.wav", 2), TranscribeRequest(language="en"))
+        assert first.chunks == 2
+        assert eng.wait_all_loaded(60)
+        assert eng.streams_loaded == 4 == eng.parallelism and eng._pool.qsize() == 4
+        assert eng.all_loaded_secs is not None and eng.all_loaded_secs >= 3 * 0.4
+    finally:
+        eng.close()
+
+
+def test_engine_keeps_the_streams_it_could_load_when_the_gpu_is_full(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    SlowExtraLoads(monkeypatch, delay=0.0, fail_at=3)
+    eng = WhisperEngine(tiny_model, settings(4, CHUNK_MAX_SECS=10, TEMPERATURE_INC=0.0))
+    try:
+        assert eng.wait_all_loaded(60)
+        assert eng.streams_loaded == 2 == eng.parallelism
+        result = eng.transcribe_file(bursts(tmp_path / "b.wav", 5), TranscribeRequest(language="en"))
+        assert result.chunks == 5 and eng._pool.qsize() == 2
+    finally:
+        eng.close()
+
+
+def test_close_while_streams_are_loading_frees_everything(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    SlowExtraLoads(monkeypatch, delay=0.3)
+    eng = WhisperEngine(tiny_model, settings(4, TEMPERATURE_INC=0.0))
+    eng.close()  # the loader finishes the load in flight, then stops
+    assert eng.wait_all_loaded(10)
+    assert eng.streams_loaded <= 2
+    assert all(ctx._ctx is None for ctx in eng._contexts)
