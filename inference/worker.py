@@ -3,8 +3,10 @@
 Identity from the downward API (``POD_NAME``, ``POD_NAMESPACE``); the model is
 ``WHISPEROP_MODEL_NAME`` (a WhisperModel in that namespace). Life of a worker:
 
-1. load the model (``spec.modelURI``: an absolute path, or ``s3://`` downloaded
-   once into ``WHISPEROP_MODEL_CACHE``), warm it up (the engine does), report
+1. load the model — ``WHISPEROP_MODEL_PATH`` when set (a local file, e.g. on the
+   read-only PVC of ``spec.source.pvc``: loaded as is, never downloaded or
+   converted), else ``spec.modelURI`` (an absolute path, or ``s3://`` downloaded
+   once into ``WHISPEROP_MODEL_CACHE``) — warm it up (the engine does), report
    ``whisperop.io/load-state`` on its own Pod and turn ``/readyz`` green.
    A load that fails for lack of GPU memory is retried every
    ``gpuPollIntervalSeconds`` and reported as ``waiting_for_gpu`` with the
@@ -52,8 +54,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from whisperop.cluster import kube
 from whisperop.cluster.informer import Informer
 from whisperop.cluster.s3 import S3Settings
-from whisperop.core import crds
-from whisperop.core.errors import GpuMemoryError, JobCancelled, WhisperOpError
+from whisperop.core import crds, modelsource
+from whisperop.core.errors import GpuMemoryError, JobCancelled, ModelNotFoundError, WhisperOpError
 from whisperop.core.models import Task, TranscriptionResult
 from whisperop.core.settings import EngineSettings
 
@@ -76,6 +78,7 @@ class WorkerConfig:
     progress_secs: float
     drain_secs: float
     resync_secs: float
+    model_path: str | None = None  # WHISPEROP_MODEL_PATH: a local GGML file (PVC source), wins over any URI
 
     @classmethod
     def from_env(cls) -> "WorkerConfig":
@@ -91,6 +94,7 @@ class WorkerConfig:
             progress_secs=float(e.get("WHISPEROP_PROGRESS_SECS", "0.5")),
             drain_secs=float(e.get("WHISPEROP_DRAIN_SECS", "100")),
             resync_secs=float(e.get("WHISPEROP_RESYNC_SECS", "30")),
+            model_path=e.get(modelsource.MODEL_PATH_ENV) or None,
         )
 
 
@@ -235,9 +239,22 @@ class Worker:
     def _model_spec(self) -> dict[str, Any]:
         return self.models.get(self.cfg.model)["spec"]
 
+    def model_location(self, spec: dict[str, Any]) -> str:
+        """Where the model is: the local file the operator resolved (PVC), the --model-uri
+        override, or the WhisperModel's own source."""
+        if self.cfg.model_path:
+            return self.cfg.model_path
+        if self.cfg.model_uri:
+            return self.cfg.model_uri
+        src = modelsource.resolve(spec)
+        return src.uri or src.local_path or ""
+
     def resolve_model(self, uri: str) -> Path:
         if not uri.startswith("s3://"):
-            return Path(uri)
+            path = Path(uri)
+            if not path.is_file():  # a local file is never fetched: say exactly what is missing
+                raise ModelNotFoundError(f"model file {path} does not exist (PVC not populated, or wrong path?)")
+            return path
         cache = Path(self.settings.model_cache_dir)
         cache.mkdir(parents=True, exist_ok=True)
         dest = cache / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{uri.rsplit('/', 1)[-1]}"
@@ -252,7 +269,7 @@ class Worker:
 
         while not self.stopping.is_set():
             spec = self._model_spec()
-            uri = self.cfg.model_uri or spec["modelURI"]
+            uri = self.model_location(spec)
             poll = int(spec.get("gpuPollIntervalSeconds", 30))
             self._annotate_pod({"state": "loading"})
             try:

@@ -40,7 +40,7 @@ from typing import Any
 import kopf
 
 from whisperop.cluster import kube
-from whisperop.core import crds
+from whisperop.core import crds, modelsource
 
 from . import gc, informers, metrics, scaling, webhooks
 from .config import api, config
@@ -48,6 +48,12 @@ from .config import api, config
 log = logging.getLogger("whisperop.operator.models")
 
 _locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+# the inference image's user and cache (Dockerfile.inference: USER 65532:65532,
+# WHISPEROP_MODEL_CACHE=/var/cache/whisperop/models); the pod must match it
+RUN_AS_ID = 65532
+CACHE_DIR = "/var/cache/whisperop"
 
 
 def deployment_name(model: str) -> str:
@@ -59,7 +65,12 @@ def pod_labels(model: str) -> dict[str, str]:
 
 
 def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
+    """The inference Deployment of a WhisperModel (raises InvalidModelSource for a spec without
+    exactly one model source). Pod Security "restricted": non-root 65532, no privilege escalation,
+    all capabilities dropped, seccomp RuntimeDefault, read-only root with emptyDirs for the
+    model cache and /tmp; a PVC model source is mounted read-only."""
     meta, spec = wm["metadata"], wm["spec"]
+    source = modelsource.resolve(spec)
     name = meta["name"]
     cfg = config()
     labels = pod_labels(name)
@@ -76,10 +87,10 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
         {"name": "WHISPEROP_MODEL_NAME", "value": name},
         {"name": "WHISPEROP_WORKER_PORT", "value": str(cfg.worker_port)},
         {"name": "WHISPEROP_HEARTBEAT_SECS", "value": str(cfg.worker_heartbeat_secs)},
-        {"name": "WHISPEROP_MODEL_CACHE", "value": "/cache/models"},
+        {"name": "WHISPEROP_MODEL_CACHE", "value": f"{CACHE_DIR}/models"},
         {"name": "WHISPEROP_TMP_DIR", "value": "/tmp"},
         {"name": "USE_GPU", "value": "true" if gpus else "false"},
-    ] + [{"name": k, "value": v} for k, v in sorted((spec.get("env") or {}).items())]
+    ] + ([{"name": modelsource.MODEL_PATH_ENV, "value": source.local_path}] if source.local_path else []) + [{"name": k, "value": v} for k, v in sorted((spec.get("env") or {}).items())]
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 1}
     container = {
         "name": "worker",
@@ -95,16 +106,25 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
             "runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": "cache", "mountPath": "/cache"}, {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
     }
+    volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    if source.kind == "pvc":
+        volumes.append({"name": modelsource.PVC_VOLUME,
+                        "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True}})
+        container["volumeMounts"].append({"name": modelsource.PVC_VOLUME, "mountPath": modelsource.PVC_MOUNT_DIR,
+                                          "readOnly": True})
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "terminationGracePeriodSeconds": cfg.worker_grace_secs,
-        "volumes": [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001,
+        "volumes": volumes,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_ID, "runAsGroup": RUN_AS_ID,
+                            "fsGroup": RUN_AS_ID, "fsGroupChangePolicy": "OnRootMismatch",
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "enableServiceLinks": False,
     }
+    if spec.get("runtimeClassName"):
+        pod_spec["runtimeClassName"] = spec["runtimeClassName"]
     if spec.get("nodeSelector"):
         pod_spec["nodeSelector"] = spec["nodeSelector"]
     if spec.get("tolerations"):
@@ -276,6 +296,11 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
     if wm["metadata"].get("deletionTimestamp"):
         return {}
     with _locks[(ns, name)], metrics.RECONCILE.time():
+        try:
+            modelsource.resolve(wm["spec"])
+        except modelsource.InvalidModelSource as exc:
+            _reject(wm, str(exc))  # nothing is rendered from a spec that names no usable model
+            return {"invalid": str(exc)}
         # jobs first, pods second: a job claimed by a pod that the list below does
         # not show can only mean the pod is really gone (see _requeue_lost)
         everything = informers.summaries(ns)
@@ -317,6 +342,34 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
                 "deployment": (dep or {}).get("metadata", {}).get("name")}
 
 
+def _reject(wm: dict[str, Any], message: str) -> None:
+    """An invalid model source: ``Accepted=False``/``Ready=False`` (reason InvalidModelSource) and one
+    Warning Event per generation. The CRD's CEL rules reject such specs; this covers objects
+    stored under an older CRD or by a server without CEL. An existing Deployment is left alone
+    (it serves the last valid spec) until the spec is fixed."""
+    meta = wm["metadata"]
+    old = wm.get("status") or {}
+    gen = meta.get("generation")
+    prev = next((c for c in old.get("conditions") or [] if c.get("type") == "Accepted"), None)
+    if prev and prev.get("reason") == "InvalidModelSource" and prev.get("message") == message and \
+            prev.get("observedGeneration") == gen:
+        return
+    now = kube.now()
+    conds = crds.set_condition(old.get("conditions") or [], "Accepted", "False", "InvalidModelSource", message, now, gen)
+    conds = crds.set_condition(conds, "Ready", "False", "InvalidModelSource", message, now, gen)
+    try:
+        kube.models(api(), meta["namespace"]).patch_status(meta["name"], {"conditions": conds, "observedGeneration": gen},
+                                                           rv=meta["resourceVersion"])
+    except (kube.Conflict, kube.NotFound):
+        return  # a newer version exists; its event runs this again
+    kube.post_event(api(), wm, "Warning", "InvalidModelSource", message, "whisperop-operator")
+
+
+def _accepted_message(spec: dict[str, Any]) -> str:
+    src = modelsource.resolve(spec)
+    return f"model from {src.uri}" if src.kind == "uri" else f"model from PVC {src.claim_name}: {src.path}"
+
+
 def _pods(ns: str, name: str) -> list[dict[str, Any]]:
     from kubernetes import client
 
@@ -355,6 +408,7 @@ def _write_status(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued
                                    f"{seen['unschedulableMessage']}", now, gen)
     else:
         conds = crds.set_condition(conds, "GpuAvailable", "True", "Scheduled", "all replicas scheduled", now, gen)
+    conds = crds.set_condition(conds, "Accepted", "True", "ModelSourceValid", _accepted_message(wm["spec"]), now, gen)
     act = crds.parse_time(old.get("lastActivityTime"))
     if activity is not None and (act is None or activity - act > timedelta(seconds=1)):
         act = activity

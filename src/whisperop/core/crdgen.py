@@ -26,6 +26,7 @@ KEEP = {
     "x-kubernetes-validations", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
     "x-kubernetes-preserve-unknown-fields",
 }
+OPTIONAL = "x-whisperop-optional"  # internal marker, removed before output
 
 
 def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +44,10 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                 merged[k] = node[k]
         if merged.get("default", 0) is None:
             merged.pop("default")
-        return _convert_plain(merged, defs)
+        out = _convert_plain(merged, defs)
+        if out.get("type") == "object" and node.get("default", 0) is None:
+            out[OPTIONAL] = True  # absent means "not set" (e.g. spec.source): no structural default
+        return out
     if "allOf" in node and len(node["allOf"]) == 1:
         merged = {**{k: v for k, v in node.items() if k != "allOf"}, **_convert(node["allOf"][0], defs)}
         if "description" in node:
@@ -58,7 +62,7 @@ def _convert_plain(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]
         node.pop("const")
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key not in KEEP:
+        if key not in KEEP and key != OPTIONAL:
             continue
         if key == "properties":
             out[key] = {name: _convert(sub, defs) for name, sub in value.items()}
@@ -85,9 +89,13 @@ def _convert_plain(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]
 
 def _fix_objects_defaults(schema: dict[str, Any]) -> None:
     """Nested object defaults from pydantic (e.g. resources) are given per field instead;
-    an empty object default lets the API server apply them (structural defaulting)."""
+    an empty object default lets the API server apply them (structural defaulting).
+    Optional objects (``X | None = None``) get none: their presence is meaningful
+    (``has(self.source)`` in a CEL rule)."""
     for sub in schema.get("properties", {}).values():
-        if sub.get("type") == "object" and "properties" in sub:
+        if sub.get(OPTIONAL):
+            _fix_objects_defaults(sub)
+        elif sub.get("type") == "object" and "properties" in sub:
             _fix_objects_defaults(sub)
             sub.setdefault("default", {})
             if sub["default"] != {}:
@@ -100,6 +108,16 @@ def schema_of(model: type[Any]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.get("$defs", {})
     return _convert(raw, defs)
+
+
+def _strip_markers(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop(OPTIONAL, None)
+        for v in node.values():
+            _strip_markers(v)
+    elif isinstance(node, list):
+        for v in node:
+            _strip_markers(v)
 
 
 def _conditions_list(s: dict[str, Any]) -> None:
@@ -122,6 +140,8 @@ def _crd(kind: str, plural: str, singular: str, short: str, spec_model: type[Any
     for name in ("resources", "nodeSelector", "env"):
         if name in spec["properties"]:
             spec["properties"][name]["default"] = {}
+    _strip_markers(spec)
+    _strip_markers(status)
     root = {
         "type": "object",
         "description": description,
@@ -185,6 +205,7 @@ def model_crd() -> dict[str, Any]:
             {"name": "Min", "type": "integer", "jsonPath": ".spec.minReplicas"},
             {"name": "Max", "type": "integer", "jsonPath": ".spec.maxReplicas"},
             {"name": "Model", "type": "string", "jsonPath": ".spec.modelURI", "priority": 1},
+            {"name": "Claim", "type": "string", "jsonPath": ".spec.source.pvc.claimName", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
         "A whisper model served by a Deployment of inference pods that scales with the queue (to zero when idle).",

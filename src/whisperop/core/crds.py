@@ -19,8 +19,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from whisperop.core import modelsource
 from whisperop.core.models import Job, JobStatus, Segment, Task
 
 GROUP = "whisperop.io"
@@ -45,7 +46,7 @@ DEFAULT_IMAGE = "ghcr.io/whisper-operator/inference:0.1.0"
 # s3://bucket/key (bucket per S3 naming rules) or http(s)://host/...
 AUDIO_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https?://[^/\s]+(/\S*)?)$"
 # s3://bucket/key of a GGML file, or an absolute path on a volume
-MODEL_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|/.+)$"
+MODEL_URI_RE = modelsource.MODEL_URI_RE
 HTTP_URL_RE = r"^https?://[^/\s]+(/\S*)?$"
 DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -191,12 +192,42 @@ class ModelResources(_Base):
     limits: dict[str, str] = Field(default_factory=dict, description="extra resource limits")
 
 
+class PvcModelSource(_Base):
+    """A GGML file on a PersistentVolumeClaim of the model's namespace, mounted read-only."""
+
+    claimName: str = Field(description="name of the PersistentVolumeClaim", min_length=1, max_length=253,
+                           pattern=modelsource.DNS_SUBDOMAIN_RE)
+    path: str = Field(
+        description="the GGML file inside the claim, relative to its root (e.g. ggml-large-v3-q5_0.bin)",
+        min_length=1, max_length=1024, pattern=modelsource.PVC_PATH_RE,
+        json_schema_extra=_cel("!self.split('/').exists(s, s == '.' || s == '..')",
+                               "source.pvc.path must not contain '.' or '..' segments"),
+    )
+
+
+class ModelSourceSpec(_Base):
+    """Model sources other than modelURI; exactly one kind is set (only pvc today)."""
+
+    model_config = ConfigDict(json_schema_extra=_cel("has(self.pvc)", "source must name exactly one kind: pvc"))
+
+    pvc: PvcModelSource | None = Field(None, description="a GGML file on a PersistentVolumeClaim (read-only mount)")
+
+
 class WhisperModelSpec(_Base):
-    modelURI: str = Field(
-        description="s3://bucket/key of a GGML model file, or an absolute path on a volume of the inference pod",
+    """Exactly one model source: ``modelURI`` or ``source`` (a CEL rule, and :func:`_one_source`)."""
+
+    model_config = ConfigDict(json_schema_extra=_cel(
+        "has(self.modelURI) != has(self.source)",
+        "set exactly one model source: modelURI (s3:// URI or absolute path) or source.pvc"))
+
+    modelURI: str | None = Field(
+        None,
+        description="s3://bucket/key of a GGML model file, or an absolute path on a volume of the inference pod "
+                    "(exclusive with source)",
         max_length=2048,
         json_schema_extra=_cel(f"self.matches(r'{MODEL_URI_RE}')", "modelURI must be an s3://bucket/key URI or an absolute path"),
     )
+    source: ModelSourceSpec | None = Field(None, description="where the model file is, other than modelURI (exclusive with it)")
     displayName: str | None = Field(None, max_length=253)
     minReplicas: int = Field(0, ge=0, le=1000)
     maxReplicas: int = Field(1, ge=1, le=1000)
@@ -205,9 +236,17 @@ class WhisperModelSpec(_Base):
     resources: ModelResources = Field(default_factory=ModelResources)
     nodeSelector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
+    runtimeClassName: str | None = Field(
+        None, max_length=253, pattern=modelsource.DNS_SUBDOMAIN_RE,
+        description="RuntimeClass of the inference pods (e.g. nvidia, where the NVIDIA runtime is not the default)")
     image: str = Field(DEFAULT_IMAGE, max_length=1024)
     serviceAccountName: str | None = Field(None, max_length=253, description="service account of the inference pods")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables of the worker")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WhisperModelSpec":
+        modelsource.resolve(self.dump())
+        return self
 
 
 class WhisperModelStatus(_Base):

@@ -1,0 +1,86 @@
+"""Where an inference pod gets its GGML model file: one place for the operator
+(which renders the pod) and the worker (which loads the file).
+
+A WhisperModel names exactly one source:
+
+* ``spec.modelURI`` — ``s3://bucket/key`` (downloaded once into the model
+  cache) or an absolute path already present in the image or on a volume;
+* ``spec.source.pvc`` — ``{claimName, path}``: a PersistentVolumeClaim that
+  platform teams pre-populate with model files. The operator mounts the claim
+  read-only at :data:`PVC_MOUNT_DIR` and hands the worker the resolved file
+  through :data:`MODEL_PATH_ENV`, so the worker never downloads or converts
+  anything for it (GPU nodes often have no egress, and a shared read-only
+  volume avoids N copies of a multi-GB file).
+
+The API server enforces the same rules through the CRD's CEL rules; this
+module re-checks them so that objects stored under an older CRD (or a server
+without CEL) get a clear error instead of a crash-looping pod.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+# where the claim is mounted in the inference pod (read-only)
+PVC_MOUNT_DIR = "/var/lib/whisperop/model-pvc"
+PVC_VOLUME = "model-pvc"
+# a local GGML file the worker loads as is (set by the operator for PVC sources)
+MODEL_PATH_ENV = "WHISPEROP_MODEL_PATH"
+
+DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# relative, no empty/'.'/'..' segments, no backslashes or whitespace
+PVC_PATH_RE = r"^[^/\s\\]+(/[^/\s\\]+)*$"
+MODEL_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|/.+)$"
+
+
+class InvalidModelSource(ValueError):
+    """The WhisperModel's spec does not name exactly one usable model source."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: Literal["uri", "pvc"]
+    uri: str | None = None
+    claim_name: str | None = None
+    path: str | None = None
+
+    @property
+    def local_path(self) -> str | None:
+        """The model file inside the inference pod for a PVC source (None for a URI)."""
+        return posixpath.join(PVC_MOUNT_DIR, self.path) if self.kind == "pvc" and self.path else None
+
+
+def check_pvc_path(path: str) -> str | None:
+    """Why ``path`` is not a safe file path inside a claim (None when it is)."""
+    if not re.match(PVC_PATH_RE, path):
+        return f"source.pvc.path must be a relative path inside the claim, got {path!r}"
+    if any(seg in (".", "..") for seg in path.split("/")):
+        return f"source.pvc.path must not contain '.' or '..' segments, got {path!r}"
+    return None
+
+
+def resolve(spec: dict[str, Any]) -> ModelSource:
+    """The one model source of a WhisperModel spec; :class:`InvalidModelSource` otherwise."""
+    uri = spec.get("modelURI")
+    source = spec.get("source")
+    if uri and source:
+        raise InvalidModelSource("set exactly one model source: modelURI or source.pvc, not both")
+    if uri:
+        if not re.match(MODEL_URI_RE, uri):
+            raise InvalidModelSource(f"modelURI must be an s3://bucket/key URI or an absolute path, got {uri!r}")
+        return ModelSource("uri", uri=uri)
+    if not source:
+        raise InvalidModelSource("no model source: set modelURI (s3:// URI or absolute path) or source.pvc")
+    pvc = (source or {}).get("pvc")
+    if not isinstance(pvc, dict):
+        raise InvalidModelSource("source must name exactly one kind: pvc {claimName, path}")
+    claim, path = pvc.get("claimName") or "", pvc.get("path") or ""
+    if not re.match(DNS_SUBDOMAIN_RE, claim) or len(claim) > 253:
+        raise InvalidModelSource(f"source.pvc.claimName must be a PersistentVolumeClaim name, got {claim!r}")
+    why = check_pvc_path(path)
+    if why:
+        raise InvalidModelSource(why)
+    return ModelSource("pvc", claim_name=claim, path=path)
