@@ -59,8 +59,26 @@ def test_template_all_features() -> None:
     env = {e["name"]: e.get("value") for e in fac["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["WHISPEROP_AUTH_TOKENS_FILE"] == "/var/run/secrets/whisperop/auth" and env["QUEUE_WHILE_LOADING"] == "false"
     wm = next(d for d in docs if d["kind"] == "WhisperModel")
-    assert wm["spec"]["modelURI"] == "/models/ggml-large-v3.bin" and wm["spec"]["env"] == {"WHISPER_THREADS": "8"}
+    assert "modelURI" not in wm["spec"] and wm["spec"]["env"] == {"WHISPER_THREADS": "8"}
+    assert wm["spec"]["source"] == {"pvc": {"claimName": "whisper-models", "path": "large-v3/ggml-large-v3.bin"}}
+    assert wm["spec"]["runtimeClassName"] == "nvidia"
     assert wm["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # the spec is a valid WhisperModel (same rules as the CRD) and the operator renders it
+    from whisperop.core import crds, modelsource
+    from whisperop.operator.models import render_deployment
+
+    crds.WhisperModelSpec.model_validate(wm["spec"])
+    pod = render_deployment({"metadata": {"name": "default", "namespace": "whisper", "uid": "u"},
+                             "spec": wm["spec"]})["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert {"name": modelsource.PVC_VOLUME, "persistentVolumeClaim": {"claimName": "whisper-models", "readOnly": True}} \
+        in pod["volumes"]
+
+
+def test_template_default_model_uses_the_s3_uri() -> None:
+    wm = next(d for d in render() if d["kind"] == "WhisperModel")
+    assert wm["spec"]["modelURI"] == "s3://whisperop-models/ggml-base-q8_0.bin"
+    assert "source" not in wm["spec"] and "runtimeClassName" not in wm["spec"]
 
 
 BAD_VALUES = [
@@ -73,6 +91,15 @@ BAD_VALUES = [
     (["--set", "s3.endpoint=minio:9000"], "/s3/endpoint"),
     (["--set", "typo=1"], "typo"),  # unknown keys are rejected
     (["--set", "model.tolerations[0].effect=Sometimes"], "/model/tolerations/0/effect"),
+    (["--set", "model.runtimeClassName=Not_A_Name"], "/model/runtimeClassName"),
+    # exactly one model source: uri and pvc together, neither, or an incomplete/unsafe pvc
+    (["--set", "model.pvc.claimName=models", "--set", "model.pvc.path=m.bin"], "/model/uri"),
+    (["--set", "model.uri="], "/model/uri"),
+    (["--set", "model.uri=", "--set", "model.pvc.claimName=models"], "/model/pvc/path"),
+    (["--set", "model.uri=", "--set", "model.pvc.claimName=models", "--set", "model.pvc.path=../etc/m.bin"],
+     "/model/pvc/path"),
+    (["--set", "model.uri=", "--set", "model.pvc.claimName=Models", "--set", "model.pvc.path=m.bin"],
+     "/model/pvc/claimName"),
 ]
 
 
