@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end on a kind cluster, for CI runners that have Docker (it cannot run on
-# the project machine: no container engine there). It creates a kind cluster,
+# the project machine: no container engine there, so it has never been run
+# there — only shellcheck'd; expect first-run fixes). It creates a kind cluster,
 # builds and loads both images, runs MinIO in the cluster, `helm install`s the
 # chart and runs the cluster test suites through KUBECONFIG (the external mode of
 # whisperop.testenv, docs/testing.md). kind has no GPU: the model runs with gpus=0.
