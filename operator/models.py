@@ -90,7 +90,10 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
         {"name": "WHISPEROP_MODEL_CACHE", "value": f"{CACHE_DIR}/models"},
         {"name": "WHISPEROP_TMP_DIR", "value": "/tmp"},
         {"name": "USE_GPU", "value": "true" if gpus else "false"},
-    ] + ([{"name": modelsource.MODEL_PATH_ENV, "value": source.local_path}] if source.local_path else []) + [{"name": k, "value": v} for k, v in sorted((spec.get("env") or {}).items())]
+    ]
+    if source.local_path:  # PVC source: the worker loads this file as is (no download, no conversion)
+        env.append({"name": modelsource.MODEL_PATH_ENV, "value": source.local_path})
+    env += [{"name": k, "value": v} for k, v in sorted((spec.get("env") or {}).items())]
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 1}
     container = {
         "name": "worker",
