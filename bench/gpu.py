@@ -219,11 +219,14 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
 
         par = cfg.get("parallelism", 0)  # cold: 0 = the engine's default for the device
         extra = {"CHUNK_MAX_SECS": cfg["chunk_max_secs"]} if cfg["chunk_max_secs"] else {}
-        settings = EngineSettings(**extra, USE_GPU=use_gpu, BEAM_SIZE=beam, WHISPER_THREADS=threads,
+        if cfg["threads"]:
+            extra["WHISPER_THREADS"] = cfg["threads"]
+        settings = EngineSettings(**extra, USE_GPU=use_gpu, BEAM_SIZE=beam,
                                   FLASH_ATTN=fa if cfg["engine"] == "ours" or a.flash_attn else None, PARALLELISM=par)
         engine = WhisperEngine(a.ggml, settings)
         ready = time.perf_counter() - t_start
         out.update(load_secs=engine.load_secs, warmup_secs=engine.warmup_secs, ready_secs=ready, backend=engine.backend,
+                   threads_per_stream=engine._threads_per_context(),
                    parallelism=engine.parallelism, flash_attn=engine.flash_attn,
                    backend_lines=[ln for ln in engine._contexts[0].load_log if re.search(r"cuda|gpu|backend|device|flash", ln, re.I)][:12])
         if cfg["engine"] == "ours":  # throughput rows: every stream loaded before the clock starts

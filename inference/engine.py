@@ -42,6 +42,8 @@ from whisperop.inference.whispercpp import DecodeOptions, RawSegment, WhisperCon
 
 log = logging.getLogger("whisperop.engine")
 
+GPU_MAX_THREADS_PER_STREAM = 4
+
 MIN_CALL_SAMPLES = SAMPLE_RATE  # whisper.cpp refuses inputs under 100 ms; pad short chunks to 1 s
 
 
@@ -187,8 +189,17 @@ class WhisperEngine:
     # ── lifecycle ────────────────────────────────────────────────────────
 
     def _threads_per_context(self) -> int:
-        total = self.settings.threads or os.cpu_count() or 1
-        return max(1, total // self.parallelism)
+        """CPU threads per whisper.cpp call. ``WHISPER_THREADS`` set: split
+        evenly over the streams. Unset on a GPU with several streams: twice the
+        cores over the streams, at most 4 each (the threads only feed the GPU —
+        mel, sampling, kernel launches — and wait on it, so 2× oversubscription
+        keeps it busier: +20–24 % at 8 streams on 16 cores, docs/benchmarks-gpu.md)."""
+        if self.settings.threads:
+            return max(1, self.settings.threads // self.parallelism)
+        cores = os.cpu_count() or 1
+        if self.backend != "CPU" and self.parallelism > 1:
+            return max(1, min(GPU_MAX_THREADS_PER_STREAM, 2 * cores // self.parallelism))
+        return max(1, cores // self.parallelism)
 
     def _warm_up(self, ctx: WhisperContext) -> None:
         """One inference right after a context loads: the first real job then

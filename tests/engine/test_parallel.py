@@ -268,3 +268,32 @@ def test_close_while_streams_are_loading_frees_everything(tiny_model: Path, monk
     assert eng.wait_all_loaded(10)
     assert eng.streams_loaded <= 2
     assert all(ctx._ctx is None for ctx in eng._contexts)
+
+
+def test_threads_per_stream_policy(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPU, several streams, WHISPER_THREADS unset: 2 × cores / streams, at most
+    4 (measured faster than an even split, docs/benchmarks-gpu.md); set: an
+    even split; CPU: the cores split evenly."""
+    import whisperop.inference.engine as engine_mod
+
+    eng = WhisperEngine(tiny_model, EngineSettings(USE_GPU=False, PARALLELISM=1))
+    try:
+        monkeypatch.setattr(engine_mod.os, "cpu_count", lambda: 16)
+        assert eng._threads_per_context() == 16  # CPU, one stream: every core
+        eng.parallelism = 8
+        assert eng._threads_per_context() == 2  # CPU: an even split
+        eng.backend = "CUDA"
+        assert eng._threads_per_context() == 4  # GPU: 2 × 16 / 8
+        eng.parallelism = 16
+        assert eng._threads_per_context() == 2
+        eng.parallelism = 2
+        assert eng._threads_per_context() == engine_mod.GPU_MAX_THREADS_PER_STREAM == 4
+        monkeypatch.setattr(engine_mod.os, "cpu_count", lambda: 4)
+        eng.parallelism = 8
+        assert eng._threads_per_context() == 1
+        eng.settings = EngineSettings(USE_GPU=False, WHISPER_THREADS=16)
+        eng.parallelism = 8
+        assert eng._threads_per_context() == 2  # explicit: an even split, GPU or not
+    finally:
+        eng.parallelism = 1
+        eng.close()

@@ -37,7 +37,7 @@ class EngineSettings(BaseSettings):
     chunk_min_secs: float = Field(5.0, ge=0.0, alias="CHUNK_MIN_SECS")
     min_silence_secs: float = Field(0.3, gt=0.0, alias="MIN_SILENCE_SECS")
     max_audio_secs: float = Field(12 * 3600.0, gt=0.0, alias="MAX_AUDIO_SECS")
-    threads: int = Field(0, ge=0, alias="WHISPER_THREADS", description="0 = all cores")
+    threads: int = Field(0, ge=0, alias="WHISPER_THREADS", description="CPU threads, split over the decode streams; 0 = auto (all cores; on a GPU with several streams 2 x cores / streams, at most 4 each)")
     beam_size: int = Field(1, ge=1, le=16, alias="BEAM_SIZE", description="1 = greedy")
     temperature: float = Field(0.0, ge=0.0, le=1.0, alias="TEMPERATURE")
     temperature_inc: float = Field(0.2, ge=0.0, le=1.0, alias="TEMPERATURE_INC", description="fallback step; 0 disables fallback")
