@@ -11,7 +11,8 @@ peak RSS for:
   directly on the same PCM in one call (the floor our overhead is measured on);
 * modifiers on ``ours-…``/``pywhispercpp-…`` (any order): ``-pN`` N parallel
   decode streams with the threads split between them (``ours-q8_0-p2``),
-  ``-fa`` flash attention, ``-native`` the pywhispercpp build in
+  ``-fa`` / ``-nofa`` flash attention on / off (unset: the engine's default,
+  on; pywhispercpp's, off), ``-native`` the pywhispercpp build in
   ``--native-site`` (e.g. a ``GGML_NATIVE=ON`` build with AVX-512) instead of
   the installed one;
 * ``faster-whisper-<compute>``: CTranslate2 on the *source* weights of our
@@ -49,11 +50,13 @@ JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you
 def modifiers(kind: str) -> tuple[str, dict]:
     """``ours-q8_0-p2-fa-native`` → (``ours-q8_0``, {parallelism: 2, fa: True, native: True})."""
     parts = kind.split("-")
-    mods: dict = {"parallelism": 1, "fa": False, "native": False}
-    while len(parts) > 2 and (parts[-1] in ("fa", "native") or re.fullmatch(r"p\d+", parts[-1])):
+    mods: dict = {"parallelism": 1, "fa": None, "native": False}
+    while len(parts) > 2 and (parts[-1] in ("fa", "nofa", "native") or re.fullmatch(r"p\d+", parts[-1])):
         last = parts.pop()
         if last.startswith("p"):
             mods["parallelism"] = int(last[1:])
+        elif last in ("fa", "nofa"):
+            mods["fa"] = last == "fa"
         else:
             mods[last] = True
     return "-".join(parts), mods
@@ -88,7 +91,7 @@ def run_one(kind: str, audio: Path, threads: int, beam: int) -> dict:
         with decode_audio(audio) as decoded:
             pcm = decoded.read()
         params = dict(n_threads=threads, print_progress=False, print_realtime=False, language="", no_context=True,
-                      temperature_inc=0.2, context_params={"use_gpu": False, "flash_attn": mods["fa"]})
+                      temperature_inc=0.2, context_params={"use_gpu": False, "flash_attn": bool(mods["fa"])})
         if beam > 1:
             m = Model(str(model), params_sampling_strategy=1, beam_search={"beam_size": beam, "patience": -1.0}, redirect_whispercpp_logs_to=None, **params)
         else:
@@ -181,7 +184,7 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=1)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--long-hours", type=float, default=2.0)
-    ap.add_argument("--configs", default="ours-q8_0,pywhispercpp-q8_0,ours-f16,pywhispercpp-f16,faster-whisper-int8,faster-whisper-float32")
+    ap.add_argument("--configs", default="ours-q8_0-fa,pywhispercpp-q8_0-fa,ours-q8_0-nofa,pywhispercpp-q8_0-nofa,ours-f16-fa,pywhispercpp-f16-fa,faster-whisper-int8,faster-whisper-float32")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cpu.json")
     ap.add_argument("--native-site", type=Path, help="folder with another pywhispercpp build (pip install --target), for -native configurations")
     args = ap.parse_args()

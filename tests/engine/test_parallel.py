@@ -133,7 +133,7 @@ def test_parallelism_default_is_one_on_cpu_and_gpu_default_on_a_gpu(tiny_model: 
 
     cpu = WhisperEngine(tiny_model, EngineSettings(USE_GPU=False, WHISPER_THREADS=2))
     try:
-        assert cpu.parallelism == 1 and cpu.backend == "CPU" and cpu.flash_attn is False
+        assert cpu.parallelism == 1 and cpu.backend == "CPU" and cpu.flash_attn is True
     finally:
         cpu.close()
     explicit = WhisperEngine(tiny_model, EngineSettings(USE_GPU=False, PARALLELISM=3))

@@ -44,7 +44,7 @@ class EngineSettings(BaseSettings):
     word_timestamps: bool = Field(True, alias="WORD_TIMESTAMPS")
     use_gpu: bool = Field(True, alias="USE_GPU")
     cuda_device: int = Field(0, ge=0, alias="CUDA_DEVICE")
-    flash_attn: bool | None = Field(None, alias="FLASH_ATTN", description="unset = on when whisper.cpp runs on a GPU, off on CPU")
+    flash_attn: bool | None = Field(None, alias="FLASH_ATTN", description="whisper.cpp flash attention; unset = on (GPU and CPU: faster, same accuracy)")
     parallelism: int = Field(
         0, ge=0, le=32, alias="PARALLELISM",
         description="concurrent whisper.cpp decoders; 0 = GPU_DEFAULT_PARALLELISM on a GPU, 1 on CPU (docs/benchmarks-gpu.md)",
