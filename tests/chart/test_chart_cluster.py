@@ -70,6 +70,14 @@ def test_rendered_manifests_pass_pod_security_restricted(k8s_env: Any, k8s_names
                 dep = render_deployment({"metadata": {"name": d["metadata"]["name"], "namespace": ns, "uid": "x"},
                                          "spec": d["spec"]})
                 pods.append(_as_pod(f"inference-{d['metadata']['name']}-probe", dep["spec"]["template"], ns))
+    # the all-features model names runtimeClassName "nvidia" and a PVC source: the API server's
+    # RuntimeClass admission rejects pods naming a RuntimeClass that does not exist, so create it
+    # (a missing claim only keeps a pod Pending; admission does not look at it)
+    _kubectl(k8s_env, "apply", "-f", "-", stdin=yaml.safe_dump(
+        {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"}, "handler": "nvidia"}))
+    big = next(p for p in pods if p["metadata"]["name"] == "inference-big-probe")
+    assert big["spec"]["runtimeClassName"] == "nvidia"
+    assert any((v.get("persistentVolumeClaim") or {}).get("readOnly") for v in big["spec"]["volumes"])
     # Pods are enforced (not only warned): create each pod template as a bare Pod
     for pod in pods:
         r = _kubectl(k8s_env, "apply", "-f", "-", stdin=yaml.safe_dump(pod), check=False)

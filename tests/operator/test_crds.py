@@ -85,3 +85,37 @@ def test_api_server_applies_defaults_and_rejects_bad_models(cluster: Any) -> Non
     with pytest.raises(ApiException) as err:
         cluster.create_model("m3", modelURI="/m.bin", minReplicas=-1)
     assert "spec.minReplicas in body should be greater than or equal to 0" in json.loads(err.value.body)["message"]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({}, "set exactly one model source: modelURI (s3:// URI or absolute path) or source.pvc"),
+        ({"modelURI": "/m.bin", "source": {"pvc": {"claimName": "models", "path": "m.bin"}}},
+         "set exactly one model source"),
+        ({"source": {}}, "source must name exactly one kind: pvc"),
+        ({"source": {"pvc": {"claimName": "models", "path": "a/../../etc/m.bin"}}},
+         "source.pvc.path must not contain '.' or '..' segments"),
+        ({"source": {"pvc": {"claimName": "models", "path": "/abs/m.bin"}}}, "spec.source.pvc.path in body should match"),
+        ({"source": {"pvc": {"claimName": "models"}}}, "spec.source.pvc.path: Required value"),
+        ({"modelURI": "/m.bin", "runtimeClassName": "Not_Valid"}, "spec.runtimeClassName in body should match"),
+    ],
+    ids=["no-source", "both-sources", "empty-source", "dotdot-path", "absolute-path", "no-path", "bad-runtime-class"],
+)
+def test_api_server_rejects_invalid_model_sources(cluster: Any, spec: dict[str, Any], message: str) -> None:
+    from kubernetes.client.rest import ApiException
+
+    with pytest.raises(ApiException) as err:
+        cluster.create_model("bad", **spec)
+    assert err.value.status == 422
+    assert message in json.loads(err.value.body)["message"], err.value.body
+
+
+@pytest.mark.cluster
+def test_api_server_accepts_pvc_source_and_runtime_class(cluster: Any) -> None:
+    wm = cluster.create_model("pvc", source={"pvc": {"claimName": "models", "path": "v3/ggml-large-v3.bin"}},
+                              runtimeClassName="nvidia")
+    assert wm["spec"]["source"] == {"pvc": {"claimName": "models", "path": "v3/ggml-large-v3.bin"}}
+    assert "modelURI" not in wm["spec"] and wm["spec"]["runtimeClassName"] == "nvidia"
+    assert "source" not in cluster.create_model("uri", modelURI="s3://models/ggml-base.bin")["spec"]  # no defaulting
