@@ -199,6 +199,38 @@ def _parse(kind: str) -> dict:
     return {"engine": "hf", "batch": int(m.group(6)), "beam": int(m.group(7))}
 
 
+def whisper_timings(raw_ctxs: list) -> dict:
+    """whisper.cpp's own counters (encode/decode/batchd/sample/mel: ms and
+    runs), summed over contexts: where a configuration's time goes."""
+    import _pywhispercpp as pw
+
+    from whisperop.inference.whispercpp import log_router
+
+    router = log_router()
+    cap = router.capture()
+    try:
+        for ctx in raw_ctxs:
+            pw.whisper_print_timings(ctx)
+    finally:
+        router.release(cap)
+    out: dict = {}
+    for _, line in cap:
+        m = re.search(r"(\w+) time =\s*([\d.]+) ms(?: /\s*(\d+) runs)?", line)
+        if m and m.group(1) in ("mel", "sample", "encode", "decode", "batchd", "prompt"):
+            key = m.group(1)
+            out[f"{key}_ms"] = round(out.get(f"{key}_ms", 0.0) + float(m.group(2)), 1)
+            if m.group(3) is not None:
+                out[f"{key}_runs"] = out.get(f"{key}_runs", 0) + int(m.group(3))
+    return out
+
+
+def reset_timings(raw_ctxs: list) -> None:
+    import _pywhispercpp as pw
+
+    for ctx in raw_ctxs:
+        pw.whisper_reset_timings(ctx)
+
+
 def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
     cfg = parse(kind)
     beam = cfg["beam"]
@@ -233,9 +265,15 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
             engine.wait_all_loaded()
         load = time.perf_counter() - t_start
         after_load()
+        raw_ctxs = [c._ctx for c in engine._contexts]
+        reset_timings(raw_ctxs)
+        decoded_at: list[float] = []
         t0 = time.perf_counter()
-        result = engine.transcribe_file(audio, TranscribeRequest(language="en"))
+        result = engine.transcribe_file(audio, TranscribeRequest(language="en"),
+                                        on_decoded=lambda *_: decoded_at.append(time.perf_counter()))
         wall = time.perf_counter() - t0
+        out["decode_and_plan_secs"] = round(decoded_at[0] - t0, 3) if decoded_at else None
+        out["whisper_timings"] = whisper_timings(raw_ctxs)
         text = " ".join(s.text for s in result.segments)
         out.update(chunks=result.chunks, segments=len(result.segments), language=result.language)
         if cfg["engine"] == "cold":
@@ -260,6 +298,8 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
             mdl.transcribe(pcm[:SR])
         load = time.perf_counter() - t_start
         after_load()
+        raw_ctxs = [mdl._ctx for mdl in models]
+        reset_timings(raw_ctxs)
         t0 = time.perf_counter()
         if n == 1:
             texts = [" ".join(s.text for s in models[0].transcribe(pcm))]
@@ -271,6 +311,7 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
             with ThreadPoolExecutor(n) as pool:
                 texts = list(pool.map(lambda mi: " ".join(s.text for s in mi[0].transcribe(mi[1])), zip(models, slices)))
         wall = time.perf_counter() - t0
+        out["whisper_timings"] = whisper_timings(raw_ctxs)
         text = " ".join(texts)
     elif cfg["engine"] in ("fw", "fwbatch"):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
@@ -665,6 +706,12 @@ def markdown(report: dict) -> str:
             if r.get("ready_secs") is not None:
                 notes.append(f"ready {r['ready_secs']:.3f} s with {r.get('first_job_streams_loaded')} of {r.get('parallelism')} streams, "
                              f"all loaded at {r.get('all_streams_loaded_secs') or 0:.3f} s")
+        wt = r.get("whisper_timings") or {}
+        if wt:
+            notes.append("whisper.cpp: " + ", ".join(f"{k.removesuffix('_ms')} {wt[k] / 1000:.2f} s/{wt.get(k.replace('_ms', '_runs'), '-')}"
+                                                     for k in ("encode_ms", "decode_ms", "batchd_ms", "sample_ms", "mel_ms") if k in wt))
+        if r.get("decode_and_plan_secs") is not None:
+            notes.append(f"audio decode + plan {r['decode_and_plan_secs']:.2f} s")
         if r.get("torch_max_allocated_mb") is not None:
             notes.append(f"torch max alloc {r['torch_max_allocated_mb']} MB")
         lines.append(

@@ -150,30 +150,53 @@ def decode_audio(source: str | os.PathLike[str], max_secs: float = 12 * 3600.0, 
         raise
 
 
+#: Decoded frames are handled in batches of about this many samples (10 s):
+#: codecs hand out 20–100 ms frames, and per-frame numpy/file calls were most of
+#: the decode time of long files.
+_BATCH_SAMPLES = 10 * SAMPLE_RATE
+
+
 def _decode_stream(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, out: BinaryIO, max_secs: float) -> tuple[int, np.ndarray]:
+    # Let ffmpeg decode on several threads where the codec can (frame threads).
+    stream.codec_context.thread_type = "AUTO"
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     meter = _EnergyMeter()
     n_samples = 0
     max_samples = int(max_secs * SAMPLE_RATE)
+    pending: list[np.ndarray] = []
+    pending_samples = 0
 
-    def emit(frames: list[av.AudioFrame]) -> None:
-        nonlocal n_samples
-        for frame in frames:
-            block = frame.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-            if not block.size:
-                continue
-            np.nan_to_num(block, copy=False)
-            out.write(block.tobytes())
-            meter.feed(block)
-            n_samples += block.size
+    def flush() -> None:
+        nonlocal n_samples, pending_samples
+        if not pending:
+            return
+        block = np.concatenate(pending) if len(pending) > 1 else pending[0]
+        pending.clear()
+        pending_samples = 0
+        np.nan_to_num(block, copy=False)
+        out.write(block.tobytes())
+        meter.feed(block)
+        n_samples += block.size
         if n_samples > max_samples:
             raise AudioTooLongError(n_samples / SAMPLE_RATE, max_secs)
+
+    def emit(frames: list[av.AudioFrame]) -> None:
+        nonlocal pending_samples
+        for frame in frames:
+            # a copy: the batch outlives the codec's frame buffer
+            block = frame.to_ndarray().reshape(-1).astype(np.float32)
+            if block.size:
+                pending.append(block)
+                pending_samples += block.size
+        if pending_samples >= _BATCH_SAMPLES:
+            flush()
 
     try:
         for packet in container.demux(stream):
             for frame in packet.decode():
                 emit(resampler.resample(frame))
         emit(resampler.resample(None))
+        flush()
     except av.error.FFmpegError as exc:
         raise AudioDecodeError(f"audio is corrupt or truncated: {_ffmpeg_message(exc)}") from exc
     return n_samples, meter.finish()
