@@ -15,7 +15,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-eval "$(python3 "$repo/whisperop/testenv/versions.py" --shell)"
+# a failure here must stop the build (eval of a failed substitution would not)
+pins=$(python3 "$repo/src/whisperop/testenv/versions.py" --shell)
+eval "$pins"
 
 force=0
 only=()
