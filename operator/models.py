@@ -330,8 +330,9 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
                                          len(queued) + len(running), now,
                                          crds.parse_time(wm["metadata"].get("creationTimestamp")))
         current = _current_replicas(ns, name)
+        arrivals = [t for t in (crds.parse_time(j.get("created")) for j in jobs) if t is not None]
         desired = scaling.desired_replicas(spec, len(queued), len(running), current if current is not None else 0,
-                                           activity, demand, now)
+                                           activity, demand, now, last_arrival=max(arrivals) if arrivals else None)
         dep = ensure_deployment(wm, desired)
         seen = observe(wm, desired, pods)
         _write_status(wm, seen, desired, len(queued), len(running), activity)

@@ -67,14 +67,20 @@ def last_activity(stored: datetime | None, demand: Demand | None, work: int, now
 
 
 def desired_replicas(spec: dict[str, Any], queued: int, running: int, current: int, activity: datetime | None,
-                     demand: Demand | None, now: datetime) -> int:
+                     demand: Demand | None, now: datetime, last_arrival: datetime | None = None) -> int:
+    """``last_arrival``: when the newest job of the model was created. An unload
+    is undone only by a job that arrived after it — not by the activity of the
+    job that was already running when it was asked (that one finishes first,
+    then the model goes down). Unknown (None): the activity time is used."""
     mn = int(spec.get("minReplicas", 0))
     mx = max(int(spec.get("maxReplicas", 1)), mn, 1)
     work = queued + running
     if work:  # up by queue depth; never down while there is work (down only after the idle timeout)
         return min(mx, max(mn, work, current))
-    if demand is not None and demand.action == "unload" and (activity is None or demand.at >= activity):
-        return mn
+    if demand is not None and demand.action == "unload":
+        superseded_at = last_arrival if last_arrival is not None else activity
+        if superseded_at is None or demand.at >= superseded_at:
+            return mn
     idle = int(spec.get("idleTimeoutSeconds", 300))
     recent_load = demand is not None and demand.action == "load" and (activity is None or demand.at >= activity)
     floor = max(mn, 1 if recent_load else 0)

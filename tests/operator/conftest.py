@@ -40,6 +40,11 @@ FAST_ENV = {
     "WHISPEROP_METRICS_PORT": "0",
     "WHISPEROP_WEBHOOK_ATTEMPTS": "3",
     "WHISPER_THREADS": "1",
+    # Pacing, not behaviour: several tests must watch a job while it runs
+    # (reconnects mid-job, unload waits for the running job). With flash
+    # attention (the engine default) the tiny model finishes their 90 s file
+    # in ~1 s, faster than a watch can be dropped three times.
+    "FLASH_ATTN": "0",
     "LOG_LEVEL": "INFO",
 }
 

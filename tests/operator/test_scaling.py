@@ -41,6 +41,14 @@ def test_demand_load_and_unload() -> None:
     assert scaling.desired_replicas(SPEC, 0, 0, 1, act, unload, T0 + timedelta(seconds=21)) == 0
     # unload never drops work: with a running job the replicas stay
     assert scaling.desired_replicas(SPEC, 0, 1, 1, act, unload, T0 + timedelta(seconds=21)) == 1
+    # ... and once that job is done the model goes down, although the job kept
+    # the activity time moving after the unload was asked
+    busy_until = T0 + timedelta(seconds=40)
+    job_arrived = T0 + timedelta(seconds=5)
+    assert scaling.desired_replicas(SPEC, 0, 0, 1, busy_until, unload, T0 + timedelta(seconds=41), last_arrival=job_arrived) == 0
+    # a job that arrived after the unload undoes it (normal idle timeout again)
+    late_job = T0 + timedelta(seconds=25)
+    assert scaling.desired_replicas(SPEC, 0, 0, 1, busy_until, unload, T0 + timedelta(seconds=41), last_arrival=late_job) == 1
     ann = scaling.demand_annotation("load", T0)["metadata"]["annotations"]
     assert scaling.parse_demand(ann) == load
     assert scaling.parse_demand({crds.ANN_DEMAND: "garbage"}) is None
@@ -61,3 +69,23 @@ def test_demand_annotation_scales_without_touching_spec(cluster, tiny_model: Pat
     after = cluster.models.get("default")
     assert after["spec"] == wm["spec"] and after["metadata"]["generation"] == wm["metadata"]["generation"]
     assert json.loads(after["metadata"]["annotations"][crds.ANN_DEMAND])["action"] == "unload"
+
+
+def test_queue_order_keeps_submissions_within_one_second_in_order() -> None:
+    """creationTimestamp has whole seconds; the facade's microsecond
+    submitted-at annotation keeps FIFO for jobs created within one second."""
+    from whisperop.cluster import kube
+
+    def job(name: str, created: str, submitted: str | None = None, priority: int = 0) -> dict:
+        meta: dict = {"name": name, "creationTimestamp": created}
+        if submitted:
+            meta["annotations"] = {crds.ANN_SUBMITTED: submitted}
+        return {"metadata": meta, "spec": {"priority": priority}}
+
+    second = job("ffff", "2026-11-24T20:36:17Z", "2026-11-24T20:36:17.100000Z")
+    third = job("0000", "2026-11-24T20:36:17Z", "2026-11-24T20:36:17.900000Z")  # a name that sorts first
+    kubectl_later = job("aaaa", "2026-11-24T20:36:18Z")
+    kubectl_same_second = job("bbbb", "2026-11-24T20:36:17Z")
+    urgent = job("zzzz", "2026-11-24T20:36:19Z", priority=5)
+    order = sorted([kubectl_later, third, urgent, second, kubectl_same_second], key=kube.queue_key)
+    assert [o["metadata"]["name"] for o in order] == ["zzzz", "bbbb", "ffff", "0000", "aaaa"]

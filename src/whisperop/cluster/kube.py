@@ -155,9 +155,9 @@ def models(api: Any, namespace: str) -> Resources:
 
 
 def queue_key(obj: dict[str, Any]) -> tuple[int, str, str]:
-    """Queued jobs run by priority (higher first), then creation time, then name."""
-    return (-int(obj.get("spec", {}).get("priority") or 0), obj["metadata"].get("creationTimestamp") or "",
-            obj["metadata"]["name"])
+    """Queued jobs run by priority (higher first), then submission time (microseconds
+    when the facade created the job, else creationTimestamp), then name."""
+    return (-int(obj.get("spec", {}).get("priority") or 0), crds.submission_order(obj), obj["metadata"]["name"])
 
 
 def is_claimable(obj: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ the cluster JobStore of the facade).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 ANN_DEMAND = "whisperop.io/demand"  # on WhisperModels: {"action": "load"|"unload", "at": RFC 3339} from the facade
 ANN_LOAD_STATE = "whisperop.io/load-state"  # on inference pods: what the worker reports (loading/waiting_for_gpu/ready)
 ANN_AUDIO_OWNED = "whisperop.io/audio-owned"  # on jobs: "true" when the system uploaded the audio (facade): GC deletes it
+ANN_SUBMITTED = "whisperop.io/submitted-at"  # on jobs: RFC 3339 with microseconds, set by the facade (FIFO within a second)
 ANN_TEMPLATE_HASH = "whisperop.io/template-hash"  # on Deployments: hash of the WhisperModel spec rendered into the pod template
 WEBHOOK_CONFIGMAP = "whisperop-webhooks"  # per namespace: registry of model lifecycle webhook URLs
 
@@ -346,3 +347,21 @@ def job_from_resource(obj: dict[str, Any], segments: list[Segment] | None = None
     if created:
         fields["created_at"] = created
     return Job(**fields)
+
+
+def submission_order(obj: dict[str, Any]) -> str:
+    """A sortable submission time of a job: the facade's microsecond
+    ``whisperop.io/submitted-at`` when present, else ``creationTimestamp``
+    (whole seconds) written with the same number of digits. Queue order and
+    listings use it, so two jobs submitted within one second keep their order
+    (creationTimestamp alone ties, and the name — a UUID — would decide)."""
+    meta = obj.get("metadata") or {}
+    submitted = (meta.get("annotations") or {}).get(ANN_SUBMITTED)
+    if submitted:
+        return submitted
+    created = meta.get("creationTimestamp") or ""
+    return created[:-1] + ".000000Z" if created.endswith("Z") and "." not in created else created
+
+
+def submitted_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -138,7 +138,7 @@ class K8sJobStore:
             spec["language"] = job.language
         if job.webhook_url:
             spec["webhookUrl"] = job.webhook_url
-        annotations = {crds.ANN_AUDIO_OWNED: "true"}
+        annotations = {crds.ANN_AUDIO_OWNED: "true", crds.ANN_SUBMITTED: crds.submitted_now()}
         if job.filename:
             annotations[ANN_FILENAME] = job.filename
         body = {
@@ -153,7 +153,7 @@ class K8sJobStore:
         return self.to_job(self._read(job_id))
 
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        objs = sorted(self.informer.items(), key=lambda o: (o["metadata"].get("creationTimestamp") or "", o["metadata"]["name"]))
+        objs = sorted(self.informer.items(), key=lambda o: (crds.submission_order(o), o["metadata"]["name"]))
         out = []
         for o in objs:
             j = crds.job_from_resource(o)
