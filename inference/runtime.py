@@ -61,6 +61,7 @@ from whisperop.core.ports import (
     Unsubscribe,
 )
 from whisperop.core.settings import EngineSettings
+from whisperop.core.subscribers import Subscribers
 from whisperop.inference.engine import Progress, TranscribeRequest, WhisperEngine
 
 log = logging.getLogger("whisperop.runtime")
@@ -121,7 +122,7 @@ class LocalModelRuntime:
         self._last_activity = time.monotonic()
         self._engine: WhisperEngine | None = None
         self._current: tuple[str, threading.Event] | None = None
-        self._listeners: list[RuntimeListener] = []
+        self._listeners: Subscribers[RuntimeEvent] = Subscribers("runtime listener")
         self._thread: threading.Thread | None = None
         self._unwatch: Unsubscribe | None = None
 
@@ -168,13 +169,7 @@ class LocalModelRuntime:
             self._cond.notify_all()
 
     def subscribe(self, listener: RuntimeListener) -> Unsubscribe:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.add(listener)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -205,11 +200,7 @@ class LocalModelRuntime:
     # ── events ───────────────────────────────────────────────────────────
 
     def _emit(self, event: RuntimeEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("runtime listener failed")
+        self._listeners.publish(event)
 
     def _set_state(self, state: ModelState) -> None:
         with self._cond:

@@ -48,6 +48,7 @@ from whisperop.core import crds
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
 from whisperop.core.models import Job, JobStatus, Segment, TranscriptionResult
 from whisperop.core.ports import ClaimedJob, JobChange, JobWatcher, Unsubscribe
+from whisperop.core.subscribers import Subscribers
 from whisperop.stores.k8s_watch import Obj, ResourceWatch
 from whisperop.stores.s3_blobs import S3BlobStore
 
@@ -76,7 +77,7 @@ class K8sJobStore:
         self.model = model
         self.res = kube.jobs(api, namespace)
         self.informer = ResourceWatch(self.res, timeout_seconds=watch_timeout_seconds, name="transcriptionjobs")
-        self._watchers: list[JobWatcher] = []
+        self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
         self._lock = threading.Lock()
         self._finished: set[str] = set()  # jobs whose terminal change this process already emitted
         self._segment_cache: dict[str, list[Segment]] = {}
@@ -217,15 +218,7 @@ class K8sJobStore:
         return []  # the operator requeues jobs of dead workers (heartbeat)
 
     def watch(self, callback: JobWatcher) -> Unsubscribe:
-        with self._lock:
-            self._watchers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._watchers:
-                    self._watchers.remove(callback)
-
-        return unsubscribe
+        return self._watchers.add(callback)
 
     def register_webhook(self, url: str) -> None:
         cluster_webhooks.register(self.api, self.namespace, url)
@@ -250,13 +243,7 @@ class K8sJobStore:
     # ── the watch → JobChange ────────────────────────────────────────────
 
     def _publish(self, change: JobChange) -> None:
-        with self._lock:
-            watchers = list(self._watchers)
-        for w in watchers:
-            try:
-                w(change)
-            except Exception:
-                log.exception("job watcher failed", extra={"job_id": change.job.id})
+        self._watchers.publish(change, {"job_id": change.job.id})
 
     def _on_event(self, typ: str, obj: Obj, prev: Obj | None) -> None:
         name = obj["metadata"]["name"]

@@ -37,6 +37,7 @@ from whisperop.core.models import (
     ModelWaitingForGpuEvent,
 )
 from whisperop.core.ports import JobTiming, RuntimeEvent, RuntimeListener, Unsubscribe
+from whisperop.core.subscribers import Subscribers
 from whisperop.stores.k8s_watch import Obj, ResourceWatch
 
 log = logging.getLogger("whisperop.stores.k8s_model")
@@ -67,7 +68,7 @@ class ClusterModelRuntime:
         self.res = kube.models(api, namespace)
         self.informer = ResourceWatch(self.res, field_selector=f"metadata.name={model}",
                                       timeout_seconds=watch_timeout_seconds, name="whispermodels")
-        self._listeners: list[RuntimeListener] = []
+        self._listeners: Subscribers[RuntimeEvent] = Subscribers("model listener")
         self._lock = threading.Lock()
         self.informer.add_callback(self._on_event)
 
@@ -125,27 +126,13 @@ class ClusterModelRuntime:
             return
         timing = JobTiming(job_id=obj["metadata"]["name"], audio_secs=float(audio),
                            wall_secs=max((end - start).total_seconds(), 1e-3))
-        with self._lock:
-            listeners = list(self._listeners)
-        for fn in listeners:
-            try:
-                fn(timing)
-            except Exception:
-                log.exception("model listener failed")
+        self._listeners.publish(timing)
 
     def notify_job_queued(self) -> None:
         pass  # the operator watches the TranscriptionJobs itself
 
     def subscribe(self, listener: RuntimeListener) -> Unsubscribe:
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.add(listener)
 
     def start(self) -> None:
         self.informer.start()
@@ -177,10 +164,4 @@ class ClusterModelRuntime:
         event = self._event_for(None if typ == "DELETED" else obj)
         if event is None:
             return
-        with self._lock:
-            listeners = list(self._listeners)
-        for fn in listeners:
-            try:
-                fn(event)
-            except Exception:
-                log.exception("model listener failed")
+        self._listeners.publish(event)

@@ -27,6 +27,7 @@ from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
 from whisperop.core.models import Job, JobStatus, TranscriptionResult, utcnow
 from whisperop.core.ports import ChangeKind, ClaimedJob, JobChange, JobWatcher, Unsubscribe
 
+from whisperop.core.subscribers import Subscribers
 log = logging.getLogger("whisperop.stores.sqlite")
 
 RESTART_MESSAGE = "server restarted while job was running"
@@ -90,7 +91,7 @@ class SqliteJobStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._watchers: list[JobWatcher] = []
+        self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
         conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
@@ -123,11 +124,7 @@ class SqliteJobStore:
     def _notify(self, kind: ChangeKind, row: sqlite3.Row) -> Job:
         job = _row_to_job(row)
         change = JobChange(kind=kind, job=job, chunk=row["chunk"], chunks_total=row["chunks_total"])
-        for cb in list(self._watchers):
-            try:
-                cb(change)
-            except Exception:  # a broken watcher must not fail the writer
-                log.exception("job watcher failed", extra={"job_id": job.id})
+        self._watchers.publish(change, {"job_id": job.id})  # a broken watcher must not fail the writer
         return job
 
     # ── jobs ─────────────────────────────────────────────────────────────
@@ -266,15 +263,7 @@ class SqliteJobStore:
         return jobs
 
     def watch(self, callback: JobWatcher) -> Unsubscribe:
-        with self._lock:
-            self._watchers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._watchers:
-                    self._watchers.remove(callback)
-
-        return unsubscribe
+        return self._watchers.add(callback)
 
     # ── webhook registry ─────────────────────────────────────────────────
 
