@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -11,6 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.client import ApiClient, multipart_stream
+from tests.support.rss import peak_rss
 from tests.support.shapes import assert_job
 
 
@@ -22,33 +22,15 @@ def test_large_upload_streams_with_flat_memory(api: ApiClient, shared) -> None:
     """Issue 3: an upload must not raise the server's RSS by more than 100 MB (2 GB there; 512 MiB here)."""
     if shared.server is None:
         pytest.skip("needs the server's pid to read its RSS (WHISPEROP_BASE_URL is set)")
-    psutil = pytest.importorskip("psutil")
-    proc = psutil.Process(shared.server.pid)
+    pytest.importorskip("psutil")
     size = 512 << 20
-    base = proc.memory_info().rss
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            try:
-                peak[0] = max(peak[0], proc.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.02)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
     ctype, body = multipart_stream(size, {"task": "transcribe"})
-    try:
+    with peak_rss(shared.server.pid, interval=0.02) as rss:
         r = api.http.post("/jobs", content=body, headers={"Content-Type": ctype}, timeout=600)
-    finally:
-        stop.set()
-        t.join()
     assert r.status_code == 202, f"{r.status_code}: {r.text[:300]}"
     job_id = r.json()["job_id"]
     api.created.append(job_id)
-    growth_mb = (peak[0] - base) / (1 << 20)
+    growth_mb = rss.growth_mb
     assert growth_mb < 100, f"server RSS grew by {growth_mb:.0f} MB during a {size >> 20} MiB upload"
     job = api.wait_terminal(job_id, timeout=180)
     assert_job(job, job_id, status="failed")  # the filler is not audio

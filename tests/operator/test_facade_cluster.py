@@ -372,36 +372,19 @@ def test_contract_jfk_base_model_on_cluster(cluster: Cluster, base_model: Path, 
 
 def test_1gb_upload_into_s3_with_flat_facade_memory(cluster: Cluster) -> None:
     """1 GiB through ``serve --cluster`` into S3 (multipart): facade RSS grows < 100 MB; one job, one object."""
-    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("psutil")
     from tests.support.client import multipart_stream
+    from tests.support.rss import peak_rss
 
     c = cluster
     f = Facade(c, "big")
     try:
-        proc = psutil.Process(f.proc.pid)
         size = 1 << 30
-        base = proc.memory_info().rss
-        peak = [base]
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                try:
-                    peak[0] = max(peak[0], proc.memory_info().rss)
-                except psutil.Error:
-                    return
-                time.sleep(0.05)
-
-        t = threading.Thread(target=sample, daemon=True)
-        t.start()
         ctype, body = multipart_stream(size, {"task": "transcribe"})
-        try:
+        with peak_rss(f.proc.pid, interval=0.05) as rss:
             r = httpx.post(f.url + "/jobs", content=body, headers={"Content-Type": ctype}, timeout=900)
-        finally:
-            stop.set()
-            t.join()
         assert r.status_code == 202, r.text
-        growth_mb = (peak[0] - base) / (1 << 20)
+        growth_mb = rss.growth_mb
         assert growth_mb < 100, f"facade RSS grew by {growth_mb:.0f} MB during a 1 GiB upload"
         job_id = r.json()["job_id"]
         obj = c.jobs.get(job_id)
