@@ -646,13 +646,6 @@ def derive(rows: list[dict]) -> dict:
             p1, raw = ok.get((audio, f"ours-p1-b{b}")), ok.get((audio, f"raw-b{b}"))
             if p1 and raw:
                 d[f"b{b}: ours-p1 speed / raw speed"] = round(p1["x_realtime"] / raw["x_realtime"], 3)
-            for n in (2, 4, 8):
-                pn = ok.get((audio, f"ours-p{n}-b{b}"))
-                if p1 and pn:
-                    d[f"b{b}: ours-p{n} / ours-p1 throughput"] = round(pn["x_realtime"] / p1["x_realtime"], 2)
-                    d[f"b{b}: ours-p{n} WER - ours-p1 WER (points)"] = round(100 * (pn["wer"] - p1["wer"]), 2)
-                    if pn.get("gpu_mb_peak") is not None and p1.get("gpu_mb_peak") is not None:
-                        d[f"b{b}: GPU MB per extra stream (p{n})"] = round((pn["gpu_mb_peak"] - p1["gpu_mb_peak"]) / (n - 1), 1)
         # every multi-stream row against the single stream with the same
         # suffixes (flash attention, chunk size, CUDA graphs; threads aside)
         for (au, kind), r in ok.items():
@@ -663,6 +656,9 @@ def derive(rows: list[dict]) -> dict:
             if p1:
                 d[f"{kind} / {base_kind}: throughput"] = round(r["x_realtime"] / p1["x_realtime"], 2)
                 d[f"{kind} / {base_kind}: WER points"] = round(100 * (r["wer"] - p1["wer"]), 2)
+                n = parse(kind)["parallelism"]
+                if r.get("gpu_mb_peak") is not None and p1.get("gpu_mb_peak") is not None:
+                    d[f"{kind}: GPU MB per extra stream"] = round((r["gpu_mb_peak"] - p1["gpu_mb_peak"]) / (n - 1), 1)
         # CUDA graphs: the same configuration with them off (-nog)
         for (au, kind), r in ok.items():
             on = ok.get((audio, kind.removesuffix("-nog"))) if au == audio and kind.endswith("-nog") else None

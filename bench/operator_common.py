@@ -173,3 +173,24 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+
+
+def run_sizes(sizes: str, run: Any, json_out: str | None) -> list[dict[str, Any]]:
+    """Run ``run(bench, n)`` for each queue size in ``sizes`` ("1,100,1000") on one
+    control plane, print each result as a JSON line, and write them all to
+    ``json_out`` when given."""
+    import json
+
+    b = Bench()
+    out = []
+    try:
+        for n in (int(x) for x in sizes.split(",")):
+            r = run(b, n)
+            print(json.dumps(r), flush=True)
+            out.append(r)
+    finally:
+        b.close()
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(out, f, indent=1)
+    return out

@@ -18,11 +18,10 @@ Clock: creation and claim times are taken in this process (same clock).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from operator_common import Bench, ClaimOnlyWorker, pct, wait_for
+from operator_common import Bench, ClaimOnlyWorker, pct, run_sizes, wait_for
 
 
 def job_body(name: str, model: str) -> dict:
@@ -98,18 +97,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
-    b = Bench()
-    out = []
-    try:
-        for n in (int(x) for x in args.sizes.split(",")):
-            r = run_size(b, n, args.probes, args.workers)
-            print(json.dumps(r), flush=True)
-            out.append(r)
-    finally:
-        b.close()
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(out, f, indent=1)
+    run_sizes(args.sizes, lambda b, n: run_size(b, n, args.probes, args.workers), args.json_out)
 
 
 if __name__ == "__main__":

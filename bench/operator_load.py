@@ -18,12 +18,11 @@ starts and we measure
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
-from operator_common import Bench, wait_for
+from operator_common import Bench, run_sizes, wait_for
 
 
 def cpu_of(p: psutil.Process) -> float:
@@ -94,18 +93,7 @@ def main() -> None:
     ap.add_argument("--settle-secs", type=float, default=30)
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args()
-    b = Bench()
-    out = []
-    try:
-        for n in (int(x) for x in args.sizes.split(",")):
-            r = run_size(b, n, args.steady_secs, args.settle_secs)
-            print(json.dumps(r), flush=True)
-            out.append(r)
-    finally:
-        b.close()
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(out, f, indent=1)
+    run_sizes(args.sizes, lambda b, n: run_size(b, n, args.steady_secs, args.settle_secs), args.json_out)
 
 
 if __name__ == "__main__":
