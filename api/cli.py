@@ -59,6 +59,16 @@ def _namespace() -> str:
     return sa.read_text().strip() if sa.is_file() else "default"
 
 
+def _listen_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """--host/--port over the environment's HOST/PORT (both serve modes)."""
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    return overrides
+
+
 def cmd_serve_cluster(args: argparse.Namespace) -> int:
     """The stateless facade: TranscriptionJobs + S3 + one WhisperModel (docs/serve.md, cluster mode)."""
     import os
@@ -76,11 +86,7 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     namespace = _namespace()
     model = os.environ.get("WHISPEROP_MODEL_NAME") or "default"
     settings = ServerSettings()
-    overrides: dict[str, object] = {}
-    if args.host:
-        overrides["host"] = args.host
-    if args.port:
-        overrides["port"] = args.port
+    overrides = _listen_overrides(args)
     if not os.environ.get("WHISPER_MODEL"):
         overrides["model_name"] = model
     settings = settings.model_copy(update=overrides)
@@ -121,11 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from whisperop.stores.sqlite_jobs import SqliteJobStore
 
     settings = ServerSettings()
-    overrides: dict[str, object] = {}
-    if args.host:
-        overrides["host"] = args.host
-    if args.port:
-        overrides["port"] = args.port
+    overrides = _listen_overrides(args)
     if args.data_dir:
         overrides["data_dir"] = Path(args.data_dir)
     if args.model:

@@ -18,7 +18,6 @@ chunk's beams depend on what that context decoded before.) Unset, N is
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
@@ -208,8 +207,9 @@ class WhisperEngine:
         ctx.full(noise, opts)
 
     def close(self) -> None:
-        with self._contexts_lock if hasattr(self, "_contexts_lock") else contextlib.nullcontext():
-            if getattr(self, "_closed", True):
+        # only reachable on a constructed engine: __init__ either returns one or raises
+        with self._contexts_lock:
+            if self._closed:
                 return
             self._closed = True
         if self._loader is not None:
