@@ -284,6 +284,23 @@ def test_watch_reconnects_and_relists_still_deliver_done(running_cluster: Cluste
         f.close()
 
 
+def test_submit_returns_once_the_job_is_in_the_watch_cache(running_cluster: Cluster) -> None:
+    """Read-your-writes: /health's queue_depth and /metrics count from the watch cache, so a
+    202 must not come back before this facade's watch has the job (CI once saw queue_depth 1
+    for 1 running + 2 just-submitted jobs). The watch is held back for 1 s: submit waits for it."""
+    f = InProcessFacade(running_cluster)
+    try:
+        f.jobs.informer.stop()
+        threading.Timer(1.0, f.jobs.informer.start).start()
+        t0 = time.monotonic()
+        job_id = submit(f.url, audio_mod.JFK_WAV)
+        took = time.monotonic() - t0
+        assert f.jobs.informer.cached(job_id) is not None, "202 before the job reached the watch cache"
+        assert took >= 0.9, f"submit did not wait for the held-back watch ({took:.2f} s)"
+    finally:
+        f.close()
+
+
 def test_client_abort_mid_upload_leaves_no_job_and_no_object(cluster: Cluster) -> None:
     c = cluster
     f = InProcessFacade(c)

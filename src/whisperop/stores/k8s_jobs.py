@@ -15,7 +15,10 @@ Reads:
   facade replica answers for a job created a moment ago on the first), and,
   for a ``Done`` job, the segments from the result JSON in S3;
 - ``list_jobs``/``count_by_status``/``queue_depth`` read the watch cache;
-  jobs created with ``kubectl`` are there like any other.
+  jobs created with ``kubectl`` are there like any other. ``create`` returns
+  only once the watch has delivered the new job (bounded wait), so a client
+  that submits and then reads ``/health`` or ``GET /jobs`` from the same
+  facade sees its job counted.
 
 Writes: ``cancel`` merge-patches ``spec.cancel: true`` guarded by the
 resourceVersion (409 → re-read and retry); the operator (queued) or the worker
@@ -57,6 +60,7 @@ log = logging.getLogger("whisperop.stores.k8s_jobs")
 ANN_FILENAME = "whisperop.io/filename"
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 TERMINAL_PHASES = ("Done", "Failed", "Cancelled")
+READ_YOUR_WRITES_SECS = 5.0  # how long create waits for its own job to reach the watch cache
 SEGMENT_CACHE_SIZE = 256  # result documents kept in memory (GET of a finished job polled by clients)
 
 
@@ -148,6 +152,8 @@ class K8sJobStore:
             "spec": spec,
         }
         obj = self.res.create(body)
+        if not self.informer.wait_seen(job.id, READ_YOUR_WRITES_SECS):
+            log.warning("job not yet in the watch cache; listings may lag", extra={"job_id": job.id})
         return crds.job_from_resource(obj)
 
     def get(self, job_id: str) -> Job:

@@ -48,6 +48,7 @@ class ResourceWatch:
         self.timeout_seconds = timeout_seconds
         self.name = name or res.plural
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # notified whenever the cache changes
         self._cache: dict[str, Obj] = {}
         self._callbacks: list[WatchCallback] = []
         self.rv = ""
@@ -77,6 +78,24 @@ class ResourceWatch:
     def cached(self, name: str) -> Obj | None:
         with self._lock:
             return self._cache.get(name)
+
+    def wait_seen(self, name: str, timeout: float) -> bool:
+        """Block until the cache holds ``name`` (or ``timeout`` passes); True when it does.
+
+        Why: the facade answers listings and ``queue_depth`` from this cache, so
+        a client that submits a job and reads ``/health`` at once must find it
+        counted (read-your-writes, as the local SQLite store gives). The job
+        store calls this after its own ``create``; the watch normally delivers
+        the ADDED event within milliseconds, the timeout only bounds a lagging
+        watch (the job is accepted either way)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while name not in self._cache:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return True
 
     def start(self) -> None:
         if self._thread is not None:
@@ -131,6 +150,7 @@ class ResourceWatch:
                 self._cache[name] = obj
             self.rv = obj["metadata"].get("resourceVersion") or self.rv
             self.stats["events"] += 1
+            self._changed.notify_all()
         self._emit(typ, obj, prev)
 
     def _relist(self) -> None:
@@ -141,6 +161,7 @@ class ResourceWatch:
             self._cache = new
             self.rv = rv
             self.stats["relists"] += 1
+            self._changed.notify_all()
         for name, obj in new.items():
             prev = old.get(name)
             if prev is None:
