@@ -22,9 +22,9 @@ from whisperop.api.routers import health, jobs, metrics, model
 from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
 from whisperop.api.webhooks import WebhookNotifier, WebhookSender
-from whisperop.core.gpu import gpu_memory, gpu_name
+from whisperop.core.gpu import GpuInfo
 from whisperop.core.ports import BlobStore, JobStore, ModelRuntime
-from whisperop.core.settings import EngineSettings, ServerSettings
+from whisperop.core.settings import ServerSettings
 
 log = logging.getLogger("whisperop.api")
 
@@ -62,8 +62,6 @@ def create_app(
     lifecycle webhooks there (once, whatever the number of facade replicas).
     ``auth_tokens_file``: require ``Authorization: Bearer <token>`` on every endpoint
     except ``/health`` (see :mod:`whisperop.api.auth`)."""
-    device = EngineSettings().cuda_device
-    mem = gpu_memory(device)
     services = Services(
         settings=settings,
         runtime=runtime,
@@ -72,8 +70,6 @@ def create_app(
         hub=EventHub(jobstore, runtime),
         webhooks=WebhookNotifier(webhook_sender or WebhookSender(), jobstore, runtime),
         metrics=Metrics(jobstore, runtime),
-        gpu_name=gpu_name(device),
-        vram_total_mb=mem.total_mb if mem else None,
     )
 
     @asynccontextmanager
@@ -84,7 +80,7 @@ def create_app(
         services.metrics.start()
         _recover(jobstore, blobstore)
         runtime.start()
-        log.info("facade started", extra={"model": settings.model_name, "gpu": services.gpu_name or "none",
+        log.info("facade started", extra={"model": settings.model_name, "gpu": (runtime.gpu() or GpuInfo(None, None)).name or "none",
                                           "queue_while_loading": settings.queue_while_loading})
         try:
             yield

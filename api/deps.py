@@ -29,8 +29,6 @@ class Services:
     hub: EventHub
     webhooks: WebhookNotifier
     metrics: Metrics
-    gpu_name: str | None = None
-    vram_total_mb: int | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -39,7 +39,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from whisperop.core.errors import GpuMemoryError, JobCancelled, WhisperOpError
-from whisperop.core.gpu import gpu_memory
+from whisperop.core.gpu import GpuInfo, gpu_memory, local_gpu
 from whisperop.core.models import (
     JobStatus,
     ModelLoadingEvent,
@@ -131,6 +131,9 @@ class LocalModelRuntime:
     @property
     def state(self) -> ModelState:
         return self._state
+
+    def gpu(self) -> GpuInfo | None:
+        return local_gpu(self.engine_settings.cuda_device)
 
     def status(self) -> ModelStatus:
         with self._cond:

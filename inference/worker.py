@@ -56,6 +56,7 @@ from whisperop.cluster.informer import Informer
 from whisperop.cluster.s3 import S3Settings
 from whisperop.core import crds, modelsource
 from whisperop.core.errors import GpuMemoryError, JobCancelled, ModelNotFoundError, WhisperOpError
+from whisperop.core.gpu import GpuInfo, local_gpu
 from whisperop.core.models import Task, TranscriptionResult
 from whisperop.core.settings import EngineSettings
 
@@ -65,6 +66,16 @@ JOBS = Counter("whisperop_worker_jobs_total", "Jobs finished by this worker", ["
 CLAIMS = Counter("whisperop_worker_claims_total", "Claim attempts", ["result"])
 JOB_SECS = Histogram("whisperop_worker_job_seconds", "Wall time per job", buckets=(1, 5, 15, 60, 300, 1200, 3600, 14400))
 WRITES = Counter("whisperop_worker_status_writes_total", "Job status writes by this worker", ["kind"])
+
+
+def ready_state(loaded_at: str, load_secs: float, gpu: GpuInfo | None) -> dict[str, Any]:
+    """The load-state annotation of a worker whose model is loaded. The GPU (name, VRAM total and
+    in use after the load) travels with it: the operator copies it into the WhisperModel's
+    ``status.gpu``, which is where the facade's ``/health`` finds it — the facade pod has no GPU."""
+    state: dict[str, Any] = {"state": "ready", "loadedAt": loaded_at, "loadSecs": round(load_secs, 3)}
+    if gpu is not None:
+        state["gpu"] = gpu.report()
+    return state
 
 
 @dataclass
@@ -282,7 +293,7 @@ class Worker:
                 t0 = time.perf_counter()
                 self.engine = WhisperEngine(path, self.settings)
                 loaded = kube.ts()
-                self._annotate_pod({"state": "ready", "loadedAt": loaded, "loadSecs": round(time.perf_counter() - t0, 3)})
+                self._annotate_pod(ready_state(loaded, time.perf_counter() - t0, local_gpu(self.settings.cuda_device)))
                 self.ready.set()
                 log.info("model ready", extra={"model": self.cfg.model, "uri": uri})
                 return

@@ -19,7 +19,8 @@ converges:
    reporting a GPU-memory load failure, or all pods Pending/Unschedulable for
    GPUs → waiting_for_gpu (with the figures known); otherwise loading. An
    Unschedulable replica next to a ready one shows as condition
-   ``GpuAvailable=False`` and a Warning Event;
+   ``GpuAvailable=False`` and a Warning Event; a PVC model source's claim is read and
+   reported as condition ``ModelSourceAvailable``;
 5. Events and lifecycle webhooks on each state change (the previous state is
    the one stored in status, so a restarted operator does not repeat them).
 
@@ -223,12 +224,15 @@ def observe(wm: dict[str, Any], desired: int, pods: list[dict[str, Any]]) -> dic
     unsched = [(p, m) for p in live if (m := pod_unschedulable(p))]
     waiting = [load_state(p) for p in live if load_state(p).get("state") == "waiting_for_gpu"]
     out: dict[str, Any] = {"readyReplicas": len(ready), "unschedulableReplicas": len(unsched),
-                           "vramNeededMB": None, "vramFreeMB": None, "retryInSecs": None, "loadedAt": None}
+                           "vramNeededMB": None, "vramFreeMB": None, "retryInSecs": None, "loadedAt": None,
+                           "gpu": None}
     poll = int(wm["spec"].get("gpuPollIntervalSeconds", 30))
     if ready:
         out["state"] = "ready"
         times = sorted(s for p in ready if (s := load_state(p).get("loadedAt")))
         out["loadedAt"] = times[0] if times else (wm.get("status") or {}).get("loadedAt") or kube.ts()
+        out["gpu"] = next((g for p in sorted(ready, key=lambda p: p["metadata"]["name"])
+                           if (g := load_state(p).get("gpu"))), None)
     elif desired == 0:
         out["state"] = "unloaded"
     elif waiting:
@@ -300,7 +304,7 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
         return {}
     with _locks[(ns, name)], metrics.RECONCILE.time():
         try:
-            modelsource.resolve(wm["spec"])
+            source = modelsource.resolve(wm["spec"])
         except modelsource.InvalidModelSource as exc:
             _reject(wm, str(exc))  # nothing is rendered from a spec that names no usable model
             return {"invalid": str(exc)}
@@ -335,6 +339,7 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
                                            activity, demand, now, last_arrival=max(arrivals) if arrivals else None)
         dep = ensure_deployment(wm, desired)
         seen = observe(wm, desired, pods)
+        seen["sourceCondition"] = _claim_condition(ns, source)
         _write_status(wm, seen, desired, len(queued), len(running), activity)
         for st in ("unloaded", "loading", "waiting_for_gpu", "ready"):
             metrics.STATE.labels(ns, name, st).set(1 if seen["state"] == st else 0)
@@ -372,6 +377,47 @@ def _reject(wm: dict[str, Any], message: str) -> None:
 def _accepted_message(spec: dict[str, Any]) -> str:
     src = modelsource.resolve(spec)
     return f"model from {src.uri}" if src.kind == "uri" else f"model from PVC {src.claim_name}: {src.path}"
+
+
+SOURCE_CONDITION = "ModelSourceAvailable"
+
+
+def claim_condition(claim_name: str, ns: str, pvc: dict[str, Any] | None) -> tuple[str, str, str]:
+    """``ModelSourceAvailable`` (status, reason, message) for a PVC source, from the claim as read
+    (None: not found). Why: a missing or lost claim leaves the inference pods Pending with only
+    the scheduler's message on the pod; users look at the WhisperModel. ``Pending`` is not an
+    error: a claim of a WaitForFirstConsumer StorageClass binds only when the first pod is
+    scheduled, so it reads Unknown until then."""
+    if pvc is None:
+        return ("False", "ClaimNotFound", f"PersistentVolumeClaim {claim_name} not found in namespace {ns}; "
+                "inference pods stay Pending until it exists")
+    phase = (pvc.get("status") or {}).get("phase") or "Pending"
+    if phase == "Bound":
+        return ("True", "ClaimBound", f"PersistentVolumeClaim {claim_name} is Bound")
+    if phase == "Lost":
+        return ("False", "ClaimLost", f"PersistentVolumeClaim {claim_name} lost its PersistentVolume")
+    return ("Unknown", "ClaimPending", f"PersistentVolumeClaim {claim_name} is {phase} (a WaitForFirstConsumer "
+            "claim binds when the first inference pod is scheduled)")
+
+
+def _claim_condition(ns: str, source: modelsource.ModelSource) -> tuple[str, str, str] | None:
+    """Read the claim of a PVC source (None for a URI source: the worker checks those)."""
+    if source.kind != "pvc" or not source.claim_name:
+        return None
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    try:
+        resp = client.CoreV1Api(api()).read_namespaced_persistent_volume_claim(source.claim_name, ns,
+                                                                              _preload_content=False)
+    except ApiException as exc:
+        if exc.status == 404:
+            return claim_condition(source.claim_name, ns, None)
+        if exc.status == 403:  # an install whose operator Role predates `persistentvolumeclaims get`
+            return ("Unknown", "ClaimNotReadable", f"the operator may not read PersistentVolumeClaim "
+                    f"{source.claim_name} (its Role needs persistentvolumeclaims get)")
+        raise
+    return claim_condition(source.claim_name, ns, json.loads(resp.data))
 
 
 def _pods(ns: str, name: str) -> list[dict[str, Any]]:
@@ -413,6 +459,11 @@ def _write_status(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued
     else:
         conds = crds.set_condition(conds, "GpuAvailable", "True", "Scheduled", "all replicas scheduled", now, gen)
     conds = crds.set_condition(conds, "Accepted", "True", "ModelSourceValid", _accepted_message(wm["spec"]), now, gen)
+    source_cond = seen.get("sourceCondition")
+    if source_cond:
+        conds = crds.set_condition(conds, SOURCE_CONDITION, *source_cond, now, gen)
+    else:  # a URI source (or a spec that moved off a PVC): no claim to report on
+        conds = [c for c in conds if c.get("type") != SOURCE_CONDITION]
     act = crds.parse_time(old.get("lastActivityTime"))
     if activity is not None and (act is None or activity - act > timedelta(seconds=1)):
         act = activity
@@ -421,6 +472,7 @@ def _write_status(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued
         "unschedulableReplicas": seen["unschedulableReplicas"], "queueDepth": queued, "runningJobs": running,
         "loadedAt": seen["loadedAt"] if state == "ready" else None,
         "vramNeededMB": seen["vramNeededMB"], "vramFreeMB": seen["vramFreeMB"], "retryInSecs": seen["retryInSecs"],
+        "gpu": seen["gpu"],
         "lastActivityTime": kube.ts(act) if act else None,
         "conditions": conds, "observedGeneration": gen,
     }
@@ -452,6 +504,9 @@ def _write_status(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued
             payload = {"type": "model_unloaded"}
         if payload:
             webhooks.send_model_event(meta["namespace"], payload)
+    old_src = next((c for c in old.get("conditions") or [] if c.get("type") == SOURCE_CONDITION), None)
+    if source_cond and source_cond[0] == "False" and (old_src or {}).get("reason") != source_cond[1]:
+        kube.post_event(api(), wm, "Warning", "ModelSourceUnavailable", source_cond[2], "whisperop-operator")
     if seen["unschedulableReplicas"] and not old.get("unschedulableReplicas"):
         kube.post_event(api(), wm, "Warning", "GpuUnavailable",
                         f"{seen['unschedulableReplicas']} replica(s) Unschedulable: {seen['unschedulableMessage']}",

@@ -13,9 +13,10 @@ router = APIRouter(tags=["system"])
 
 @router.get("/health", summary="Service health", response_model=Health)
 def health(svc: ServicesDep) -> Response:
+    gpu = svc.runtime.gpu()
     body = Health(
-        gpu_name=svc.gpu_name,
-        vram_total_mb=svc.vram_total_mb,
+        gpu_name=gpu.name if gpu else None,
+        vram_total_mb=gpu.total_mb if gpu else None,
         model=svc.settings.model_name,
         queue_depth=svc.jobs.queue_depth(),
         model_state=svc.runtime.state,

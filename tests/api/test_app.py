@@ -201,3 +201,18 @@ def test_docs_and_openapi(make_app) -> None:  # type: ignore[no-untyped-def]
     assert "multipart/form-data" in post["requestBody"]["content"]
     assert {"202", "400", "503"} <= set(post["responses"])
     assert set(doc["components"]["schemas"]["Job"]["properties"]) == set(Job.model_fields)
+
+
+def test_health_reports_the_runtimes_gpu(make_app, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """/health asks the runtime for its GPU (local: NVML of this machine, cluster: what the ready
+    inference pods report), not the facade process: NVML is replaced here, as CI has no GPU."""
+    from whisperop.core.gpu import GpuInfo
+    from whisperop.inference import runtime as runtime_mod
+
+    monkeypatch.setattr(runtime_mod, "local_gpu", lambda device=0: GpuInfo("Test GPU 24GB", 24576, 512))
+    app = make_app()
+    health = app.client.get("/health").json()
+    assert (health["gpu_name"], health["vram_total_mb"]) == ("Test GPU 24GB", 24576)
+    monkeypatch.setattr(runtime_mod, "local_gpu", lambda device=0: None)
+    health = app.client.get("/health").json()
+    assert (health["gpu_name"], health["vram_total_mb"]) == (None, None)

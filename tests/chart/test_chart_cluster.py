@@ -217,6 +217,13 @@ def test_helm_install_then_job_runs_with_chart_rbac(k8s_env: Any, s3_env: Any, k
             with pytest.raises(ApiException) as err:
                 client.CoreV1Api(api).read_namespaced_secret("wo-whisper-operator-s3", ns)
             assert err.value.status == 403, c
+        # the operator account reads a named claim (condition ModelSourceAvailable) but may not list claims
+        with pytest.raises(ApiException) as err:
+            client.CoreV1Api(apis["operator"]).read_namespaced_persistent_volume_claim("no-such-claim", ns)
+        assert err.value.status == 404, "get on persistentvolumeclaims must be allowed (404, not 403)"
+        with pytest.raises(ApiException) as err:
+            client.CoreV1Api(apis["operator"]).list_namespaced_persistent_volume_claim(ns)
+        assert err.value.status == 403
         # and what the facade account may do: read jobs and record model demand
         client.CustomObjectsApi(apis["facade"]).get_namespaced_custom_object(
             "whisperop.io", "v1alpha1", ns, "transcriptionjobs", "first-job")

@@ -301,6 +301,40 @@ def test_submit_returns_once_the_job_is_in_the_watch_cache(running_cluster: Clus
         f.close()
 
 
+def test_health_reports_the_gpu_the_inference_pods_report(running_cluster: Cluster) -> None:
+    """The facade pod has no GPU: /health's gpu_name/vram_total_mb come from the WhisperModel's
+    status.gpu, which the operator copies from the ready workers' load-state annotation. The
+    workers here run on CPU (kwok pods), so the annotation is patched as a GPU worker writes it
+    (``worker.ready_state``; unit-tested against NVML's figures in tests/operator/test_model_status.py)."""
+    from kubernetes import client
+
+    c = running_cluster
+    f = InProcessFacade(c)
+    try:
+        h = httpx.get(f.url + "/health", timeout=10).json()
+        assert (h["model_state"], h["gpu_name"], h["vram_total_mb"]) == ("unloaded", None, None), h
+        job_id = submit(f.url, audio_mod.JFK_WAV)
+        wait_for(lambda: (c.jobs.get(job_id).get("status") or {}).get("phase") == "Done", 180, "job done")
+        wait_for(lambda: c.model_status().get("state") == "ready", 30, "model ready")
+        h = httpx.get(f.url + "/health", timeout=10).json()
+        assert h["model_state"] == "ready" and h["gpu_name"] is None, h  # a CPU worker reports no GPU
+        core = client.CoreV1Api(c.api)
+        pod = c.running_pods()[0]
+        state = json.loads(core.read_namespaced_pod(pod, c.ns).metadata.annotations[crds.ANN_LOAD_STATE])
+        assert state["state"] == "ready" and "gpu" not in state, state
+        gpu = {"name": "NVIDIA H100 80GB HBM3", "vramTotalMB": 81559, "vramUsedMB": 1187}
+        core.patch_namespaced_pod(pod, c.ns, {"metadata": {"annotations": {
+            crds.ANN_LOAD_STATE: json.dumps({**state, "gpu": gpu})}}})
+        h = wait_for(lambda: (lambda d: d if d["gpu_name"] else None)(httpx.get(f.url + "/health", timeout=10).json()),
+                     30, "GPU in /health")
+        assert (h["gpu_name"], h["vram_total_mb"]) == ("NVIDIA H100 80GB HBM3", 81559), h
+        assert c.model_status()["gpu"] == gpu
+        st = httpx.get(f.url + "/model/status", timeout=10).json()
+        assert (st["state"], st["vram_total_mb"], st["vram_used_mb"]) == ("ready", 81559, 1187), st
+    finally:
+        f.close()
+
+
 def test_client_abort_mid_upload_leaves_no_job_and_no_object(cluster: Cluster) -> None:
     c = cluster
     f = InProcessFacade(c)

@@ -7,6 +7,7 @@ loads the resolved file (never downloading anything) completes a job."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,48 @@ def test_operator_reports_an_invalid_source_stored_under_an_older_crd(cluster: C
     again = cluster.models.get("default")
     models.reconcile({**again, "spec": body["spec"]})  # same problem, same generation: no second Event
     assert len(cluster.events("InvalidModelSource")) == 1
+
+
+def test_missing_claim_is_reported_until_it_appears(cluster: Cluster, tiny_model: Path) -> None:
+    """A PVC source naming a claim that does not exist: the Deployment is still rendered, the model
+    reports ModelSourceAvailable=False/ClaimNotFound with one Warning Event (not one per reconcile);
+    once the claim is created and bound, the condition turns True/ClaimBound by itself."""
+    from kubernetes import client
+
+    ns, api = cluster.ns, cluster.api
+    core = client.CoreV1Api(api)
+    pv = f"late-{ns}"
+    claim = "models-later"
+    created: list[tuple[str, str]] = []
+    try:
+        cluster.start_operator()
+        cluster.create_model(source={"pvc": {"claimName": claim, "path": FILE}}, resources={"gpus": 0})
+
+        def source_cond() -> dict[str, Any] | None:
+            return next((c for c in cluster.model_status().get("conditions") or []
+                         if c["type"] == "ModelSourceAvailable"), None)
+
+        cond = wait_for(source_cond, 30, "ModelSourceAvailable condition")
+        assert (cond["status"], cond["reason"]) == ("False", "ClaimNotFound"), cond
+        assert claim in cond["message"] and cond["observedGeneration"] == cluster.models.get("default")["metadata"]["generation"]
+        assert cluster.deployment_replicas() is not None, "a missing claim must not stop the Deployment"
+        events = wait_for(lambda: cluster.events("ModelSourceUnavailable"), 10, "ModelSourceUnavailable Event")
+        assert events[0].type == "Warning" and claim in events[0].message
+        time.sleep(3)  # several timer reconciles (1 s in tests) later: still one Event
+        assert len(cluster.events("ModelSourceUnavailable")) == 1
+
+        core.create_persistent_volume({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                     "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(tiny_model.parent)},
+                     "claimRef": {"namespace": ns, "name": claim}}})
+        created.append(("pv", pv))
+        core.create_namespaced_persistent_volume_claim(ns, {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+            "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": pv,
+                     "resources": {"requests": {"storage": "1Gi"}}}})
+        cond = wait_for(lambda: (c := source_cond()) and c["status"] == "True" and c, 60, "claim reported Bound")
+        assert cond["reason"] == "ClaimBound", cond
+    finally:
+        cluster.stop_all()
+        _cleanup(created, api)

@@ -250,6 +250,14 @@ class WhisperModelSpec(_Base):
         return self
 
 
+class GpuReport(_Base):
+    """The GPU of a ready inference pod, as its worker reports it (NVML, after loading the model)."""
+
+    name: str | None = None
+    vramTotalMB: int | None = Field(None, ge=0)
+    vramUsedMB: int | None = Field(None, ge=0, description="in use once the model was loaded")
+
+
 class WhisperModelStatus(_Base):
     state: ModelStateName = ModelStateName.unloaded
     replicas: int = Field(0, ge=0, description="replicas the operator asks for")
@@ -259,6 +267,7 @@ class WhisperModelStatus(_Base):
     vramNeededMB: int | None = None
     vramFreeMB: int | None = None
     retryInSecs: int | None = None
+    gpu: GpuReport | None = Field(None, description="the GPU of the first ready replica (absent without one)")
     lastActivityTime: datetime | None = None
     queueDepth: int = Field(0, ge=0)
     runningJobs: int = Field(0, ge=0)

@@ -76,3 +76,32 @@ def gpu_memory(device: int = 0) -> GpuMemory | None:
         return None
     mb = 1024 * 1024
     return GpuMemory(total_mb=int(info.total // mb), used_mb=int(info.used // mb), free_mb=int(info.free // mb))
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """The GPU a model runs on, as ``/health`` reports it: this machine's in local mode, what the
+    inference pods report in cluster mode (the facade pod itself has no GPU)."""
+
+    name: str | None
+    total_mb: int | None
+    used_mb: int | None = None
+
+    def report(self) -> dict[str, object]:
+        """The camelCase form the worker annotates its pod with and WhisperModel ``status.gpu`` keeps."""
+        return {k: v for k, v in (("name", self.name), ("vramTotalMB", self.total_mb),
+                                  ("vramUsedMB", self.used_mb)) if v is not None}
+
+    @classmethod
+    def from_report(cls, doc: object) -> GpuInfo | None:
+        if not isinstance(doc, dict) or not doc:
+            return None
+        return cls(name=doc.get("name"), total_mb=doc.get("vramTotalMB"), used_mb=doc.get("vramUsedMB"))
+
+
+def local_gpu(device: int = 0) -> GpuInfo | None:
+    """This machine's GPU ``device`` (None without an NVIDIA driver or GPU)."""
+    name, mem = gpu_name(device), gpu_memory(device)
+    if name is None and mem is None:
+        return None
+    return GpuInfo(name=name, total_mb=mem.total_mb if mem else None, used_mb=mem.used_mb if mem else None)

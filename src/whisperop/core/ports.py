@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+from whisperop.core.gpu import GpuInfo
 from whisperop.core.models import (
     Job,
     JobStatus,
@@ -215,6 +216,10 @@ class ModelRuntime(Protocol):
 
     def status(self) -> ModelStatus:
         """The ``GET /model/status`` document (fields that do not apply are None)."""
+        ...
+
+    def gpu(self) -> GpuInfo | None:
+        """The GPU the model runs on, for ``/health`` (None when unknown or there is none)."""
         ...
 
     def request_load(self) -> bool:

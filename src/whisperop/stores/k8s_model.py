@@ -28,6 +28,7 @@ from typing import Any
 
 from whisperop.cluster import kube
 from whisperop.core import crds
+from whisperop.core.gpu import GpuInfo
 from whisperop.core.models import (
     ModelLoadingEvent,
     ModelReadyEvent,
@@ -85,11 +86,21 @@ class ClusterModelRuntime:
         state = _state(obj)
         st = (obj or {}).get("status") or {}
         if state == ModelState.ready:
-            return ModelStatus(state=state, loaded_at=crds.parse_time(st.get("loadedAt")) or None)
+            gpu = self.gpu()
+            return ModelStatus(state=state, loaded_at=crds.parse_time(st.get("loadedAt")) or None,
+                               vram_used_mb=gpu.used_mb if gpu else None, vram_total_mb=gpu.total_mb if gpu else None)
         if state == ModelState.waiting_for_gpu:
             return ModelStatus(state=state, vram_needed_mb=st.get("vramNeededMB") or 0, vram_free_mb=st.get("vramFreeMB") or 0,
                                retry_in_secs=st.get("retryInSecs") or int(((obj or {}).get("spec") or {}).get("gpuPollIntervalSeconds") or 30))
         return ModelStatus(state=state)
+
+    def gpu(self) -> GpuInfo | None:
+        """What the ready inference pods report (``status.gpu``, copied by the operator from the
+        workers' load-state annotations); None while no pod is ready or the pods have no GPU."""
+        obj = self.obj
+        if _state(obj) != ModelState.ready:
+            return None
+        return GpuInfo.from_report(((obj or {}).get("status") or {}).get("gpu"))
 
     def _demand(self, action: str) -> None:
         try:

@@ -1,0 +1,60 @@
+"""WhisperModel status pieces computed from what the operator reads (pure functions; the
+cluster tests cover the API calls): ModelSourceAvailable from a PVC, the GPU of the ready pods."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from whisperop.core import crds
+from whisperop.operator.models import claim_condition, observe
+
+
+@pytest.mark.parametrize("pvc, want", [
+    (None, ("False", "ClaimNotFound")),
+    ({"status": {"phase": "Bound"}}, ("True", "ClaimBound")),
+    ({"status": {"phase": "Lost"}}, ("False", "ClaimLost")),
+    ({"status": {"phase": "Pending"}}, ("Unknown", "ClaimPending")),
+    ({}, ("Unknown", "ClaimPending")),  # just created: no status yet
+])
+def test_claim_condition(pvc: dict | None, want: tuple[str, str]) -> None:
+    status, reason, message = claim_condition("models", "ml", pvc)
+    assert (status, reason) == want
+    assert "models" in message
+
+
+def _pod(name: str, state: dict | None, ready: bool = True) -> dict:
+    ann = {crds.ANN_LOAD_STATE: json.dumps(state)} if state is not None else {}
+    return {"metadata": {"name": name, "annotations": ann},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+WM = {"spec": {}, "status": {}}
+H100 = {"name": "NVIDIA H100 80GB HBM3", "vramTotalMB": 81559, "vramUsedMB": 1187}
+
+
+def test_gpu_of_the_first_ready_replica_reaches_the_model_status() -> None:
+    pods = [_pod("b", {"state": "ready", "loadedAt": "2026-11-24T10:00:00Z", "gpu": H100}),
+            _pod("a", {"state": "loading"}),  # first by name, but not ready: not the source
+            _pod("c", {"state": "ready", "loadedAt": "2026-11-24T10:00:01Z",
+                       "gpu": {**H100, "vramUsedMB": 2000}})]
+    seen = observe(WM, 3, pods)
+    assert seen["state"] == "ready" and seen["gpu"] == H100
+
+
+def test_no_gpu_reported_without_a_ready_gpu_replica() -> None:
+    assert observe(WM, 1, [_pod("a", {"state": "ready", "loadedAt": "2026-11-24T10:00:00Z"})])["gpu"] is None  # CPU
+    assert observe(WM, 1, [_pod("a", {"state": "loading"})])["gpu"] is None
+    assert observe(WM, 0, [])["gpu"] is None
+
+
+def test_worker_ready_state_carries_its_gpu() -> None:
+    from whisperop.core.gpu import GpuInfo
+    from whisperop.inference.worker import ready_state
+
+    st = ready_state("2026-11-24T10:00:00Z", 0.4567, GpuInfo("NVIDIA H100 80GB HBM3", 81559, 1187))
+    assert st == {"state": "ready", "loadedAt": "2026-11-24T10:00:00Z", "loadSecs": 0.457, "gpu": H100}
+    assert "gpu" not in ready_state("2026-11-24T10:00:00Z", 1.0, None)
+    # and what the worker reports is what the facade reads back
+    assert GpuInfo.from_report(st["gpu"]) == GpuInfo("NVIDIA H100 80GB HBM3", 81559, 1187)
