@@ -90,14 +90,22 @@ class Receiver:
     def __init__(self) -> None:
         self.posts: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        # a test may hold POSTs it picks (recorded, not yet answered) until it sets ``release``
+        self.hold: Callable[[dict[str, Any]], bool] | None = None
+        self.held = threading.Event()
+        self.release = threading.Event()
         rec = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 n = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(n) or b"null")
+                entry = {"path": self.path, "body": body, "delivery": self.headers.get("X-Whisperop-Delivery")}
                 with rec.lock:
-                    rec.posts.append({"path": self.path, "body": body, "delivery": self.headers.get("X-Whisperop-Delivery")})
+                    rec.posts.append(entry)
+                if rec.hold is not None and rec.hold(entry):
+                    rec.held.set()
+                    rec.release.wait(60)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -155,6 +155,35 @@ def test_killed_operator_converges_without_duplicates(cluster: Cluster, recorder
     assert cluster.deployment_replicas() == 2
 
 
+def test_operator_killed_mid_webhook_delivers_again_with_the_same_delivery_id(cluster: Cluster, receiver: Receiver,
+                                                                             tiny_model: Path, jfk_s3: str) -> None:
+    """Completion webhooks are at-least-once: the operator is SIGKILLed while the receiver holds
+    its POST (received, not yet answered), so ``status.webhook`` was never written. The restarted
+    operator delivers again — the same body and the same ``X-Whisperop-Delivery`` (job uid + phase),
+    which is how a receiver drops the duplicate — and records the delivery."""
+    receiver.hold = lambda post: post["path"] == "/job" and "id" in post["body"]  # the job's own webhook only
+    cluster.start_operator()
+    cluster.create_model(modelURI=str(tiny_model), maxReplicas=1, idleTimeoutSeconds=120, resources={"gpus": 0})
+    job = cluster.create_job(jfk_s3, name="hooked", webhookUrl=f"{receiver.url}/job")
+    pod = wait_for(lambda: (cluster.running_pods() or [None])[0], 40, "inference pod")
+    cluster.start_worker(pod)
+    assert receiver.held.wait(180), "the completion webhook never reached the receiver"
+    cluster.kill_operator(signal.SIGKILL)
+    receiver.release.set()
+    assert cluster.jobs.get("hooked")["status"]["phase"] == "Done"
+    assert not cluster.jobs.get("hooked")["status"].get("webhook"), "recorded although the POST was never answered"
+
+    cluster.start_operator()
+    rec = wait_for(lambda: cluster.jobs.get("hooked")["status"].get("webhook"), 60, "delivery recorded after restart")
+    assert rec["state"] == "delivered" and rec["responseCode"] == 200 and rec["attempts"] == 1, rec
+    posts = [p for p in receiver.posts if p["path"] == "/job" and "id" in p["body"]]
+    assert len(posts) == 2, [p["delivery"] for p in posts]
+    assert posts[0]["delivery"] == posts[1]["delivery"] == f"{job['metadata']['uid']}-Done"
+    assert posts[0]["body"] == posts[1]["body"] and posts[0]["body"]["status"] == "done"
+    time.sleep(2)  # the restarted operator's later reconciles see the record: no third POST
+    assert len([p for p in receiver.posts if p["path"] == "/job" and "id" in p["body"]]) == 2
+
+
 def test_gpu_scarcity_one_pod_unschedulable_queue_still_drains(cluster: Cluster, recorder: PhaseRecorder,
                                                                tiny_model: Path, jfk_s3: str) -> None:
     if cluster.k8s_env.gpu_count != 1:

@@ -30,6 +30,21 @@ def _restricted_pod(ns: str, runtime_class: str) -> dict[str, Any]:
                      "containers": [{"name": "c", "image": "busybox", "securityContext": sc}]}}
 
 
+def _bound_claim(core: Any, ns: str, pv: str, claim: str, host_dir: Path, created: list[tuple[str, str]]) -> None:
+    """A pre-populated hostPath PersistentVolume and the claim bound to it (the PV controller
+    of the real controller-manager binds them); the cluster-scoped PV is noted for clean-up."""
+    core.create_persistent_volume({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                 "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(host_dir)},
+                 "claimRef": {"namespace": ns, "name": claim}}})
+    created.append(("pv", pv))
+    core.create_namespaced_persistent_volume_claim(ns, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+        "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": pv,
+                 "resources": {"requests": {"storage": "1Gi"}}}})
+
+
 def _cleanup(what: list[tuple[str, str]], api: Any) -> None:
     from kubernetes import client
 
@@ -64,16 +79,7 @@ def test_pvc_source_and_runtime_class_in_a_restricted_namespace(cluster: Cluster
                                    "metadata": {"name": rc}, "handler": "nvidia"})
         created.append(("rc", rc))
         # a pre-populated volume, bound to the claim the model names
-        core.create_persistent_volume({
-            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
-                     "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(tiny_model.parent)},
-                     "claimRef": {"namespace": ns, "name": CLAIM}}})
-        created.append(("pv", pv))
-        core.create_namespaced_persistent_volume_claim(ns, {
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CLAIM},
-            "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": pv,
-                     "resources": {"requests": {"storage": "1Gi"}}}})
+        _bound_claim(core, ns, pv, CLAIM, tiny_model.parent, created)
 
         cluster.start_operator()
         cluster.create_model(source={"pvc": {"claimName": CLAIM, "path": FILE}}, runtimeClassName=rc,
@@ -181,16 +187,7 @@ def test_missing_claim_is_reported_until_it_appears(cluster: Cluster, tiny_model
         time.sleep(3)  # several timer reconciles (1 s in tests) later: still one Event
         assert len(cluster.events("ModelSourceUnavailable")) == 1
 
-        core.create_persistent_volume({
-            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
-                     "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(tiny_model.parent)},
-                     "claimRef": {"namespace": ns, "name": claim}}})
-        created.append(("pv", pv))
-        core.create_namespaced_persistent_volume_claim(ns, {
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
-            "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": pv,
-                     "resources": {"requests": {"storage": "1Gi"}}}})
+        _bound_claim(core, ns, pv, claim, tiny_model.parent, created)
         cond = wait_for(lambda: (c := source_cond()) and c["status"] == "True" and c, 60, "claim reported Bound")
         assert cond["reason"] == "ClaimBound", cond
     finally:
