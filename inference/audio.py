@@ -125,7 +125,7 @@ def decode_audio(source: str | os.PathLike[str], max_secs: float = 12 * 3600.0, 
     tmp_path = Path(tmp_name)
     try:
         with container, os.fdopen(fd, "wb") as out:
-            audio_streams = [s for s in container.streams if s.type == "audio"]
+            audio_streams = list(container.streams.audio)
             if not audio_streams:
                 raise AudioDecodeError("no audio stream found in the file")
             stream = audio_streams[0]

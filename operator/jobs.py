@@ -155,7 +155,7 @@ def reconcile_job(obj: dict[str, Any]) -> str:
 
 
 @kopf.on.event(crds.GROUP, crds.VERSION, crds.JOB_PLURAL)
-def on_job_event(event: dict[str, Any], body: Any, **_: Any) -> None:
+def on_job_event(*, event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     if event.get("type") == "DELETED":
         return
     try:

@@ -96,7 +96,7 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
         env.append({"name": modelsource.MODEL_PATH_ENV, "value": source.local_path})
     env += [{"name": k, "value": v} for k, v in sorted((spec.get("env") or {}).items())]
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 1}
-    container = {
+    container: dict[str, Any] = {
         "name": "worker",
         "image": spec.get("image") or crds.DEFAULT_IMAGE,
         "command": ["whisperop", "worker"],
@@ -197,7 +197,7 @@ def _cond(pod: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 def pod_ready(pod: dict[str, Any]) -> bool:
     c = _cond(pod, "Ready")
-    return (pod.get("status") or {}).get("phase") == "Running" and bool(c) and c.get("status") == "True"
+    return (pod.get("status") or {}).get("phase") == "Running" and c is not None and c.get("status") == "True"
 
 
 def pod_unschedulable(pod: dict[str, Any]) -> str | None:
@@ -461,7 +461,8 @@ def _write_status(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued
     conds = crds.set_condition(conds, "Accepted", "True", "ModelSourceValid", _accepted_message(wm["spec"]), now, gen)
     source_cond = seen.get("sourceCondition")
     if source_cond:
-        conds = crds.set_condition(conds, SOURCE_CONDITION, *source_cond, now, gen)
+        status_, reason, message = source_cond
+        conds = crds.set_condition(conds, SOURCE_CONDITION, status_, reason, message, now, gen)
     else:  # a URI source (or a spec that moved off a PVC): no claim to report on
         conds = [c for c in conds if c.get("type") != SOURCE_CONDITION]
     act = crds.parse_time(old.get("lastActivityTime"))
@@ -531,7 +532,7 @@ def model_timer(body: Any, **_: Any) -> None:
 
 
 @kopf.on.event(crds.GROUP, crds.VERSION, crds.MODEL_PLURAL)
-def model_event(event: dict[str, Any], body: Any, **_: Any) -> None:
+def model_event(*, event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     if event.get("type") == "DELETED":
         return
     try:

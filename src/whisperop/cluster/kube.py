@@ -12,6 +12,7 @@ without any lock or leader.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import socket
@@ -98,9 +99,10 @@ class Resources:
             kw["_continue"] = _continue
         return self.co.list_namespaced_custom_object(*self._args(), **kw)
 
-    def list_all(self, field_selector: str | None = None, page: int = 500) -> tuple[list[dict[str, Any]], str]:
-        """Every object (paginated) and the list's resourceVersion (to start a watch from)."""
-        items: list[dict[str, Any]] = []
+    def list_all(self, field_selector: str | None = None, page: int = 500) -> tuple[builtins.list[dict[str, Any]], str]:
+        """Every object (paginated) and the list's resourceVersion (to start a watch from).
+        (``builtins.list``: inside this class ``list`` names the method above.)"""
+        items: builtins.list[dict[str, Any]] = []
         cont: str | None = None
         while True:
             resp = self.list(field_selector=field_selector, limit=page, _continue=cont)

@@ -43,7 +43,7 @@ class JobStatus(str, Enum):
 
 class Task(str, Enum):
     transcribe = "transcribe"
-    translate = "translate"
+    translate = "translate"  # type: ignore[assignment]  # the wire value; shadows str.translate on members only
 
 
 class Word(BaseModel):

@@ -69,14 +69,14 @@ def build_speech(
     """
     rng = random.Random(seed)
     items: list[tuple[str, str | None, np.ndarray | None]] = []
-    for voice in voices:
+    for pass_voice in voices:
         order = sentences[:]
         rng.shuffle(order)
-        items += [(s, voice, None) for s in order]
+        items += [(s, pass_voice, None) for s in order]
     if extra:
         step = max(1, len(items) // (len(extra) + 1))
-        for k, (pcm, text) in enumerate(extra, start=1):
-            items.insert(min(len(items), k * step + k - 1), (text, None, pcm))
+        for k, (extra_pcm, extra_text) in enumerate(extra, start=1):
+            items.insert(min(len(items), k * step + k - 1), (extra_text, None, extra_pcm))
     parts: list[np.ndarray] = []
     texts: list[str] = []
     spans: list[tuple[float, float]] = []
