@@ -206,6 +206,7 @@ def model_crd() -> dict[str, Any]:
             {"name": "Max", "type": "integer", "jsonPath": ".spec.maxReplicas"},
             {"name": "Model", "type": "string", "jsonPath": ".spec.modelURI", "priority": 1},
             {"name": "Claim", "type": "string", "jsonPath": ".spec.source.pvc.claimName", "priority": 1},
+            {"name": "GPU", "type": "string", "jsonPath": ".status.gpu.name", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
         "A whisper model served by a Deployment of inference pods that scales with the queue (to zero when idle).",
