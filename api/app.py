@@ -22,7 +22,6 @@ from whisperop.api.routers import health, jobs, metrics, model
 from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
 from whisperop.api.webhooks import WebhookNotifier, WebhookSender
-from whisperop.core.gpu import GpuInfo
 from whisperop.core.ports import BlobStore, JobStore, ModelRuntime
 from whisperop.core.settings import ServerSettings
 
@@ -80,7 +79,8 @@ def create_app(
         services.metrics.start()
         _recover(jobstore, blobstore)
         runtime.start()
-        log.info("facade started", extra={"model": settings.model_name, "gpu": (runtime.gpu() or GpuInfo(None, None)).name or "none",
+        gpu = runtime.gpu()
+        log.info("facade started", extra={"model": settings.model_name, "gpu": (gpu.name if gpu else None) or "none",
                                           "queue_while_loading": settings.queue_while_loading})
         try:
             yield

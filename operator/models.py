@@ -339,8 +339,7 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
                                            activity, demand, now, last_arrival=max(arrivals) if arrivals else None)
         dep = ensure_deployment(wm, desired)
         seen = observe(wm, desired, pods)
-        seen["sourceCondition"] = _claim_condition(ns, source)
-        _write_status(wm, seen, desired, len(queued), len(running), activity)
+        _write_status(wm, seen, desired, len(queued), len(running), activity, _claim_condition(ns, source))
         for st in ("unloaded", "loading", "waiting_for_gpu", "ready"):
             metrics.STATE.labels(ns, name, st).set(1 if seen["state"] == st else 0)
         metrics.QUEUE_DEPTH.labels(ns, name).set(len(queued))
@@ -441,7 +440,7 @@ def _current_replicas(ns: str, name: str) -> int | None:
 
 
 def _write_status(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued: int, running: int,
-                  activity: Any) -> None:
+                  activity: Any, source_cond: tuple[str, str, str] | None) -> None:
     meta = wm["metadata"]
     old = wm.get("status") or {}
     now = kube.now()
@@ -459,7 +458,6 @@ def _write_status(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued
     else:
         conds = crds.set_condition(conds, "GpuAvailable", "True", "Scheduled", "all replicas scheduled", now, gen)
     conds = crds.set_condition(conds, "Accepted", "True", "ModelSourceValid", _accepted_message(wm["spec"]), now, gen)
-    source_cond = seen.get("sourceCondition")
     if source_cond:
         status_, reason, message = source_cond
         conds = crds.set_condition(conds, SOURCE_CONDITION, status_, reason, message, now, gen)
