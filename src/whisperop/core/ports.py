@@ -155,6 +155,18 @@ class BlobWriter(Protocol):
         ...
 
 
+def write_all(writer: BlobWriter, chunks: Iterable[bytes]) -> int:
+    """Fill ``writer`` with ``chunks`` and commit it; abort on any failure (Ctrl-C included),
+    so a ``put`` that fails leaves nothing behind. Shared by every BlobStore's ``put``."""
+    try:
+        for chunk in chunks:
+            writer.write(chunk)
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """Opaque byte blobs under string keys (audio uploads, results)."""

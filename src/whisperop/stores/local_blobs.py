@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from whisperop.core.errors import BlobNotFound
+from whisperop.core.ports import write_all
 
 TMP_DIR = ".incoming"
 
@@ -87,14 +88,7 @@ class LocalBlobStore:
         return LocalBlobWriter(self.path_of(key), self._tmp)
 
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
-        w = self.writer(key)
-        try:
-            for chunk in chunks:
-                w.write(chunk)
-            return w.commit()
-        except BaseException:
-            w.abort()
-            raise
+        return write_all(self.writer(key), chunks)
 
     def get(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         path = self.path_of(key)

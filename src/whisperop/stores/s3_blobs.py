@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from whisperop.core.errors import BlobNotFound
+from whisperop.core.ports import write_all
 
 log = logging.getLogger("whisperop.stores.s3")
 
@@ -146,14 +147,7 @@ class S3BlobStore:
         return S3BlobWriter(self.client, self.bucket, self._k(key), self.part_size)
 
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
-        w = self.writer(key)
-        try:
-            for chunk in chunks:
-                w.write(chunk)
-            return w.commit()
-        except BaseException:
-            w.abort()
-            raise
+        return write_all(self.writer(key), chunks)
 
     def get(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         try:
