@@ -25,7 +25,11 @@ def test_fifo_one_at_a_time_and_queue_depth(api: ApiClient, audio) -> None:
     depths: list[int] = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        statuses = [api.get_job(i)["status"] for i in ids]
+        # One GET per job is no atomic snapshot, so read the *newest* job first: a later read of an
+        # older job can then only show it further along, never overtaken. (Read oldest first, a fast
+        # second job may finish between the two GETs and the third look like it ran beside it.)
+        by_id = {i: api.get_job(i)["status"] for i in reversed(ids)}
+        statuses = [by_id[i] for i in ids]
         seen.append(statuses)
         depths.append(api.health()["queue_depth"])
         if all(s in ("done", "failed", "cancelled") for s in statuses):
