@@ -20,11 +20,17 @@ from whisperop.stores.sqlite_jobs import SqliteJobStore
 class Recorder:
     def __init__(self) -> None:
         self.events: list[RuntimeEvent] = []
+        self.times: list[float] = []  # monotonic time of each event, taken in the runtime's thread
         self.lock = threading.Lock()
 
     def __call__(self, ev: RuntimeEvent) -> None:
         with self.lock:
             self.events.append(ev)
+            self.times.append(time.monotonic())
+
+    def at(self, name: str) -> float:
+        with self.lock:
+            return next(t for e, t in zip(self.events, self.times) if getattr(e, "type", "timing") == name)
 
     def names(self) -> list[str]:
         with self.lock:
@@ -83,7 +89,8 @@ def test_load_unload_cycle_and_status(make_runtime) -> None:  # type: ignore[no-
     assert rt.request_load() is False, "already ready"
     rt.request_unload()
     wait_until(lambda: rt.state == ModelState.unloaded, 10, "unloaded")
-    time.sleep(0.2)
+    wait_until(lambda: rec.names()[-1:] == ["model_unloaded"], 5, "model_unloaded event")
+    time.sleep(0.2)  # anything after model_unloaded would show up here
     assert rec.names() == ["model_loading", "model_ready", "model_unloaded"]
 
 
@@ -129,11 +136,11 @@ def test_idle_timeout_unloads(make_runtime) -> None:  # type: ignore[no-untyped-
     rt, rec = make_runtime(idle_timeout_secs=1)
     rt.request_load()
     wait_until(lambda: rt.state == ModelState.ready, 30)
-    t_ready = time.monotonic()
     wait_until(lambda: rt.state == ModelState.unloaded, 10)
-    assert time.monotonic() - t_ready >= 0.9
     wait_until(lambda: rec.names()[-1:] == ["model_unloaded"], 5, "model_unloaded event")
     assert rec.names() == ["model_loading", "model_ready", "model_unloaded"]
+    # measured between the runtime's own events (the test seeing "ready" late would shorten it)
+    assert rec.at("model_unloaded") - rec.at("model_ready") >= 0.9
 
 
 def test_jobs_run_fifo_with_progress_and_a_failed_decode(make_runtime, chunked_wav: Path, short_wav: Path) -> None:  # type: ignore[no-untyped-def]
@@ -174,7 +181,8 @@ def test_unload_request_waits_for_the_running_job(make_runtime, make_wav) -> Non
     rt, rec = make_runtime()
     status_at_unload: list[JobStatus] = []
     rt.subscribe(lambda e: status_at_unload.append(rt.jobs.get("j").status) if getattr(e, "type", "") == "model_unloaded" else None)
-    submit(rt, make_wav("medium.wav", 15.0, burst_secs=2.0, gap_secs=1.0, seed=3), "j")
+    # 60 s (about 20 chunks): the job must still run when the unload is asked right after its first chunk
+    submit(rt, make_wav("long60.wav", 60.0, burst_secs=2.0, gap_secs=1.0, seed=3), "j")
     wait_until(lambda: rt.jobs.get("j").progress > 0, 60)
     rt.request_unload()
     assert rt.jobs.get("j").status == JobStatus.running, "test needs the job still running at the unload request"

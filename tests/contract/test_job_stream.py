@@ -16,10 +16,15 @@ def _check_stream_headers(s: SSEStream) -> None:
 
 
 def test_progress_events_then_one_done(api: ApiClient, audio) -> None:
+    # the job waits behind a blocker until the stream is open: an idle server could otherwise
+    # run most of a short job before the subscription exists (progress is not replayed)
+    blocker = api.submit(audio.long)
+    api.wait_status(blocker, "running", timeout=60)
     job_id = api.submit(audio.medium)
     with SSEStream(api.url(f"/jobs/{job_id}/stream")) as s:
         s.wait_open()
         _check_stream_headers(s)
+        assert api.cancel(blocker).status_code == 200
         done = s.wait_event("done", timeout=180)
         time.sleep(1.0)  # anything after done would show up here
         events = s.snapshot()

@@ -134,10 +134,15 @@ def test_load_and_unload_transitions(any_server, client_of, audio) -> None:
 def test_unload_waits_for_the_running_job(any_server, client_of, audio) -> None:
     c = client_of(any_server)
     c.ensure_ready(timeout=60)
+    # the job waits behind a blocker until its stream is open, and the unload is asked on its first
+    # pushed progress event (a poll for "running with progress > 0" could miss a job this short)
+    blocker = c.submit(audio.long)
+    c.wait_status(blocker, "running", timeout=60)
     job_id = c.submit(audio.medium)
     with _events(c) as ev, SSEStream(c.url(f"/jobs/{job_id}/stream")) as js:
         js.wait_open()
-        c.wait_job(job_id, lambda j: j["status"] == "running" and j["progress"] > 0, timeout=60, what="running")
+        assert c.cancel(blocker).status_code == 200
+        js.wait_event("progress", timeout=60)
         r = c.unload()
         assert (r.status_code, r.json()) == (200, {"status": "unload_requested"})
         done = js.wait_event("done", timeout=120)

@@ -291,7 +291,11 @@ def test_submit_returns_once_the_job_is_in_the_watch_cache(running_cluster: Clus
     for 1 running + 2 just-submitted jobs). The watch is held back for 1 s: submit waits for it."""
     f = InProcessFacade(running_cluster)
     try:
+        # stop a watch that is connected (a stop between two connections could not interrupt it)
+        wait_for(lambda: f.jobs.informer._resp is not None, 10, "watch connected")
+        old_thread = f.jobs.informer._thread
         f.jobs.informer.stop()
+        assert old_thread is not None and not old_thread.is_alive(), "the held-back watch kept running"
         threading.Timer(1.0, f.jobs.informer.start).start()
         t0 = time.monotonic()
         job_id = submit(f.url, audio_mod.JFK_WAV)
@@ -316,9 +320,10 @@ def test_health_reports_the_gpu_the_inference_pods_report(running_cluster: Clust
         assert (h["model_state"], h["gpu_name"], h["vram_total_mb"]) == ("unloaded", None, None), h
         job_id = submit(f.url, audio_mod.JFK_WAV)
         wait_for(lambda: (c.jobs.get(job_id).get("status") or {}).get("phase") == "Done", 180, "job done")
-        wait_for(lambda: c.model_status().get("state") == "ready", 30, "model ready")
-        h = httpx.get(f.url + "/health", timeout=10).json()
-        assert h["model_state"] == "ready" and h["gpu_name"] is None, h  # a CPU worker reports no GPU
+        # /health reads the facade's WhisperModel watch: wait for *it* to show ready, not the API server
+        h = wait_for(lambda: (lambda d: d if d["model_state"] == "ready" else None)(
+            httpx.get(f.url + "/health", timeout=10).json()), 30, "facade sees the model ready")
+        assert h["gpu_name"] is None, h  # a CPU worker reports no GPU
         core = client.CoreV1Api(c.api)
         pod = c.running_pods()[0]
         state = json.loads(core.read_namespaced_pod(pod, c.ns).metadata.annotations[crds.ANN_LOAD_STATE])

@@ -203,11 +203,16 @@ def test_gpu_scarcity_one_pod_unschedulable_queue_still_drains(cluster: Cluster,
     assert st["state"] == "loading"
     wait_for(lambda: cluster.events("GpuUnavailable"), 10, "GpuUnavailable Event")
 
-    # the worker's first load fails for lack of GPU memory (test hook): waiting_for_gpu with figures
-    cluster.start_worker(pod, extra={"WHISPEROP_FAULT_LOAD_OOM_COUNT": "1"})
+    # the worker's loads fail for lack of GPU memory (test hook): waiting_for_gpu with figures, for as
+    # long as the test looks (a single failure would leave a 2 s window the reconcile could miss)
+    cluster.start_worker(pod, extra={"WHISPEROP_FAULT_LOAD_OOM_COUNT": "1000"})
     st = wait_for(lambda: (s := cluster.model_status()).get("state") == "waiting_for_gpu" and s, 30, "waiting_for_gpu")
     assert st["vramNeededMB"] >= 1 and st["vramFreeMB"] == 0 and st["retryInSecs"] == 2
     wait_for(lambda: cluster.events("ModelWaitingForGpu"), 10, "ModelWaitingForGpu Event")
+    # GPU memory frees up: the container restarts and its load succeeds
+    cluster.workers[pod].terminate()
+    cluster.workers[pod].wait(30)
+    cluster.start_worker(pod)
     wait_for(lambda: cluster.model_status().get("state") == "ready", 30, "ready after the retry")
     for name in names:
         assert cluster.wait_phase(name, ("Done", "Failed"), timeout=120)["status"]["phase"] == "Done"

@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
@@ -43,6 +43,7 @@ class _Rule:
     fail_first: int = 0
     fail_status: int = 500
     delay: float = 0.0
+    hold: threading.Event | None = None  # answer only once set (at most 120 s)
 
 
 class WebhookReceiver:
@@ -97,6 +98,8 @@ class WebhookReceiver:
                     receiver._cond.notify_all()
                 if rule.delay:
                     time.sleep(rule.delay)
+                if rule.hold is not None:
+                    rule.hold.wait(120)
                 payload = b'{"ok":true}' if d.status < 300 else b'{"error":"receiver told to fail"}'
                 try:
                     self.send_response(d.status)
@@ -146,6 +149,13 @@ class WebhookReceiver:
     def slow(self, path: str, delay: float) -> None:
         with self._cond:
             self._rules.setdefault(path, _Rule()).delay = delay
+
+    def hold(self, path: str) -> threading.Event:
+        """Leave every request to ``path`` unanswered until the returned Event is set."""
+        release = threading.Event()
+        with self._cond:
+            self._rules.setdefault(path, _Rule()).hold = release
+        return release
 
     # ── inspection ────────────────────────────────────────────────────────
 

@@ -186,7 +186,7 @@ class K8sJobStore:
                 n += 1
         return n
 
-    def cancel(self, job_id: str, wait_secs: float = 3.0) -> Job:
+    def cancel(self, job_id: str, wait_secs: float = 10.0) -> Job:
         for _ in range(10):
             obj = self._read(job_id)
             phase = _phase(obj)
