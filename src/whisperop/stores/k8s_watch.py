@@ -33,6 +33,7 @@ from typing import Any
 
 from whisperop.cluster.kube import Resources
 from whisperop.core import crds
+from whisperop.core.subscribers import Subscribers
 
 log = logging.getLogger("whisperop.stores.watch")
 
@@ -50,7 +51,7 @@ class ResourceWatch:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # notified whenever the cache changes
         self._cache: dict[str, Obj] = {}
-        self._callbacks: list[WatchCallback] = []
+        self._subscribers: Subscribers[tuple[str, Obj, Obj | None]] = Subscribers("watch callback")
         self.rv = ""
         self.stats = {"connects": 0, "relists": 0, "events": 0, "gone": 0, "errors": 0}
         self._stop = threading.Event()
@@ -61,15 +62,8 @@ class ResourceWatch:
     # ── public ───────────────────────────────────────────────────────────
 
     def add_callback(self, cb: WatchCallback) -> Callable[[], None]:
-        with self._lock:
-            self._callbacks.append(cb)
-
-        def remove() -> None:
-            with self._lock:
-                if cb in self._callbacks:
-                    self._callbacks.remove(cb)
-
-        return remove
+        """Register ``cb(type, obj, previous)``; returns the function that unregisters it."""
+        return self._subscribers.add(lambda change: cb(*change))
 
     def items(self) -> list[Obj]:
         with self._lock:
@@ -132,13 +126,7 @@ class ResourceWatch:
                     pass
 
     def _emit(self, typ: str, obj: Obj, prev: Obj | None) -> None:
-        with self._lock:
-            cbs = list(self._callbacks)
-        for cb in cbs:
-            try:
-                cb(typ, obj, prev)
-            except Exception:
-                log.exception("watch callback failed", extra={"kind": self.name})
+        self._subscribers.publish((typ, obj, prev), log_extra={"kind": self.name})
 
     def _apply(self, typ: str, obj: Obj) -> None:
         name = obj["metadata"]["name"]
