@@ -50,6 +50,7 @@ check_pin etcd  go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin kwok  sigs.k8s.io/kwok "$KWOK_VERSION"
 check_pin minio github.com/minio/minio "$MINIO_VERSION"
 check_pin helm  helm.sh/helm/v3 "$HELM_VERSION"
+check_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
 
 now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 build_date=$(now)
@@ -119,6 +120,22 @@ kwok_stages() {
   echo "kwok-stages.yaml         written  $dst"
 }
 
+# The pod sandbox ("pause") of the real node: the release's own pause.c, built
+# static so the image is one file on an empty filesystem (whisperop.testenv.images).
+build_pause() {
+  local t0 dir cc
+  if [[ -x $bin/pause && $force == 0 ]]; then
+    printf '%-24s cached   %s\n' pause "$bin/pause"; return 0
+  fi
+  t0=$(date +%s)
+  dir=$(cd "$here/k8s" && "$GO" list -m -f '{{.Dir}}' k8s.io/kubernetes)
+  [[ -n $dir && -f $dir/build/pause/linux/pause.c ]] || { (cd "$here/k8s" && "$GO" mod download k8s.io/kubernetes); dir=$(cd "$here/k8s" && "$GO" list -m -f '{{.Dir}}' k8s.io/kubernetes); }
+  cc=$(command -v gcc || command -v cc) || { echo "build.sh: no C compiler for pause" >&2; return 1; }
+  "$cc" -Os -Wall -Werror -static -DVERSION="\"$K8S_VERSION-whisperop\"" -o "$bin/.pause.tmp" "$dir/build/pause/linux/pause.c" &&
+    strip "$bin/.pause.tmp" && mv -f "$bin/.pause.tmp" "$bin/pause" || return 1
+  printf '%-24s built    %4ss  %s\n' pause "$(( $(date +%s) - t0 ))" "$(now)" | tee -a "$bin/../build-times.txt"
+}
+
 exec 9>"$cache_root/testenv/.build.lock"
 flock 9   # two builds of the same cache at once would only fight over 2 cores
 
@@ -129,11 +146,13 @@ failed=()
 for name in "${only[@]}"; do
   case "$name" in
     etcd) build_one etcd etcd . "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy)
       build_one "$name" k8s "k8s.io/kubernetes/cmd/$name" "$k8s_ld" ;;
     kwok) build_one kwok kwok sigs.k8s.io/kwok/cmd/kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" && kwok_stages ;;
     minio) build_one minio minio github.com/minio/minio "$minio_ld" ;;
     helm) build_one helm helm helm.sh/helm/v3/cmd/helm "$(helm_ld)" ;;
+    coredns) build_one coredns coredns . "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" ;;
+    pause) build_pause ;;
     *) echo "build.sh: unknown binary $name" >&2; exit 2 ;;
   esac || failed+=("$name")
 done

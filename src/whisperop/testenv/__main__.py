@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import binaries
 from .environment import Environment, MissingBinaries
+from .node import NodeUnavailable
 from .versions import versions_key
 
 
@@ -53,14 +54,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"up: already running in {run} (use `down` first)", file=sys.stderr)
             return 1
         env.stop(remove=True)
-    env = Environment(run, gpus=args.gpus, detach=True)
+    env = Environment(run, gpus=args.gpus, detach=True, node=args.node)
     t0 = time.monotonic()
     try:
         if not args.no_k8s:
             env.start_kubernetes()
         if not args.no_s3:
             env.start_s3()
-    except MissingBinaries as e:
+    except (MissingBinaries, NodeUnavailable) as e:
         print(f"up: {e}", file=sys.stderr)
         env.stop(remove=True)
         return 2
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--gpus", type=int, default=int(os.environ.get("WHISPEROP_TESTENV_GPUS", "1")))
             sp.add_argument("--no-k8s", action="store_true", help="S3 server only")
             sp.add_argument("--no-s3", action="store_true", help="Kubernetes only")
+            sp.add_argument("--node", action="store_true",
+                            help="a real node on this machine (kubelet + containerd; root) instead of kwok")
         if name == "down":
             sp.add_argument("--keep", action="store_true", help="keep the run dir (logs)")
     args = p.parse_args(argv)

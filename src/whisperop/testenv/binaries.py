@@ -16,6 +16,8 @@ from .versions import BINARIES, versions_key
 # What each part of the environment needs, so S3-only tests run without kube-*.
 KUBERNETES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 S3 = ("minio",)
+# The real node (whisperop.testenv.node) on top of KUBERNETES.
+NODE = ("kube-proxy", "kubelet", "coredns", "pause")
 
 
 def cache_root() -> Path:

@@ -3,8 +3,15 @@
 Why: these are the real programs of one Kubernetes release, configured the way
 a small cluster runs them (TLS everywhere, RBAC, service-account tokens signed
 by a key generated now, controllers with their own credentials), but tuned
-for a throw-away test cluster: no leader election, no fsync in etcd, no
-kubelets (kwok plays the nodes).
+for a throw-away test cluster: no leader election, no fsync in etcd.
+
+Two shapes: with kwok nodes only, everything binds to loopback; with the real
+node (``node_ip`` set, :mod:`whisperop.testenv.node`) the API server binds to
+and advertises the node's address, so pods reach it through the
+``kubernetes`` Service (which then has endpoints, kept by the lease
+reconciler) and the API server reaches the kubelet with its own client
+certificate (``kubectl logs/exec/port-forward``). The Node authorizer is on
+in both, as in a real cluster.
 """
 
 from __future__ import annotations
@@ -32,11 +39,16 @@ class ControlPlane:
     api_port: int = field(default_factory=free_port)
     cm_port: int = field(default_factory=free_port)
     sched_port: int = field(default_factory=free_port)
+    node_ip: str | None = None
     components: list[Component] = field(default_factory=list)
 
     @property
+    def bind_ip(self) -> str:
+        return self.node_ip or "127.0.0.1"
+
+    @property
     def api_url(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.bind_ip}:{self.api_port}"
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -76,23 +88,37 @@ class ControlPlane:
         c.start(detach)
         return c
 
+    def _node_flags(self) -> list[str]:
+        """API-server flags for the address it advertises and its way to kubelets."""
+        p = self.pki
+        if self.node_ip is None:
+            # A loopback address is not a valid Endpoints address for the
+            # `kubernetes` Service; with kwok nodes nothing in-cluster needs it.
+            return ["--endpoint-reconciler-type=none"]
+        return [
+            "--endpoint-reconciler-type=lease",
+            f"--kubelet-client-certificate={p.crt('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={p.key('apiserver-kubelet-client')}",
+            f"--kubelet-certificate-authority={p.ca_crt}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+
     def start_apiserver(self, detach: bool) -> Component:
         p = self.pki
         c = self._add("kube-apiserver", [
             str(binaries.binary("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.api_port}",
+            f"--bind-address={self.bind_ip}", f"--advertise-address={self.bind_ip}", f"--secure-port={self.api_port}",
             f"--cert-dir={self.root / 'apiserver-certs'}",
             f"--tls-cert-file={p.crt('apiserver')}", f"--tls-private-key-file={p.key('apiserver')}",
             f"--client-ca-file={p.ca_crt}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
             f"--service-account-issuer={ISSUER}",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # A loopback address is not a valid Endpoints address for the
-            # `kubernetes` Service; nothing in-cluster needs that Service here.
-            "--endpoint-reconciler-type=none",
+            *self._node_flags(),
             "--profiling=false",
             "--v=1",
         ])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import binaries, nodes, pki
+from . import node as realnode
 from .control_plane import ControlPlane
 from .process import Component
 from .s3server import REGION, S3Server
@@ -33,6 +34,7 @@ class K8sEnv:
     gpu_count: int = 0
     gpu_node: str | None = None
     cpu_node: str | None = None
+    real_node: str | None = None
     _client: Any = field(default=None, repr=False)
 
     @property
@@ -81,6 +83,9 @@ class S3Env:
         }
 
 
+_NODE_COMPONENTS = frozenset({"containerd", "kubelet", "kube-proxy", "coredns"})
+
+
 class MissingBinaries(RuntimeError):
     """The cache has not been filled by scripts/build-testenv.sh."""
 
@@ -88,11 +93,16 @@ class MissingBinaries(RuntimeError):
 class Environment:
     """Local components in one run directory; start parts on demand, stop all."""
 
-    def __init__(self, root: Path | None = None, gpus: int = 1, detach: bool = False) -> None:
+    def __init__(
+        self, root: Path | None = None, gpus: int = 1, detach: bool = False, node: bool = False
+    ) -> None:
+        """``node=True``: a real node (kubelet + containerd) instead of kwok's fake ones."""
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="whisperop-testenv-"))
         self.root.mkdir(parents=True, exist_ok=True)
-        self.gpus = gpus
+        self.gpus = 0 if node else gpus
         self.detach = detach
+        self.node: realnode.RealNode | None = None
+        self.want_node = node
         self.components: list[Component] = []
         self.k8s: K8sEnv | None = None
         self.s3: S3Env | None = None
@@ -114,9 +124,11 @@ class Environment:
         return self.root / "logs"
 
     def start_kubernetes(self) -> K8sEnv:
-        """Control plane + kwok nodes; returns when pods can be scheduled."""
+        """Control plane + kwok nodes (or the real node); returns when pods can be scheduled."""
         if self.k8s is not None:
             return self.k8s
+        if self.want_node:
+            return self._start_with_real_node()
         self.check_binaries(binaries.KUBERNETES)
         t0 = time.monotonic()
         cp = ControlPlane(self.root, pki.generate(self.root / "pki"))
@@ -142,6 +154,33 @@ class Environment:
         self._save_state()
         return self.k8s
 
+    def _start_with_real_node(self) -> K8sEnv:
+        """Control plane advertising the node address, then kubelet & co on this machine."""
+        self.check_binaries(tuple(n for n in binaries.KUBERNETES if n != "kwok"))
+        realnode.check_host()
+        t0 = time.monotonic()
+        cp = ControlPlane(
+            self.root,
+            pki.generate(self.root / "pki", node_ip=realnode.NODE_IP, node_name=realnode.NODE_NAME),
+            node_ip=realnode.NODE_IP,
+        )
+        realnode.setup_host_network()  # the API server binds to the node address
+        try:
+            cp.start(detach=self.detach)
+        finally:
+            self.components.extend(cp.components)
+        self.node = realnode.RealNode(self.root, cp)
+        try:
+            self.node.start(detach=self.detach)
+        finally:
+            self.components.extend(self.node.components)
+        cp.wait_controllers()
+        self.node.wait_ready()
+        self.timings["kubernetes"] = time.monotonic() - t0
+        self.k8s = K8sEnv(kubeconfig=cp.admin_kubeconfig, api_url=cp.api_url, real_node=realnode.NODE_NAME)
+        self._save_state()
+        return self.k8s
+
     def start_s3(self) -> S3Env:
         """MinIO with the bucket created."""
         if self.s3 is not None:
@@ -161,6 +200,10 @@ class Environment:
 
     def stop(self, remove: bool = True) -> None:
         """Stop components in reverse start order; remove the run dir unless asked not to."""
+        if self.node is not None:
+            self.node.stop()  # containers, shims and mounts first: then the API server
+            self.components = [c for c in self.components if c.name not in _NODE_COMPONENTS]
+            self.node = None
         for c in reversed(self.components):
             try:
                 c.stop()
@@ -209,5 +252,7 @@ class Environment:
             c = Component(item["name"], item["argv"], env.log_dir)
             c.pid = item["pid"]
             env.components.append(c)
+        if any(c.name == "kubelet" for c in env.components):
+            env.node = realnode.RealNode(root, None, [c for c in env.components if c.name in _NODE_COMPONENTS])
         env.saved_env = dict(state.get("env", {}))
         return env

@@ -83,16 +83,34 @@ def _leaf(pki: Pki, name: str, subj: str, eku: str, sans: str | None) -> None:
     )
 
 
-def generate(directory: Path) -> Pki:
-    """Create CA, serving and client certificates and the SA key pair in ``directory``."""
+def generate(directory: Path, node_ip: str | None = None, node_name: str | None = None) -> Pki:
+    """Create CA, serving and client certificates and the SA key pair in ``directory``.
+
+    With ``node_ip``/``node_name`` (the real node, :mod:`whisperop.testenv.node`)
+    the API server's certificate also names the node address it advertises,
+    and the node's identities are made: the kubelet's client certificate in
+    ``system:nodes`` (what the Node authorizer checks), the kubelet's serving
+    certificate (so the API server verifies it for ``kubectl logs/exec``), the
+    API server's client certificate towards kubelets, and kube-proxy's.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     _openssl(
         "req", "-x509", "-new", *_CURVE, "-keyout", str(pki.ca_key), "-out", str(pki.ca_crt),
         "-days", "30", "-subj", "/CN=whisperop-testenv-ca",
     )
-    _leaf(pki, "apiserver", "/CN=kube-apiserver", "serverAuth", APISERVER_SANS)
-    for name, (cn, org) in CLIENTS.items():
+    sans = APISERVER_SANS + (f",IP:{node_ip}" if node_ip else "")
+    _leaf(pki, "apiserver", "/CN=kube-apiserver", "serverAuth", sans)
+    clients = dict(CLIENTS)
+    if node_ip and node_name:
+        clients.update({
+            "kubelet": (f"system:node:{node_name}", "system:nodes"),
+            "kube-proxy": ("system:kube-proxy", None),
+            "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
+            "coredns": ("whisperop-coredns", "system:masters"),
+        })
+        _leaf(pki, "kubelet-serving", f"/CN={node_name}", "serverAuth", f"IP:{node_ip},DNS:{node_name}")
+    for name, (cn, org) in clients.items():
         subj = (f"/O={org}" if org else "") + f"/CN={cn}"
         _leaf(pki, name, subj, "clientAuth", None)
     _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(pki.sa_key))

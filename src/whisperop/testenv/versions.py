@@ -19,6 +19,8 @@ KWOK_VERSION = "v0.8.0"
 # Go pseudo-version of commit 7aac2a2c5b7c (2026-02-12).
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 HELM_VERSION = "v3.22.0"
+# Cluster DNS of the real node (a small build with only the plugins it needs).
+COREDNS_VERSION = "v1.12.4"
 # Bump when build flags change so stale binaries are not reused.
 BUILD_REV = "1"
 
@@ -31,6 +33,11 @@ BINARIES = (
     "kwok",
     "minio",
     "helm",
+    # the real node (kubelet + containerd, see whisperop.testenv.node)
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+    "pause",
 )
 
 
@@ -39,12 +46,12 @@ def versions_key() -> str:
     minio_date = MINIO_VERSION.split("-")[1][:8]
     return (
         f"k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}"
-        f"_minio-{minio_date}_helm-{HELM_VERSION}_r{BUILD_REV}"
+        f"_minio-{minio_date}_helm-{HELM_VERSION}_coredns-{COREDNS_VERSION}_r{BUILD_REV}"
     )
 
 
 def _shell() -> str:
-    names = ("K8S_VERSION", "ETCD_VERSION", "KWOK_VERSION", "MINIO_VERSION", "HELM_VERSION", "BUILD_REV")
+    names = ("K8S_VERSION", "ETCD_VERSION", "KWOK_VERSION", "MINIO_VERSION", "HELM_VERSION", "COREDNS_VERSION", "BUILD_REV")
     lines = [f"{n}={globals()[n]}" for n in names]
     lines.append(f"VERSIONS_KEY={versions_key()}")
     lines.append(f"BINARIES='{' '.join(BINARIES)}'")
