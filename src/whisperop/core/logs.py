@@ -14,10 +14,17 @@ import sys
 from datetime import datetime, timezone
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
+# kopf's per-object records carry these: the operator's settings object (not a
+# log field) and a flag for its Event poster; k8s_ref is the object concerned,
+# written under "object" as kopf's own JSON format does
+_KOPF_INTERNAL = {"k8s_skip", "settings"}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    fields = {k: v for k, v in vars(record).items() if k not in _STANDARD and k not in _KOPF_INTERNAL and not k.startswith("_")}
+    if "k8s_ref" in fields:
+        fields["object"] = fields.pop("k8s_ref")
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
