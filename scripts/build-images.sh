@@ -88,6 +88,7 @@ base_image() {  # role, packages... → prints the image tag
     log "base $tag: mmdebstrap $suite with $*"
     local mode=unshare; [ "$(id -u)" -eq 0 ] && mode=root
     local IFS=,
+    # shellcheck disable=SC2016  # "$1" in the hook is the rootfs, expanded by mmdebstrap's shell
     mmdebstrap --mode="$mode" --variant=minbase --include="$*" --quiet \
       --customize-hook='rm -rf "$1"/var/cache/apt/*.bin "$1"/usr/share/doc/* "$1"/usr/share/man/* "$1"/usr/share/locale/*' \
       "$suite" "$dir/rootfs.tmp.tar" \
@@ -115,11 +116,12 @@ stage_context() {  # dir: only what the Dockerfiles COPY, plus the extra CA
   [ -z "$extra_ca" ] || cp "$extra_ca" "$ctx/scripts/docker/extra-ca/build-extra-ca.crt"
 }
 
-context_hash() {  # ctx dockerfile build-args... (file paths and contents, the args, the bases' ids)
+context_hash() {  # ctx dockerfile build-args... (what the Dockerfile COPYs, the args, the bases' ids)
   local ctx="$1" dockerfile="$2"; shift 2
+  local sources
+  mapfile -t sources < <(awk '/^COPY / && !/--from=/ { for (i = 2; i < NF; i++) print $i }' "$ctx/$dockerfile")
   {
-    (cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-    echo "$dockerfile"
+    (cd "$ctx" && find "$dockerfile" "${sources[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
     local a
     for a in "$@"; do
       echo "$a"

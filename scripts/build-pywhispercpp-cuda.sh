@@ -51,6 +51,15 @@ trap 'rm -rf "$work"' EXIT
 pip_net=()
 [ "$offline" = "1" ] && pip_net+=(--no-index)
 
+# Debian/Ubuntu's python3 comes without pip (python3-pip is a separate package,
+# and PEP 668 forbids installing into it): build from a throwaway venv of the
+# same interpreter, which has pip through ensurepip. The wheel is the same.
+if ! "$py" -m pip --version >/dev/null 2>&1; then
+  echo "==> $py has no pip: building from a venv of it"
+  "$py" -m venv "$work/venv"
+  py="$work/venv/bin/python"
+fi
+
 # ── the source distribution ──────────────────────────────────────────────
 sdist="${PYWHISPERCPP_SDIST:-}"
 if [ -z "$sdist" ] && [ -n "${PIP_FIND_LINKS:-}" ]; then
