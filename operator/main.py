@@ -29,8 +29,6 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import sys
-from types import TracebackType
 from typing import Any
 
 import kopf
@@ -72,13 +70,8 @@ def use_json_logs() -> bool:
     """
     if os.environ.get("LOG_FORMAT", "").lower() != "json":
         return False
-    setup_logging()
-    sys.excepthook = _log_uncaught  # a fatal exit (e.g. no credentials) is a JSON line too, not a bare traceback
+    setup_logging()  # also turns a fatal exit (e.g. no credentials) into a JSON line
     return True
-
-
-def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    logging.getLogger("whisperop.operator").critical("operator exited: %s", exc, exc_info=(exc_type, exc, tb))
 
 
 @kopf.on.startup()

@@ -133,12 +133,17 @@ def test_kopf_logs_are_json_with_log_format_json(tmp_path: Path) -> None:
     assert not any("settings" in d for d in docs), "kopf's settings object is no log field"
 
 
-def test_worker_logs_are_json_with_log_format_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kubeconfig", ["unreachable", "missing"])
+def test_worker_logs_are_json_with_log_format_json(tmp_path: Path, kubeconfig: str) -> None:
+    """An unreachable API (the worker logs its failure) and no credentials at
+    all (it dies in the kubernetes client: the traceback is a JSON line too)."""
     whisperop = Path(sys.executable).parent / "whisperop"
     env = _clean_env(tmp_path, LOG_FORMAT="json", POD_NAME="w-0", POD_NAMESPACE="nowhere", USER="tester")
+    if kubeconfig == "missing":
+        env["KUBECONFIG"] = str(tmp_path / "no-such-kubeconfig")
     r = subprocess.run([str(whisperop), "worker", "--model-uri", str(tmp_path / "missing.bin"), "--port", "0"],
                        env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines
     docs = [json.loads(ln) for ln in lines]  # raises on any non-JSON line
-    assert any(d["logger"] == "whisperop.worker" for d in docs)
+    assert any(d["logger"] in ("whisperop.worker", "whisperop") and d["level"] in ("error", "critical") for d in docs), docs

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from datetime import datetime, timezone
+from types import TracebackType
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 # kopf's per-object records carry these: the operator's settings object (not a
@@ -58,3 +59,14 @@ def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    if fmt == "json":
+        # a process that dies (a worker without credentials, an operator that cannot
+        # log in) writes its traceback as one JSON line too, not 30 lines of text
+        sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    logging.getLogger("whisperop").critical("exited on an uncaught exception: %s", exc, exc_info=(exc_type, exc, tb))
