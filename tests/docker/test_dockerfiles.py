@@ -129,7 +129,7 @@ import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] in {ENGINE!r}:
-            raise ImportError("engine module imported: " + name)
+            raise ModuleNotFoundError("No module named " + repr(name), name=name)  # as when not installed
 sys.meta_path.insert(0, Block())
 """
 
@@ -159,3 +159,13 @@ def test_operator_and_cluster_facade_import_no_engine() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(REPO))
     assert r.returncode == 0 and "usage:" in r.stdout, r.stderr[-3000:]
+
+
+def test_engine_commands_say_what_is_missing_without_the_engine(tmp_path: Path) -> None:
+    """`whisperop transcribe` in the operator image: a one-line answer, not a traceback."""
+    code = _BLOCK_ENGINE + "from whisperop import cli\nraise SystemExit(cli.main(['transcribe', 'x.wav', '--model', 'm.bin']))\n"
+    (tmp_path / "m.bin").write_bytes(b"\0")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "transcribe needs the transcription engine" in r.stderr and "whisper-operator[engine]" in r.stderr
+    assert "Traceback" not in r.stderr
