@@ -26,13 +26,52 @@ annotation), webhooks.py, gc.py (TTL and the S3 clean-up finalizer).
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 from typing import Any
 
 import kopf
 
+from whisperop.core.logs import setup_logging
+
 ANNOTATION_PREFIX = "whisperop.io"
+
+
+def ensure_user_name() -> str:
+    """Give the process a user name even when its uid has no /etc/passwd entry.
+
+    kopf builds its peering identity from ``getpass.getuser()`` before any
+    handler runs, and that raises ``KeyError: 'getpwuid(): uid not found'``
+    (``OSError`` from Python 3.13) for a uid without an entry: the operator
+    crash-looped as uid 65532 in a Debian image, and OpenShift assigns an
+    arbitrary uid to every pod. getuser() reads ``LOGNAME``/``USER`` first, so
+    setting ``USER`` (to ``uid-<n>``) when the lookup fails is enough; the
+    images also set ``USER``/``LOGNAME`` and create the 65532 entry. Called at
+    import, which ``kopf run -m`` does before it asks for the identity.
+    """
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        name = f"uid-{os.getuid()}"
+        os.environ["USER"] = name
+        return name
+
+
+def use_json_logs() -> bool:
+    """With ``LOG_FORMAT=json``, kopf's own records become JSON lines too.
+
+    ``kopf run`` installs its text handler on the root logger before it imports
+    this module; replacing the root handlers with ours makes every line of the
+    operator's output one JSON object (kopf's, the handlers', the kubernetes
+    client's), as log pipelines of the cluster expect. kopf's Event posting is
+    a handler of its own logger and is kept. ``--log-format`` of kopf still
+    wins when LOG_FORMAT is not json.
+    """
+    if os.environ.get("LOG_FORMAT", "").lower() != "json":
+        return False
+    setup_logging()  # also turns a fatal exit (e.g. no credentials) into a JSON line
+    return True
 
 
 @kopf.on.startup()
@@ -52,6 +91,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.peering.name = peering
     metrics.serve(config().metrics_port)
 
+
+ensure_user_name()
+use_json_logs()
 
 from . import gc, informers, jobs, metrics, models, scaling, webhooks  # noqa: E402,F401  (registers the handlers)
 from .config import config  # noqa: E402

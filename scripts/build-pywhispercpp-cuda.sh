@@ -51,6 +51,15 @@ trap 'rm -rf "$work"' EXIT
 pip_net=()
 [ "$offline" = "1" ] && pip_net+=(--no-index)
 
+# Debian/Ubuntu's python3 comes without pip (python3-pip is a separate package,
+# and PEP 668 forbids installing into it): build from a throwaway venv of the
+# same interpreter, which has pip through ensurepip. The wheel is the same.
+if ! "$py" -m pip --version >/dev/null 2>&1; then
+  echo "==> $py has no pip: building from a venv of it"
+  "$py" -m venv "$work/venv"
+  py="$work/venv/bin/python"
+fi
+
 # ── the source distribution ──────────────────────────────────────────────
 sdist="${PYWHISPERCPP_SDIST:-}"
 if [ -z "$sdist" ] && [ -n "${PIP_FIND_LINKS:-}" ]; then
@@ -117,7 +126,16 @@ export CMAKE_ARGS="${CMAKE_ARGS:-} ${EXTRA_CMAKE_ARGS:-}"
 pip_build=(-m pip wheel -v --disable-pip-version-check --no-deps "${pip_net[@]}" -w "$work/wheel")
 [ "$no_iso" = "1" ] && pip_build+=(--no-build-isolation)
 start=$SECONDS
-"$py" "${pip_build[@]}" "$sdist" > "$work/build.log" 2>&1 || { tail -n 80 "$work/build.log" >&2; echo "build failed" >&2; exit 1; }
+# On failure, CMake's own errors first: they sit above pip's traceback and
+# setup.py's output, often more than a screen from the end of the log.
+show_failure() {
+  echo "==> pywhispercpp build failed; CMake and compiler errors:" >&2
+  grep -n -A 15 -E "CMake Error|: error:|fatal error:|make.*Error [0-9]+|ninja: build stopped" "$1" | head -n 200 >&2 || echo "    (none found)" >&2
+  echo "==> last 40 lines of the build log:" >&2
+  tail -n 40 "$1" >&2
+  echo "build failed" >&2
+}
+"$py" "${pip_build[@]}" "$sdist" > "$work/build.log" 2>&1 || { show_failure "$work/build.log"; exit 1; }
 grep -E "CUDA Toolkit found|Using CUDA architectures|Using CMAKE_CUDA_ARCHITECTURES|Including CUDA backend|Including CPU backend" "$work/build.log" | sed 's/^/    /' || true
 wheel="$(ls "$work"/wheel/pywhispercpp-*.whl)"
 

@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# top-level modules of the "engine" extra (pyproject.toml)
+ENGINE_MODULES = frozenset({"numpy", "av", "pywhispercpp", "_pywhispercpp"})
+
+
 def _plugins() -> list:
     """Sub-commands contributed by the facade and the worker, when installed."""
     found = []
@@ -189,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except WhisperOpError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        if exc.name not in ENGINE_MODULES:
+            raise
+        # the operator image installs no engine (docs/images.md): say what is missing
+        print(f"error: {args.command} needs the transcription engine ({exc.name} is not installed): "
+              "pip install 'whisper-operator[engine]', or use the inference image", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

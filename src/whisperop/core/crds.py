@@ -42,7 +42,9 @@ ANN_TEMPLATE_HASH = "whisperop.io/template-hash"  # on Deployments: hash of the 
 WEBHOOK_CONFIGMAP = "whisperop-webhooks"  # per namespace: registry of model lifecycle webhook URLs
 
 DEFAULT_MODEL = "default"
-DEFAULT_IMAGE = "ghcr.io/whisper-operator/inference:0.1.0"
+# the chart's default inference image (values.yaml image.inference, tag = appVersion):
+# a WhisperModel applied without spec.image runs what helm install deployed
+DEFAULT_IMAGE = "ghcr.io/whisper-operator/whisperop-inference:0.1.0"
 
 # s3://bucket/key (bucket per S3 naming rules) or http(s)://host/...
 AUDIO_URI_RE = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|https?://[^/\s]+(/\S*)?)$"

@@ -12,12 +12,20 @@ import logging
 import os
 import sys
 from datetime import datetime, timezone
+from types import TracebackType
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
+# kopf's per-object records carry these: the operator's settings object (not a
+# log field) and a flag for its Event poster; k8s_ref is the object concerned,
+# written under "object" as kopf's own JSON format does
+_KOPF_INTERNAL = {"k8s_skip", "settings"}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    fields = {k: v for k, v in vars(record).items() if k not in _STANDARD and k not in _KOPF_INTERNAL and not k.startswith("_")}
+    if "k8s_ref" in fields:
+        fields["object"] = fields.pop("k8s_ref")
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
@@ -51,3 +59,14 @@ def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    if fmt == "json":
+        # a process that dies (a worker without credentials, an operator that cannot
+        # log in) writes its traceback as one JSON line too, not 30 lines of text
+        sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    logging.getLogger("whisperop").critical("exited on an uncaught exception: %s", exc, exc_info=(exc_type, exc, tb))

