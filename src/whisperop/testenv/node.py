@@ -111,6 +111,45 @@ def setup_host_network() -> None:
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
 
 
+def sweep_stale_node() -> None:
+    """Remove what a killed earlier node left on this machine (one real node at a time).
+
+    A test run that is killed (SIGKILL, CI timeout) cannot stop its node:
+    containerd's shims and their containers keep running, and the pods'
+    network namespaces keep their addresses and the host keeps routes to
+    them. The next node's IPAM starts from an empty state and hands out the
+    same addresses, so a new pod's traffic would go to a dead pod's veth
+    (seen: MinIO's readiness probe refused for minutes). Everything of a
+    node is recognisable: processes in a ``kubepods`` cgroup, shims whose
+    socket is under ``/run/whisperop``, network namespaces and host routes in
+    ``POD_CIDR``.
+    """
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cgroups = (proc / "cgroup").read_text()
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if "/kubepods" in cgroups or (b"containerd-shim" in cmd and b"/run/whisperop/" in cmd):
+            try:
+                os.kill(int(proc.name), 9)
+            except OSError:
+                pass
+    _delete_pod_netns()
+    prefix = POD_CIDR.rsplit(".", 1)[0] + "."
+    routes = _run("ip", "-4", "route", "show", check=False).stdout.decode().splitlines()
+    for line in routes:
+        dest = line.split()[0] if line.split() else ""
+        if dest.startswith(prefix) and "/" not in dest:
+            _run("ip", "route", "del", dest, check=False)
+    sock_dir = Path("/run/whisperop")
+    if sock_dir.is_dir():
+        for f in sock_dir.iterdir():
+            f.unlink(missing_ok=True)
+
+
 def _wait(what: str, pred: Any, timeout: float, component: Component | None = None) -> None:
     if component is not None:
         component.wait_until(pred, timeout, what)
@@ -345,6 +384,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         """
         check_host()
         self.dir.mkdir(parents=True, exist_ok=True)
+        sweep_stale_node()
         setup_host_network()
         self.start_containerd(detach)
         self._import_base_images()
