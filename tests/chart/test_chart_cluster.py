@@ -18,7 +18,7 @@ import yaml
 
 from whisperop.core import crds
 
-from .conftest import ALL_FEATURES, CHART, harness, helm, helm_bin, render
+from .conftest import ALL_FEATURES, CHART, CPU_VALUES, harness, helm, helm_bin, render
 
 pytestmark = pytest.mark.cluster
 RESTRICTED = "pod-security.kubernetes.io/enforce"
@@ -60,7 +60,10 @@ def test_rendered_manifests_pass_pod_security_restricted(k8s_env: Any, k8s_names
     assert r.returncode != 0 and "violates PodSecurity" in r.stderr, r.stderr
 
     pods: list[dict[str, Any]] = []
-    for release, extra in (("wo", []), ("wa", ["-f", str(ALL_FEATURES), "--set", "model.name=big"])):
+    no_ids = [a for k in ("runAsUser", "runAsGroup", "fsGroup") for a in ("--set", f"podSecurityContext.{k}=null")]
+    for release, extra in (("wo", []), ("wa", ["-f", str(ALL_FEATURES), "--set", "model.name=big"]),
+                           # the CPU node's values, and ids left to the platform (OpenShift)
+                           ("wc", ["-f", str(CPU_VALUES), "--set", "model.name=cpu", *no_ids])):
         docs = render(*extra, namespace=ns, release=release)
         r = _kubectl(k8s_env, "apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump_all(docs))
         assert "PodSecurity" not in r.stderr, r.stderr  # Deployments are only warned about: check the warning too
@@ -88,7 +91,9 @@ def test_rendered_manifests_pass_pod_security_restricted(k8s_env: Any, k8s_names
         assert r.returncode == 0, f"{pod['metadata']['name']}: {r.stderr}"
     # and the chart's `helm test` Pod is created directly
     got = _kubectl(k8s_env, "get", "-n", ns, "pods", "-o", "name").stdout
-    assert "pod/wo-whisper-operator-test-first-job" in got and "pod/wa-whisper-operator-test-first-job" in got
+    assert all(f"pod/{r}-whisper-operator-test-first-job" in got for r in ("wo", "wa", "wc")), got
+    probe = next(p for p in pods if p["metadata"]["name"] == "wc-whisper-operator-cleanup-probe")
+    assert "runAsUser" not in probe["spec"]["securityContext"]
 
 
 def _token_kubeconfig(k8s_env: Any, ns: str, sa: str, path: Path) -> Path:
