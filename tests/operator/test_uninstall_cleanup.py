@@ -42,11 +42,11 @@ def _setup(cluster: Cluster, tiny_model: Path, jfk_s3: str, n_jobs: int = 2) -> 
     cluster.create_model(modelURI=str(tiny_model), resources={"gpus": 0}, idleTimeoutSeconds=60)
     names = [cluster.create_job(jfk_s3, name=f"job-{i}")["metadata"]["name"] for i in range(n_jobs)]
     for n in names:
-        wait_for(lambda n=n: crds.FINALIZER in _finalizers(cluster.jobs, n), 30, f"{n} finalizer")
+        wait_for(lambda n=n: crds.FINALIZER in _finalizers(cluster.jobs, n), 60, f"{n} finalizer")
         # what a worker would have written: deleted by the operator's finalization only
         cluster.s3_env.client().put_object(Bucket=cluster.s3_env.bucket,
                                            Key=crds.results_prefix(cluster.ns, n) + "transcript.json", Body=b"{}")
-    wait_for(lambda: KOPF in _finalizers(cluster.models, "default"), 30, "kopf finalizer on the model")
+    wait_for(lambda: KOPF in _finalizers(cluster.models, "default"), 60, "kopf finalizer on the model")
     return names
 
 
