@@ -228,7 +228,7 @@ def test_uninstall_runs_a_pre_delete_cleanup_hook() -> None:
     assert pod["serviceAccountName"] == name and pod["automountServiceAccountToken"] is True
     assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] >= 1
     c = pod["containers"][0]
-    assert c["image"] == "whisperop/operator:0.1.0"
+    assert c["image"] == "ghcr.io/whisper-operator/whisperop-operator:0.1.0"
     assert c["command"] == ["whisperop", "operator", "cleanup", "--namespace", "whisper", "--timeout", "120",
                             "--delete-pod", "wo-whisper-operator-test-first-job"]
     # the Job is not killed before the wait for the operator is over
@@ -302,7 +302,7 @@ def test_cpu_values_file() -> None:
     docs = render("-f", str(CPU_VALUES))
     wm = next(d for d in docs if d["kind"] == "WhisperModel")
     assert wm["spec"]["resources"]["gpus"] == 0 and "tolerations" not in wm["spec"]
-    assert wm["spec"]["image"] == "whisperop/inference:0.1.0-cpu"
+    assert wm["spec"]["image"] == "ghcr.io/whisper-operator/whisperop-inference:0.1.0-cpu"
     pod = render_deployment({"metadata": {"name": "default", "namespace": "whisper", "uid": "u"},
                              "spec": wm["spec"]})["spec"]["template"]["spec"]
     res = pod["containers"][0]["resources"]
@@ -315,20 +315,20 @@ def test_cpu_values_file() -> None:
     assert s3["WHISPEROP_S3_ENDPOINT"] == "http://minio:9000"
 
 
+OP, INF = "ghcr.io/whisper-operator/whisperop-operator", "ghcr.io/whisper-operator/whisperop-inference"
 IMAGES = [
-    ([], "whisperop/operator:0.1.0", "whisperop/inference:0.1.0"),
-    (["--set", "image.inference.variant=cpu"], "whisperop/operator:0.1.0", "whisperop/inference:0.1.0-cpu"),
-    (["--set", "image.inference.variant=cpu", "--set", "image.inference.tag=dev"], "whisperop/operator:0.1.0",
-     "whisperop/inference:dev"),
+    ([], f"{OP}:0.1.0", f"{INF}:0.1.0"),
+    (["--set", "image.inference.variant=cpu"], f"{OP}:0.1.0", f"{INF}:0.1.0-cpu"),
+    (["--set", "image.inference.variant=cpu", "--set", "image.inference.tag=dev"], f"{OP}:0.1.0", f"{INF}:dev"),
     (["--set", "image.operator.repository=reg.example.org/op", "--set", "image.operator.tag=1.2.3",
-      "--set", "image.inference.digest=sha256:" + "2" * 64], "reg.example.org/op:1.2.3",
-     "whisperop/inference@sha256:" + "2" * 64),
+      "--set", "image.inference.digest=sha256:" + "2" * 64], "reg.example.org/op:1.2.3", f"{INF}@sha256:" + "2" * 64),
 ]
 
 
 @pytest.mark.parametrize("args,operator,inference", IMAGES)
 def test_image_names(args: list[str], operator: str, inference: str) -> None:
-    """The names scripts/build-images.sh tags: whisperop/{operator,inference}:<appVersion>[-cpu]."""
+    """The names scripts/build-images.sh tags: ghcr.io/whisper-operator/whisperop-{operator,inference}:<appVersion>,
+    the CPU inference build with the suffix -cpu."""
     docs = render(*args)
     images = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
               for d in docs if d["kind"] in ("Deployment", "Job")}
