@@ -16,7 +16,9 @@ still runs:
    for ``helm test --logs`` and which Helm never deletes on uninstall);
 2. delete every TranscriptionJob, then every WhisperModel, that the selectors
    match (by default all of the namespace: the operator is namespaced, so all
-   of them are this release's);
+   of them are this release's); models in the foreground, so a model is gone
+   only once its inference Deployment and pods are — nothing of the release
+   is still running when ``helm uninstall`` returns;
 3. wait up to ``timeout`` seconds for them to disappear — a running operator
    removes its finalizers after its own clean-up (S3 objects of the jobs);
 4. what is still there after that (no operator, or one that crash-loops) is
@@ -43,7 +45,12 @@ log = logging.getLogger("whisperop.operator.cleanup")
 
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 OUR_FINALIZERS = frozenset({crds.FINALIZER, KOPF_FINALIZER})
-RELEASE_WAIT_SECS = 10.0
+# the garbage collector's own: an object carrying one goes once its dependents are gone
+GC_FINALIZERS = frozenset({"foregroundDeletion", "orphan"})
+# after the release, how long the garbage collector may still take for a model's
+# Deployment and pods (on the test control plane it took 8-24 s); bounded so that
+# timeout + this + the pod's start stay inside Helm's default 5 min uninstall timeout
+GC_WAIT_SECS = 60.0
 
 
 @dataclass
@@ -64,6 +71,10 @@ class Outcome:
     finalized: int = 0  # gone within the timeout (the operator finalized them)
     released: list[str] = field(default_factory=list)  # "kind/name" whose finalizers we removed
     remaining: list[str] = field(default_factory=list)  # still there at the end (a foreign finalizer)
+
+
+def _gc_pending(rest: list[tuple[str, kube.Resources, dict[str, Any]]]) -> bool:
+    return any(GC_FINALIZERS & set(o["metadata"].get("finalizers") or []) for _, _, o in rest)
 
 
 def _kinds(api: Any, plan: Plan) -> list[tuple[str, kube.Resources, str | None]]:
@@ -95,7 +106,7 @@ def delete_all(api: Any, plan: Plan) -> dict[str, list[str]]:
     for kind, res, selector in _kinds(api, plan):
         found[kind] = _names(res, selector)
         for name in found[kind]:
-            res.delete(name)
+            res.delete(name, propagation="Foreground" if kind == crds.MODEL_KIND else None)
         log.info("deletion requested", extra={"kind": kind, "count": len(found[kind])})
     return found
 
@@ -112,13 +123,14 @@ def left(api: Any, plan: Plan, found: dict[str, list[str]]) -> list[tuple[str, k
     return out
 
 
-def wait_gone(api: Any, plan: Plan, found: dict[str, list[str]],
-              timeout: float) -> list[tuple[str, kube.Resources, dict[str, Any]]]:
-    """Poll until nothing of ``found`` is left or ``timeout`` seconds passed; returns what is left."""
+def wait_gone(api: Any, plan: Plan, found: dict[str, list[str]], timeout: float,
+              gc_only: bool = False) -> list[tuple[str, kube.Resources, dict[str, Any]]]:
+    """Poll until nothing of ``found`` is left or ``timeout`` seconds passed; returns what is left.
+    ``gc_only``: stop as soon as no object left waits for the garbage collector."""
     deadline = time.monotonic() + timeout
     while True:
         rest = left(api, plan, found)
-        if not rest or time.monotonic() >= deadline:
+        if not rest or time.monotonic() >= deadline or (gc_only and not _gc_pending(rest)):
             return rest
         time.sleep(plan.poll)
 
@@ -159,8 +171,9 @@ def run(api: Any, plan: Plan) -> Outcome:
             log.warning("finalizer removed without the operator's clean-up (is the operator running?)"
                         + (" — the job's S3 objects were not deleted" if kind == crds.JOB_KIND else ""),
                         extra={"object": f"{kind}/{obj['metadata']['name']}", "waited_secs": plan.timeout})
-    if rest:  # a released object goes at once; the bound only matters for a foreign finalizer
-        out.remaining = [f"{k}/{o['metadata']['name']}" for k, _, o in wait_gone(api, plan, found, RELEASE_WAIT_SECS)]
+    if rest:  # released objects go at once, or once the garbage collector removed a model's pods
+        out.remaining = [f"{k}/{o['metadata']['name']}"
+                         for k, _, o in wait_gone(api, plan, found, GC_WAIT_SECS, gc_only=True)]
     for name in out.remaining:
         log.warning("still present (a finalizer that is not whisperop's)", extra={"object": name})
     log.info("clean-up finished", extra={"deleted": out.deleted, "finalized": out.finalized,
