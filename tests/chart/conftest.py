@@ -16,6 +16,7 @@ PLUGIN = "whisperop.testenv.pytest_plugin"
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "whisper-operator"
 ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
+CPU_VALUES = CHART / "ci" / "cpu-values.yaml"
 
 
 def pytest_configure(config: pytest.Config) -> None:

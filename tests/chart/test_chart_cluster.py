@@ -9,16 +9,20 @@ import copy
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from .conftest import ALL_FEATURES, CHART, harness, helm, render
+from whisperop.core import crds
+
+from .conftest import ALL_FEATURES, CHART, CPU_VALUES, harness, helm, helm_bin, render
 
 pytestmark = pytest.mark.cluster
 RESTRICTED = "pod-security.kubernetes.io/enforce"
+KOPF = "kopf.zalando.org/KopfFinalizerMarker"
 
 
 def _kubectl(k8s_env: Any, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -56,12 +60,15 @@ def test_rendered_manifests_pass_pod_security_restricted(k8s_env: Any, k8s_names
     assert r.returncode != 0 and "violates PodSecurity" in r.stderr, r.stderr
 
     pods: list[dict[str, Any]] = []
-    for release, extra in (("wo", []), ("wa", ["-f", str(ALL_FEATURES), "--set", "model.name=big"])):
+    no_ids = [a for k in ("runAsUser", "runAsGroup", "fsGroup") for a in ("--set", f"podSecurityContext.{k}=null")]
+    for release, extra in (("wo", []), ("wa", ["-f", str(ALL_FEATURES), "--set", "model.name=big"]),
+                           # the CPU node's values, and ids left to the platform (OpenShift)
+                           ("wc", ["-f", str(CPU_VALUES), "--set", "model.name=cpu", *no_ids])):
         docs = render(*extra, namespace=ns, release=release)
         r = _kubectl(k8s_env, "apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump_all(docs))
         assert "PodSecurity" not in r.stderr, r.stderr  # Deployments are only warned about: check the warning too
         for d in docs:
-            if d["kind"] == "Deployment":
+            if d["kind"] in ("Deployment", "Job"):  # Job: the uninstall hook
                 pods.append(_as_pod(f"{d['metadata']['name']}-probe", d["spec"]["template"], ns))
             if d["kind"] == "WhisperModel":
                 # the inference pod the operator will create for the chart's WhisperModel
@@ -84,7 +91,9 @@ def test_rendered_manifests_pass_pod_security_restricted(k8s_env: Any, k8s_names
         assert r.returncode == 0, f"{pod['metadata']['name']}: {r.stderr}"
     # and the chart's `helm test` Pod is created directly
     got = _kubectl(k8s_env, "get", "-n", ns, "pods", "-o", "name").stdout
-    assert "pod/wo-whisper-operator-test-first-job" in got and "pod/wa-whisper-operator-test-first-job" in got
+    assert all(f"pod/{r}-whisper-operator-test-first-job" in got for r in ("wo", "wa", "wc")), got
+    probe = next(p for p in pods if p["metadata"]["name"] == "wc-whisper-operator-cleanup-probe")
+    assert "runAsUser" not in probe["spec"]["securityContext"]
 
 
 def _token_kubeconfig(k8s_env: Any, ns: str, sa: str, path: Path) -> Path:
@@ -193,7 +202,7 @@ def test_helm_install_then_job_runs_with_chart_rbac(k8s_env: Any, s3_env: Any, k
             httpx.get(f"{facade}/jobs/{job_id}", headers=auth, timeout=10).json()), 120, "REST job done")
         assert done["status"] == "done", done
         # the chart's `helm test` script, run against the same facade (the test Pod's command, run directly)
-        cm = next(d for d in render(namespace=ns) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-test"))
+        cm = next(d for d in render(namespace=ns) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-test-script"))
         script = tmp_path / "first_job.py"
         script.write_text(cm["data"]["first_job.py"])
         r2 = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=200,
@@ -235,3 +244,106 @@ def test_helm_install_then_job_runs_with_chart_rbac(k8s_env: Any, s3_env: Any, k
     finally:
         cluster.stop_all()
         helm("uninstall", "wo", "-n", ns, env={"KUBECONFIG": str(k8s_env.kubeconfig)}, check=False)
+
+
+def _run_hook_pod(k8s_env: Any, ns: str, cluster: Any, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Play the kubelet for the pre-delete hook's pod: run its container's command (the operator image's
+    `whisperop`) as a local process with the token of the hook's ServiceAccount, then report the pod
+    Succeeded so the Job controller completes the Job Helm waits for."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s_env.client)
+    sel = "app.kubernetes.io/instance=wo,app.kubernetes.io/component=cleanup"
+    pod = harness.wait_for(lambda: (core.list_namespaced_pod(ns, label_selector=sel).items or [None])[0], 60,
+                           "the pre-delete hook's pod")
+    assert pod.status.phase == "Pending", pod.status  # no node matches: kwok would fake-complete it unrun
+    c = pod.spec.containers[0]
+    assert c.command[:3] == ["whisperop", "operator", "cleanup"] and pod.spec.service_account_name == "wo-whisper-operator-cleanup"
+    kc = _token_kubeconfig(k8s_env, ns, pod.spec.service_account_name, tmp_path / "cleanup.kubeconfig")
+    env = {**cluster.env, "KUBECONFIG": str(kc), **{e.name: e.value for e in c.env or [] if e.value is not None}}
+    r = subprocess.run([sys.executable, "-m", "whisperop", *c.command[1:]], env=env, capture_output=True, text=True,
+                       timeout=120)
+    core.patch_namespaced_pod_status(pod.metadata.name, ns, {"status": {"phase": "Succeeded" if r.returncode == 0
+                                                                        else "Failed"}})
+    return r
+
+
+def test_helm_uninstall_without_operator_leaves_nothing(k8s_env: Any, s3_env: Any, k8s_namespace: str, chart_crds: None,
+                                                        tiny_model: Path, jfk_s3: str, tmp_path: Path) -> None:
+    """The issue's hang: the operator is gone when `helm uninstall` runs, the job keeps whisperop.io/cleanup,
+    the chart's WhisperModel keeps kopf's finalizer: `--wait` ended in "context deadline exceeded" and the
+    namespace stayed Terminating. With the pre-delete hook the uninstall ends, nothing of ours is left, and
+    the namespace can be deleted."""
+    from kubernetes import client
+
+    ns = k8s_namespace
+    _restrict(k8s_env, ns)  # the hook's pod passes "restricted" too
+    kube_env = {"KUBECONFIG": str(k8s_env.kubeconfig)}
+    values = {
+        "s3": {"endpoint": s3_env.endpoint, "bucket": s3_env.bucket, "region": s3_env.region,
+               "accessKey": s3_env.access_key, "secretKey": s3_env.secret_key},
+        "model": {"uri": str(tiny_model), "gpus": 0, "tolerations": [], "resources": {"requests": {}, "limits": {}}},
+        "facade": {"replicas": 1},
+        # the hook's pod follows the operator's nodeSelector: keep it off kwok's nodes (see _run_hook_pod)
+        "operator": {"nodeSelector": {"whisperop.io/test": "no-such-node"}},
+        "cleanup": {"timeoutSeconds": 3},
+    }
+    vf = tmp_path / "values.yaml"
+    vf.write_text(yaml.safe_dump(values))
+    helm("install", "wo", str(CHART), "-n", ns, "-f", str(vf), env=kube_env)
+    cluster = harness.Cluster(k8s_env, s3_env, ns, tmp_path)
+    core = client.CoreV1Api(k8s_env.client)
+    try:
+        cfg = _token_kubeconfig(k8s_env, ns, "wo-whisper-operator-operator", tmp_path / "operator.kubeconfig")
+        cluster.start_operator(extra={"KUBECONFIG": str(cfg), "WHISPEROP_S3_SECRET": "wo-whisper-operator-s3"})
+        cluster.create_job(jfk_s3, name="left-behind")
+        harness.wait_for(lambda: crds.FINALIZER in (cluster.jobs.get("left-behind")["metadata"].get("finalizers") or []),
+                         60, "the job's clean-up finalizer")
+        harness.wait_for(lambda: KOPF in (cluster.models.get("default")["metadata"].get("finalizers") or []), 60,
+                         "kopf's finalizer on the chart's model")
+        # a finished `helm test` pod, kept for --logs (created as Helm does: the rendered hook Pod)
+        test_pod = next(d for d in render(namespace=ns) if d["kind"] == "Pod")
+        _kubectl(k8s_env, "apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump(test_pod))
+        cluster.stop_all()  # the operator is gone
+
+        t0 = time.monotonic()
+        uninstall = subprocess.Popen([helm_bin(), "uninstall", "wo", "-n", ns, "--wait", "--timeout", "3m"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **kube_env})
+        try:
+            hook = _run_hook_pod(k8s_env, ns, cluster, tmp_path)
+            assert hook.returncode == 0, hook.stdout + hook.stderr
+            out, err = uninstall.communicate(timeout=200)
+        finally:
+            if uninstall.poll() is None:
+                uninstall.kill()
+        assert uninstall.returncode == 0, out + err
+        assert 'release "wo" uninstalled' in out
+        elapsed = time.monotonic() - t0
+        # nothing of ours is left: no CR, no finalizer, no hook objects, no kept test pod
+        assert cluster.jobs.list()["items"] == [] and cluster.models.list()["items"] == []
+        assert "finalizer removed" in hook.stderr  # the operator was gone: released, with a warning
+        pods = [p.metadata.name for p in core.list_namespaced_pod(ns).items if not p.metadata.deletion_timestamp]
+        assert test_pod["metadata"]["name"] not in pods
+        # the hook's own objects are deleted once it succeeded (the deletion may still be in flight)
+        harness.wait_for(lambda: client.BatchV1Api(k8s_env.client).list_namespaced_job(ns).items == [], 60,
+                         "hook Job deleted")
+        harness.wait_for(lambda: [s.metadata.name for s in core.list_namespaced_service_account(ns).items] == ["default"],
+                         60, "only the namespace's default ServiceAccount left")
+        # and the namespace is deletable: it goes away instead of staying Terminating
+        core.delete_namespace(ns)
+
+        def gone() -> bool:
+            try:
+                core.read_namespace(ns)
+                return False
+            except client.ApiException as exc:
+                return exc.status == 404
+
+        harness.wait_for(gone, 120, f"namespace {ns} deleted")
+        print(f"helm uninstall --wait with the pre-delete hook: {elapsed:.1f} s")
+    except BaseException:
+        print(cluster.log_tail())
+        raise
+    finally:
+        cluster.stop_all()

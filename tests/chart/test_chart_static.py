@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import ALL_FEATURES, CHART, REPO, helm, render
+from .conftest import ALL_FEATURES, CHART, CPU_VALUES, REPO, helm, render
 
-VARIANTS = {"default": [], "all-features": ["-f", str(ALL_FEATURES)]}
+VARIANTS = {"default": [], "all-features": ["-f", str(ALL_FEATURES)], "cpu": ["-f", str(CPU_VALUES)]}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -31,8 +31,9 @@ def test_template_default_values() -> None:
     kinds = _kinds(render())
     assert kinds["Deployment"] == ["wo-whisper-operator-operator", "wo-whisper-operator-facade"] or \
         sorted(kinds["Deployment"]) == sorted(["wo-whisper-operator-operator", "wo-whisper-operator-facade"])
-    assert sorted(kinds["ServiceAccount"]) == sorted(f"wo-whisper-operator-{c}" for c in ("operator", "facade", "worker"))
-    assert len(kinds["Role"]) == 3 and len(kinds["RoleBinding"]) == 3
+    assert sorted(kinds["ServiceAccount"]) == sorted(f"wo-whisper-operator-{c}"
+                                                     for c in ("operator", "facade", "worker", "cleanup"))
+    assert len(kinds["Role"]) == 4 and len(kinds["RoleBinding"]) == 4 and kinds["Job"] == ["wo-whisper-operator-cleanup"]
     assert kinds["WhisperModel"] == ["default"] and kinds["Service"] == ["wo-whisper-operator-facade"]
     assert "Ingress" not in kinds and "NetworkPolicy" not in kinds
     docs = render()
@@ -142,7 +143,7 @@ def _roles(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 def test_rbac_least_privilege(variant: str) -> None:
     docs = render(*VARIANTS[variant])
     roles = _roles(docs)
-    assert set(roles) == {"operator", "facade", "worker"}
+    assert set(roles) == {"operator", "facade", "worker", "cleanup"}
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     for who, rules in roles.items():
         for rule in rules:
@@ -157,10 +158,16 @@ def test_rbac_least_privilege(variant: str) -> None:
     facade = {(g, r): set(rule["verbs"]) for rule in roles["facade"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert facade[("whisperop.io", "transcriptionjobs")] == {"get", "list", "watch", "create", "patch"}
     assert facade[("whisperop.io", "whispermodels")] == {"get", "list", "watch", "patch"}
+    # the uninstall hook: delete/patch jobs and models, delete the one `helm test` pod by name
+    assert roles["cleanup"] == [
+        {"apiGroups": ["whisperop.io"], "resources": ["transcriptionjobs", "whispermodels"],
+         "verbs": ["get", "list", "delete", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "resourceNames": ["wo-whisper-operator-test-first-job"],
+         "verbs": ["delete"]}]
     # every pod runs under its own component's account; only the worker's mounts by default
     sas = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
     for d in docs:
-        if d["kind"] == "Deployment":
+        if d["kind"] in ("Deployment", "Job"):
             comp = d["metadata"]["labels"]["app.kubernetes.io/component"]
             assert d["spec"]["template"]["spec"]["serviceAccountName"].endswith(f"-{comp}")
     assert [n for n, sa in sas.items() if sa["automountServiceAccountToken"]] == ["wo-whisper-operator-worker"]
@@ -174,11 +181,11 @@ RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "readOnlyRootFilesyst
 def test_every_pod_has_restricted_security_context(variant: str) -> None:
     pods = []
     for d in render(*VARIANTS[variant]):
-        if d["kind"] == "Deployment":
+        if d["kind"] in ("Deployment", "Job"):
             pods.append(d["spec"]["template"]["spec"])
         elif d["kind"] == "Pod":
             pods.append(d["spec"])
-    assert len(pods) == 3
+    assert len(pods) == 4  # operator, facade, `helm test` pod, uninstall hook Job
     for spec in pods:
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -191,7 +198,169 @@ def test_template_minimal_operator_only() -> None:
     docs = render("--set", "facade.enabled=false", "--set", "model.create=false", "--set", "s3.existingSecret=mine")
     kinds = _kinds(docs)
     assert kinds["Deployment"] == ["wo-whisper-operator-operator"]
-    assert sorted(kinds["ServiceAccount"]) == ["wo-whisper-operator-operator", "wo-whisper-operator-worker"]
+    assert sorted(kinds["ServiceAccount"]) == ["wo-whisper-operator-cleanup", "wo-whisper-operator-operator",
+                                               "wo-whisper-operator-worker"]
     assert "WhisperModel" not in kinds and "Pod" not in kinds and "Secret" not in kinds
     op = docs[[d["kind"] for d in docs].index("Deployment")]
     assert op["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "mine"}}]
+
+
+# ── uninstall, `helm test --logs`, CPU requests, image names, arbitrary uid (issue 12) ──
+
+
+def _hook(d: dict[str, Any]) -> dict[str, str]:
+    ann = d["metadata"].get("annotations") or {}
+    return {k.removeprefix("helm.sh/"): v for k, v in ann.items() if k.startswith("helm.sh/hook")}
+
+
+def test_uninstall_runs_a_pre_delete_cleanup_hook() -> None:
+    """Without it the jobs' and models' finalizers outlive the operator and `helm uninstall` hangs."""
+    docs = render()
+    hooks = {(d["kind"], d["metadata"]["name"]): _hook(d) for d in docs if _hook(d).get("hook") == "pre-delete"}
+    name = "wo-whisper-operator-cleanup"
+    assert set(hooks) == {("ServiceAccount", name), ("Role", name), ("RoleBinding", name), ("Job", name)}
+    # the account and its rights exist before the Job runs; all are removed once it succeeded
+    for (kind, _), h in hooks.items():
+        assert int(h["hook-weight"]) < 0 if kind != "Job" else int(h["hook-weight"]) == 0
+        assert h["hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    job = next(d for d in docs if d["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == name and pod["automountServiceAccountToken"] is True
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] >= 1
+    c = pod["containers"][0]
+    assert c["image"] == "ghcr.io/whisper-operator/whisperop-operator:0.1.0"
+    assert c["command"] == ["whisperop", "operator", "cleanup", "--namespace", "whisper", "--timeout", "120",
+                            "--delete-pod", "wo-whisper-operator-test-first-job"]
+    # the Job is not killed before the wait for the operator is over
+    assert job["spec"]["activeDeadlineSeconds"] > 120
+    # the command line is the CLI's (a renamed flag would fail here, not at uninstall)
+    from whisperop.cli import build_parser
+
+    args = build_parser().parse_args(c["command"][1:])
+    assert args.namespace == "whisper" and args.timeout == 120.0 and args.delete_pod == ["wo-whisper-operator-test-first-job"]
+    # the test pod the hook deletes is the chart's
+    assert any(d["kind"] == "Pod" and d["metadata"]["name"] == args.delete_pod[0] for d in docs)
+    # opt out
+    off = render("--set", "cleanup.enabled=false", "--set", "cleanup.timeoutSeconds=5")
+    assert not [d for d in off if _hook(d).get("hook") == "pre-delete"]
+    short = next(d for d in render("--set", "cleanup.timeoutSeconds=5") if d["kind"] == "Job")
+    assert short["spec"]["template"]["spec"]["containers"][0]["command"][6] == "5"
+
+
+def test_helm_test_pod_is_kept_for_logs() -> None:
+    """`helm test --logs` reads the pod's log after it finished: "hook-succeeded" deleted it first."""
+    docs = render()
+    pod = next(d for d in docs if d["kind"] == "Pod")
+    assert _hook(pod) == {"hook": "test", "hook-delete-policy": "before-hook-creation"}
+    # its script is an ordinary release object, so the uninstall deletes it (Helm never deletes hooks)
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "wo-whisper-operator-test-script")
+    assert _hook(cm) == {}
+    assert {"name": "script", "configMap": {"name": cm["metadata"]["name"]}} in pod["spec"]["volumes"]
+
+
+def _millicpu(q: Any) -> int:
+    s = str(q)
+    return int(s[:-1]) if s.endswith("m") else int(float(s) * 1000)
+
+
+def _cpu_requests(docs: list[dict[str, Any]]) -> dict[str, int]:
+    """Millicores requested by every long-running pod of a release on one node: the operator,
+    the facade replicas and one inference pod (the model's maxReplicas is 1 by default)."""
+    from whisperop.operator.models import render_deployment
+
+    out: dict[str, int] = {}
+    for d in docs:
+        if d["kind"] == "Deployment":
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            out[d["metadata"]["name"]] = d["spec"]["replicas"] * _millicpu(c["resources"]["requests"]["cpu"])
+        if d["kind"] == "WhisperModel":
+            dep = render_deployment({"metadata": {"name": d["metadata"]["name"], "namespace": "whisper", "uid": "u"},
+                                     "spec": d["spec"]})
+            req = dep["spec"]["template"]["spec"]["containers"][0]["resources"].get("requests", {})
+            out["inference"] = _millicpu(req.get("cpu", "0"))
+    return out
+
+
+# a 2-CPU node's allocatable CPU, less what the cluster's own pods request there
+# (CoreDNS 100m; kube-proxy and the CNI request nothing)
+TWO_CPU_NODE_FREE = 2000 - 100
+
+
+@pytest.mark.parametrize("variant", ["default", "cpu"])
+def test_release_fits_a_two_cpu_node(variant: str) -> None:
+    """The default inference request was 2 CPUs: never schedulable next to anything on a 2-CPU node."""
+    req = _cpu_requests(render(*VARIANTS[variant]))
+    assert set(req) == {"wo-whisper-operator-operator", "wo-whisper-operator-facade", "inference"}
+    assert sum(req.values()) <= TWO_CPU_NODE_FREE, req
+    assert req["inference"] >= 250, req  # and still a real share of a core
+
+
+def test_cpu_values_file() -> None:
+    """ci/cpu-values.yaml: what a GPU-less node needs, the rest at the chart's defaults."""
+    from whisperop.operator.models import render_deployment
+
+    docs = render("-f", str(CPU_VALUES))
+    wm = next(d for d in docs if d["kind"] == "WhisperModel")
+    assert wm["spec"]["resources"]["gpus"] == 0 and "tolerations" not in wm["spec"]
+    assert wm["spec"]["image"] == "ghcr.io/whisper-operator/whisperop-inference:0.1.0-cpu"
+    pod = render_deployment({"metadata": {"name": "default", "namespace": "whisper", "uid": "u"},
+                             "spec": wm["spec"]})["spec"]["template"]["spec"]
+    res = pod["containers"][0]["resources"]
+    assert "nvidia.com/gpu" not in res.get("limits", {}) and "nvidia.com/gpu" not in res.get("requests", {})
+    assert {"name": "USE_GPU", "value": "false"} in pod["containers"][0]["env"]
+    # locally imported images: no registry is ever contacted
+    specs = _pod_specs(docs)
+    assert len(specs) == 4 and all(s["containers"][0]["imagePullPolicy"] == "Never" for s in specs)
+    s3 = next(d for d in docs if d["kind"] == "Secret")["stringData"]
+    assert s3["WHISPEROP_S3_ENDPOINT"] == "http://minio:9000"
+
+
+OP, INF = "ghcr.io/whisper-operator/whisperop-operator", "ghcr.io/whisper-operator/whisperop-inference"
+IMAGES = [
+    ([], f"{OP}:0.1.0", f"{INF}:0.1.0"),
+    (["--set", "image.inference.variant=cpu"], f"{OP}:0.1.0", f"{INF}:0.1.0-cpu"),
+    (["--set", "image.inference.variant=cpu", "--set", "image.inference.tag=dev"], f"{OP}:0.1.0", f"{INF}:dev"),
+    (["--set", "image.operator.repository=reg.example.org/op", "--set", "image.operator.tag=1.2.3",
+      "--set", "image.inference.digest=sha256:" + "2" * 64], "reg.example.org/op:1.2.3", f"{INF}@sha256:" + "2" * 64),
+]
+
+
+@pytest.mark.parametrize("args,operator,inference", IMAGES)
+def test_image_names(args: list[str], operator: str, inference: str) -> None:
+    """The names scripts/build-images.sh tags: ghcr.io/whisper-operator/whisperop-{operator,inference}:<appVersion>,
+    the CPU inference build with the suffix -cpu."""
+    docs = render(*args)
+    images = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+              for d in docs if d["kind"] in ("Deployment", "Job")}
+    images["test"] = next(d for d in docs if d["kind"] == "Pod")["spec"]["containers"][0]["image"]
+    assert set(images.values()) == {operator}, images  # facade, hook and test pod run the operator image
+    assert next(d for d in docs if d["kind"] == "WhisperModel")["spec"]["image"] == inference
+
+
+def _pod_specs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d["spec"]["template"]["spec"] if d["kind"] in ("Deployment", "Job") else d["spec"]
+            for d in docs if d["kind"] in ("Deployment", "Job", "Pod")]
+
+
+def test_arbitrary_uid_platforms() -> None:
+    """OpenShift assigns the uid: null ids leave them out, runAsNonRoot stays."""
+    for spec in _pod_specs(render()):
+        sc = spec["securityContext"]
+        assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (65532, 65532, 65532)
+    args = [a for k in ("runAsUser", "runAsGroup", "fsGroup") for a in ("--set", f"podSecurityContext.{k}=null")]
+    specs = _pod_specs(render(*args))
+    assert len(specs) == 4
+    for spec in specs:
+        assert spec["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+@pytest.mark.parametrize("args,where", [
+    (["--set", "image.inference.variant=gpu"], "/image/inference/variant"),
+    (["--set", "podSecurityContext.runAsUser=0"], "/podSecurityContext/runAsUser"),
+    (["--set", "cleanup.timeoutSeconds=-1"], "/cleanup/timeoutSeconds"),
+    (["--set", "cleanup.bogus=1"], "bogus"),
+], ids=["variant", "root-uid", "timeout", "unknown"])
+def test_schema_rejects_bad_new_values(args: list[str], where: str) -> None:
+    r = helm("template", "wo", str(CHART), *args, check=False)
+    assert r.returncode != 0, r.stdout[:500]
+    assert where in r.stderr, r.stderr

@@ -40,6 +40,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Component names: operator, facade, worker */}}
 {{- define "whisperop.operator.name" -}}{{ include "whisperop.fullname" . | trunc 54 | trimSuffix "-" }}-operator{{- end }}
 {{- define "whisperop.facade.name" -}}{{ include "whisperop.fullname" . | trunc 56 | trimSuffix "-" }}-facade{{- end }}
+{{- define "whisperop.cleanup.name" -}}{{ include "whisperop.fullname" . | trunc 55 | trimSuffix "-" }}-cleanup{{- end }}
+{{- define "whisperop.testPod.name" -}}{{ include "whisperop.fullname" . | trunc 48 | trimSuffix "-" }}-test-first-job{{- end }}
 {{- define "whisperop.worker.name" -}}{{ include "whisperop.fullname" . | trunc 56 | trimSuffix "-" }}-worker{{- end }}
 
 {{- define "whisperop.s3SecretName" -}}
@@ -50,22 +52,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.facade.auth.existingSecret }}{{ .Values.facade.auth.existingSecret }}{{ else }}{{ include "whisperop.fullname" . | trunc 58 | trimSuffix "-" }}-auth{{ end }}
 {{- end }}
 
-{{/* image reference: repository@digest when a digest is set, else repository:tag */}}
+{{/* image reference: repository@digest when a digest is set, else repository:tag, where an
+empty tag is the appVersion plus "-<variant>" when a variant is set (inference "cpu": 0.1.0-cpu) */}}
 {{- define "whisperop.image" -}}
 {{- $img := index .root.Values.image .component -}}
 {{- if $img.digest -}}
 {{ $img.repository }}@{{ $img.digest }}
 {{- else -}}
-{{ $img.repository }}:{{ $img.tag | default .root.Chart.AppVersion }}
+{{- $variant := $img.variant | default "" -}}
+{{ $img.repository }}:{{ $img.tag | default (printf "%s%s" .root.Chart.AppVersion (ternary (printf "-%s" $variant) "" (ne $variant ""))) }}
 {{- end -}}
 {{- end }}
 
 {{/* Pod Security "restricted": pod level */}}
 {{- define "whisperop.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-fsGroup: 65532
+{{- range $k := list "runAsUser" "runAsGroup" "fsGroup" }}
+{{- with index $.Values.podSecurityContext $k }}
+{{ $k }}: {{ . }}
+{{- end }}
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}

@@ -136,9 +136,12 @@ class Resources:
         except Exception as exc:
             raise _translate(exc) from exc
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, propagation: str | None = None) -> None:
+        """Delete (404 is success); ``propagation="Foreground"``: the object goes only after its
+        dependents (owner references) are gone."""
+        kw = {"propagation_policy": propagation} if propagation else {}
         try:
-            self.co.delete_namespaced_custom_object(*self._args(), name)
+            self.co.delete_namespaced_custom_object(*self._args(), name, **kw)
         except Exception as exc:
             exc2 = _translate(exc)
             if not isinstance(exc2, NotFound):

@@ -1,0 +1,46 @@
+"""``whisperop operator cleanup``: the chart's pre-delete hook (cleanup.py says why)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _namespace(arg: str | None) -> str:
+    from pathlib import Path
+
+    ns = arg or os.environ.get("POD_NAMESPACE")
+    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    if not ns and sa.is_file():
+        ns = sa.read_text().strip()
+    if not ns:
+        raise SystemExit("error: no namespace (--namespace or POD_NAMESPACE)")
+    return ns
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from whisperop.cluster import kube
+
+    from .cleanup import Plan, run
+
+    plan = Plan(namespace=_namespace(args.namespace), job_selector=args.job_selector,
+                model_selector=args.model_selector, timeout=args.timeout, pods=args.delete_pod or [])
+    run(kube.api_client(), plan)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    op = subparsers.add_parser("operator", help="operator maintenance (the chart's uninstall hook)")
+    sub = op.add_subparsers(dest="operator_command", required=True)
+    c = sub.add_parser(
+        "cleanup", help="delete the namespace's TranscriptionJobs and WhisperModels, release stuck finalizers",
+        description="Deletes the matching TranscriptionJobs, then WhisperModels; waits --timeout seconds for the "
+        "operator to finalize them (S3 clean-up), then removes whisperop's own finalizers (whisperop.io/cleanup, "
+        "kopf.zalando.org/KopfFinalizerMarker) from what is left so the namespace can be deleted. Idempotent.")
+    c.add_argument("--namespace", default=None, help="env POD_NAMESPACE, else the pod's own namespace")
+    c.add_argument("--job-selector", default=None, help="label selector of the jobs (default: all of the namespace)")
+    c.add_argument("--model-selector", default=None, help="label selector of the models (default: all)")
+    c.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds to wait for the operator before releasing finalizers (default 120)")
+    c.add_argument("--delete-pod", action="append", metavar="NAME", help="also delete this pod (repeatable)")
+    c.set_defaults(func=cmd_cleanup)
