@@ -314,10 +314,12 @@ def test_helm_uninstall_leaves_nothing_and_does_not_hang(kube: Kube, facade: htt
     t0 = time.monotonic()
     kube.helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "3m", timeout=240)
     timings["helm_uninstall_s"] = round(time.monotonic() - t0, 2)
-    for kind in ("transcriptionjobs", "whispermodels", "pods", "deployments", "services", "jobs"):
+    for kind in ("transcriptionjobs", "whispermodels", "deployments", "services", "jobs"):
         left = kube.get("-n", NS, kind)
         names = [i["metadata"]["name"] for i in (left or {"items": []})["items"]]
         assert not names, f"{kind} left after helm uninstall: {names}"
+    # helm deletes Deployments with background propagation: their pods go right after
+    wait_for("the release's pods to go", lambda: not (kube.get("-n", NS, "pods") or {"items": []})["items"], 120, 1)
     kube.kubectl("delete", "namespace", NS, "--timeout=120s", timeout=150)
     assert kube.get("namespace", NS) is None
     _save_timings()
