@@ -166,7 +166,7 @@ def test_first_job_scales_a_real_pod_from_zero(kube: Kube, facade: httpx.Client,
     done = stream.wait_for(lambda e: e.event == "done", 60)
     events = [e.event for e in stream.snapshot()]
     stream.close()
-    assert "progress" in events and done.json()["status"] == "done", events
+    assert "progress" in events and done.json()["job"]["status"] == "done", events
 
     delivery = receiver.wait_for("/done", 120)
     body = delivery.json()
@@ -292,7 +292,7 @@ def test_facade_pod_deleted_during_sse_client_reconnects_and_gets_done(
         again = SSEStream(f"{base}/jobs/{job_id}/stream").start()
         done = again.wait_for(lambda e: e.event == "done", 600)
         again.close()
-    assert done.json()["status"] == "done"
+    assert done.json()["job"]["status"] == "done"
 
 
 def test_helm_upgrade_keeps_queued_jobs(kube: Kube, facade: httpx.Client, images: dict[str, str]) -> None:
