@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 
 
 class ApiError(Exception):
@@ -38,6 +38,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(JobAlreadyTerminal)
     async def _terminal(_: Request, exc: JobAlreadyTerminal) -> JSONResponse:
+        return error_response(409, str(exc))
+
+    @app.exception_handler(JobStillActive)
+    async def _active(_: Request, exc: JobStillActive) -> JSONResponse:
         return error_response(409, str(exc))
 
     @app.exception_handler(StarletteHTTPException)

@@ -23,7 +23,9 @@ from starlette.requests import ClientDisconnect
 
 from whisperop.api.deps import Services, ServicesDep
 from whisperop.api.errors import ApiError
+from whisperop.api.retention import purge_job
 from whisperop.api.upload import MultipartError, Upload, receive_upload
+from whisperop.core.errors import JobAlreadyTerminal
 from whisperop.core.languages import UnknownLanguageError, normalize_language
 from whisperop.core.models import ErrorResponse, Job, JobStatus, ModelNotReady, ModelState, SubmitResponse, Task
 
@@ -192,12 +194,17 @@ async def stream_job(job_id: str, svc: ServicesDep) -> Response:
 
 @router.delete(
     "/jobs/{job_id}",
-    summary="Cancel a job",
-    description="A queued job never starts; a running one is aborted and its partial result discarded.",
+    summary="Cancel a job (or, with purge=true, delete it and its files)",
+    description="A queued job never starts; a running one is aborted and its partial result discarded. "
+                "`purge=true` deletes the job for good — its record, transcript and any file it still owns — "
+                "cancelling it first when it is still queued or running; the answer is then 204.",
     response_model=Job,
-    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse, "description": "already in a terminal state"}},
+    responses={204: {"description": "purged"}, 404: {"model": ErrorResponse},
+               409: {"model": ErrorResponse, "description": "already in a terminal state (without purge)"}},
 )
-def cancel_job(job_id: str, svc: ServicesDep) -> Response:
+def cancel_job(job_id: str, svc: ServicesDep, purge: bool = False) -> Response:
+    if purge:
+        return _purge(job_id, svc)
     before = svc.jobs.get(job_id)
     job = svc.jobs.cancel(job_id)
     if before.status == JobStatus.queued:
@@ -207,3 +214,14 @@ def cancel_job(job_id: str, svc: ServicesDep) -> Response:
             svc.blobs.delete(key)
     log.info("job cancelled", extra={"job_id": job_id, "was": before.status.value})
     return _job_response(job)
+
+
+def _purge(job_id: str, svc: Services) -> Response:
+    if not svc.jobs.get(job_id).status.terminal:
+        try:
+            cancel_job(job_id, svc)
+        except JobAlreadyTerminal:
+            pass  # it finished meanwhile
+    purge_job(svc.jobs, svc.blobs, job_id)
+    log.info("job purged", extra={"job_id": job_id})
+    return Response(status_code=204)

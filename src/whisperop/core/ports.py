@@ -21,9 +21,10 @@ Conventions every adapter follows:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -67,6 +68,15 @@ class ClaimedJob:
     audio_key: str
 
 
+@dataclass(frozen=True)
+class JobPage:
+    """One page of ``GET /jobs``: jobs newest first (without segments) and the cursor of the
+    next page (``None`` on the last one). Cursors are opaque strings owned by the store."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
 JobWatcher = Callable[[JobChange], None]
 Unsubscribe = Callable[[], None]
 
@@ -85,6 +95,20 @@ class JobStore(Protocol):
 
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
         """Jobs in submission order (oldest first), optionally of one status."""
+        ...
+
+    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None) -> JobPage:
+        """Jobs newest first (segments left out), after ``cursor``; raises ``ValueError`` for a
+        cursor this store did not issue. Jobs created while paging never shift later pages."""
+        ...
+
+    def delete(self, job_id: str) -> str | None:
+        """Remove a *finished* job for good; returns its audio key (the caller deletes the blob).
+        Raises ``JobNotFound``, or ``JobStillActive`` for a queued/running job."""
+        ...
+
+    def finished_before(self, cutoff: datetime, limit: int = 500) -> list[str]:
+        """Ids of jobs that finished before ``cutoff`` (retention), oldest first."""
         ...
 
     def count_by_status(self) -> dict[JobStatus, int]:

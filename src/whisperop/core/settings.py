@@ -66,3 +66,8 @@ class ServerSettings(BaseSettings):
     gpu_poll_interval_secs: int = Field(30, ge=1, alias="GPU_POLL_INTERVAL_SECS")
     data_dir: Path = Field(Path("./data"), alias="DATA_DIR")
     queue_while_loading: bool = Field(False, alias="QUEUE_WHILE_LOADING")
+    job_ttl_secs: int = Field(
+        0, ge=0, alias="JOB_TTL_SECS",
+        description="delete finished jobs (row and files) this long after they finished; 0 = keep them. "
+                    "Cluster mode sets it as each job's spec.ttlSecondsAfterFinished",
+    )

@@ -18,16 +18,16 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 from whisperop.core.models import Job, JobStatus, TranscriptionResult, utcnow
-from whisperop.core.ports import ChangeKind, ClaimedJob, JobChange, JobWatcher, Unsubscribe
-
+from whisperop.core.ports import ChangeKind, ClaimedJob, JobChange, JobPage, JobWatcher, Unsubscribe
 from whisperop.core.subscribers import Subscribers
+
 log = logging.getLogger("whisperop.stores.sqlite")
 
 RESTART_MESSAGE = "server restarted while job was running"
@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     audio_key     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs(completed_at);
 CREATE TABLE IF NOT EXISTS webhook_urls (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
     url           TEXT NOT NULL UNIQUE,
@@ -61,6 +62,10 @@ CREATE TABLE IF NOT EXISTS webhook_urls (
 """
 
 _ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
+_TERMINAL = tuple(s.value for s in JobStatus if s.terminal)
+# every column but the segments (a listing never needs them; a 2-hour transcript is ~1 MB of JSON)
+_SUMMARY = ("seq, id, status, task, language, progress, chunk, chunks_total, duration_secs, '[]' AS segments, error,"
+            " webhook_url, filename, created_at, started_at, completed_at, audio_key")
 
 
 def _ts(dt: datetime | None) -> str | None:
@@ -162,6 +167,43 @@ class SqliteJobStore:
                     "SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT ?", (status.value, limit)
                 ).fetchall()
         return [_row_to_job(r) for r in rows]
+
+    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None) -> JobPage:
+        """Newest first by ``seq``; the cursor is the last ``seq`` served (``s<seq>``), so jobs
+        submitted meanwhile (higher seq) never shift the next page."""
+        where: list[str] = ["1 = 1"]
+        args: list[object] = []
+        if cursor is not None:
+            if not cursor.startswith("s") or not cursor[1:].isdigit():
+                raise ValueError(f"invalid cursor {cursor!r}")
+            where.append("seq < ?")
+            args.append(int(cursor[1:]))
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args.extend(s.value for s in statuses)
+        sql = f"SELECT {_SUMMARY} FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(sql, (*args, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return JobPage([_row_to_job(r) for r in rows], f"s{rows[-1]['seq']}" if more and rows else None)
+
+    def delete(self, job_id: str) -> str | None:
+        with self._lock:
+            with self._write() as c:
+                row = self._one(job_id)
+                if row is None:
+                    raise JobNotFound(job_id)
+                if row["status"] in _ACTIVE:
+                    raise JobStillActive(job_id, row["status"])
+                c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        return str(row["audio_key"]) if row["audio_key"] else None
+
+    def finished_before(self, cutoff: datetime, limit: int = 500) -> list[str]:
+        sql = (f"SELECT id FROM jobs WHERE status IN ({','.join('?' * len(_TERMINAL))}) AND completed_at IS NOT NULL"
+               " AND completed_at < ? ORDER BY completed_at LIMIT ?")
+        with self._lock:
+            return [r[0] for r in self._conn.execute(sql, (*_TERMINAL, _ts(cutoff), limit))]
 
     def count_by_status(self) -> dict[JobStatus, int]:
         with self._lock:
