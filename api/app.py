@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from whisperop.api.deps import Services
 from whisperop.api.errors import install_error_handlers
 from whisperop.api.retention import Retention
-from whisperop.api.routers import health, joblist, jobs, metrics, model, transcripts
+from whisperop.api.routers import health, joblist, jobs, metrics, model, openai_compat, transcripts
 from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
 from whisperop.api.webhooks import WebhookNotifier, WebhookSender
@@ -104,12 +104,14 @@ def create_app(
         openapi_tags=[
             {"name": "jobs", "description": "Transcription jobs"},
             {"name": "model", "description": "Model lifecycle"},
+            {"name": "openai", "description": "OpenAI-compatible audio API (point an OpenAI SDK's base_url at /v1)"},
             {"name": "system", "description": "Health and metrics"},
         ],
     )
     app.state.services = services
     install_error_handlers(app)
-    for r in (joblist.router, jobs.router, transcripts.router, model.router, health.router, metrics.router):
+    for r in (joblist.router, jobs.router, transcripts.router, openai_compat.router, model.router, health.router,
+              metrics.router):
         app.include_router(r)
     if auth_tokens_file:
         from whisperop.api.auth import BearerAuth, TokenSource

@@ -66,6 +66,10 @@ class ServerSettings(BaseSettings):
     gpu_poll_interval_secs: int = Field(30, ge=1, alias="GPU_POLL_INTERVAL_SECS")
     data_dir: Path = Field(Path("./data"), alias="DATA_DIR")
     queue_while_loading: bool = Field(False, alias="QUEUE_WHILE_LOADING")
+    sync_load_wait_secs: int = Field(
+        120, ge=0, alias="SYNC_LOAD_WAIT_SECS",
+        description="how long an OpenAI-compatible request waits for the model to become ready before 503",
+    )
     job_ttl_secs: int = Field(
         0, ge=0, alias="JOB_TTL_SECS",
         description="delete finished jobs (row and files) this long after they finished; 0 = keep them. "
