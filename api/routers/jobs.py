@@ -36,6 +36,7 @@ router = APIRouter(tags=["jobs"])
 RETRY_UNLOADED_SECS = 30
 RETRY_LOADING_SECS = 10
 
+MAX_PRIORITY = 1_000_000  # as TranscriptionJob spec.priority
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}$")
 
 SUBMIT_BODY: dict[str, Any] = {
@@ -51,6 +52,8 @@ SUBMIT_BODY: dict[str, Any] = {
                     "task": {"type": "string", "enum": ["transcribe", "translate"], "default": "transcribe"},
                     "webhook_url": {"type": "string", "format": "uri",
                                     "description": "http(s) URL for the completion webhook; also registers model webhooks"},
+                    "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY, "default": 0,
+                                 "description": "higher runs first; equal priorities run in submission order"},
                 },
             }
         }
@@ -80,6 +83,15 @@ def _webhook_url(value: str | None) -> str | None:
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ApiError(400, f"webhook_url must be an http(s) URL, got {value!r}")
     return url
+
+
+def parse_priority(value: str | None) -> int:
+    if value is None or not value.strip():
+        return 0
+    v = value.strip()
+    if not v.isdigit() or int(v) > MAX_PRIORITY:
+        raise ApiError(400, f"priority must be an integer between 0 and {MAX_PRIORITY}")
+    return int(v)
 
 
 def validate(upload: Upload, job_id: str) -> Job:
@@ -132,6 +144,7 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
     committed = False
     try:
         job = validate(upload, job_id)
+        priority = parse_priority(upload.fields.get("priority"))
         if job.webhook_url:
             await asyncio.to_thread(svc.jobs.register_webhook, job.webhook_url)
         state = svc.runtime.state
@@ -146,7 +159,7 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         assert upload.writer is not None
         await asyncio.to_thread(upload.writer.commit)
         committed = True
-        await asyncio.to_thread(svc.jobs.create, job, key[0])
+        await asyncio.to_thread(svc.jobs.create, job, key[0], priority)
     except BaseException:
         if committed:
             await asyncio.to_thread(svc.blobs.delete, key[0])
@@ -158,6 +171,7 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
     svc.metrics.uploads.labels("accepted").inc()
     svc.runtime.notify_job_queued()
     log.info("job queued", extra={"job_id": job_id, "bytes": upload.audio_bytes, "task": job.task.value,
+                                  "priority": priority,
                                   "language": job.language, "audio_filename": job.filename})
     return JSONResponse(SubmitResponse(job_id=job_id).model_dump(), status_code=202)
 

@@ -20,7 +20,7 @@ from whisperop.api.app import create_app
 from whisperop.api.retention import sweep
 from whisperop.core.models import Job, JobStatus, Segment, TranscriptionResult, Word, utcnow
 from whisperop.core.settings import EngineSettings, ServerSettings
-from whisperop.inference.runtime import LocalModelRuntime
+from whisperop.inference.runtime import FaultHooks, LocalModelRuntime
 from whisperop.stores.local_blobs import LocalBlobStore
 from whisperop.stores.sqlite_jobs import SqliteJobStore
 
@@ -58,12 +58,13 @@ class Env:
 def make_env(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., Env]]:
     made: list[tuple[TestClient, SqliteJobStore]] = []
 
-    def make(**server: object) -> Env:
+    def make(faults: FaultHooks | None = None, **server: object) -> Env:
         d = tmp_path / f"data{len(made)}"
         settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, IDLE_TIMEOUT_SECS=0, **server)
         jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
         engine = EngineSettings(WHISPER_THREADS=1, USE_GPU=False)
-        runtime = LocalModelRuntime(tiny_model, jobs, blobs, engine, idle_timeout_secs=0, gpu_poll_interval_secs=7)
+        runtime = LocalModelRuntime(tiny_model, jobs, blobs, engine, idle_timeout_secs=0, gpu_poll_interval_secs=7,
+                                    faults=faults)
         client = TestClient(create_app(settings, runtime, jobs, blobs))
         client.__enter__()
         made.append((client, jobs))
@@ -216,3 +217,23 @@ def test_finished_jobs_expire_after_the_ttl_rows_and_files(make_env) -> None:  #
         assert k and not env.blobs.exists(k)
     assert env.blobs.exists(env.jobs.audio_key(queued) or "")
 
+
+
+# ── priority over REST ──────────────────────────────────────────────────────
+
+
+def test_priority_orders_the_queue_and_bad_values_are_400(make_env, short_wav: Path) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(FaultHooks(WHISPEROP_FAULT_LOAD_DELAY_SECS=30), QUEUE_WHILE_LOADING=True)  # held in loading
+    ids = {}
+    for name, prio in (("a", None), ("b", "5"), ("c", "0"), ("d", "1000000"), ("e", "5")):
+        data = {"priority": prio} if prio is not None else {}
+        r = env.client.post("/jobs", data=data, files={"audio": (f"{name}.wav", short_wav.read_bytes(), "audio/wav")})
+        assert r.status_code == 202, r.text
+        ids[r.json()["job_id"]] = name
+    order = []
+    while (claimed := env.jobs.claim_next()) is not None:  # the runtime is still loading: the store's own order
+        order.append(ids[claimed.job.id])
+    assert order == ["d", "b", "e", "a", "c"]
+    for bad in ("-1", "1000001", "high", "1.5"):
+        r = env.client.post("/jobs", data={"priority": bad}, files={"audio": ("x.wav", b"RIFF", "audio/wav")})
+        assert r.status_code == 400 and r.json() == {"error": "priority must be an integer between 0 and 1000000"}

@@ -85,8 +85,9 @@ Unsubscribe = Callable[[], None]
 class JobStore(Protocol):
     """Durable jobs plus the webhook-URL registry."""
 
-    def create(self, job: Job, audio_key: str) -> Job:
-        """Store a new ``queued`` job whose audio lies under ``audio_key``."""
+    def create(self, job: Job, audio_key: str, priority: int = 0) -> Job:
+        """Store a new ``queued`` job whose audio lies under ``audio_key``; higher ``priority`` runs
+        first, equal priorities in submission order (as TranscriptionJob ``spec.priority``)."""
         ...
 
     def get(self, job_id: str) -> Job:
@@ -123,7 +124,7 @@ class JobStore(Protocol):
         ...
 
     def claim_next(self) -> ClaimedJob | None:
-        """Atomically move the oldest queued job to ``running`` (FIFO); ``None`` when idle."""
+        """Atomically move the next queued job (highest priority, then oldest) to ``running``; ``None`` when idle."""
         ...
 
     def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:

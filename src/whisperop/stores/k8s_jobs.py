@@ -140,8 +140,10 @@ class K8sJobStore:
 
     # ── JobStore: facade side ────────────────────────────────────────────
 
-    def create(self, job: Job, audio_key: str) -> Job:
+    def create(self, job: Job, audio_key: str, priority: int = 0) -> Job:
         spec: dict[str, Any] = {"audio": self.s3_uri(audio_key), "model": self.model, "task": job.task.value}
+        if priority:
+            spec["priority"] = priority
         if job.language:
             spec["language"] = job.language
         if job.webhook_url:

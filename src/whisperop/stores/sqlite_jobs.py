@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at    TEXT NOT NULL,
     started_at    TEXT,
     completed_at  TEXT,
-    audio_key     TEXT NOT NULL
+    audio_key     TEXT NOT NULL,
+    priority      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs(completed_at);
@@ -103,6 +104,9 @@ class SqliteJobStore:
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(_SCHEMA)
+        if "priority" not in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}:  # a database from before priority
+            conn.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+        conn.execute("CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(status, priority DESC, seq)")
         self._conn = conn
 
     @classmethod
@@ -134,17 +138,17 @@ class SqliteJobStore:
 
     # ── jobs ─────────────────────────────────────────────────────────────
 
-    def create(self, job: Job, audio_key: str) -> Job:
+    def create(self, job: Job, audio_key: str, priority: int = 0) -> Job:
         with self._lock:
             with self._write() as c:
                 c.execute(
                     "INSERT INTO jobs (id, status, task, language, progress, duration_secs, segments, error,"
-                    " webhook_url, filename, created_at, completed_at, audio_key)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " webhook_url, filename, created_at, completed_at, audio_key, priority)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.id, job.status.value, job.task.value, job.language, job.progress, job.duration_secs,
                         json.dumps([s.model_dump(mode="json") for s in job.segments]), job.error, job.webhook_url,
-                        job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key,
+                        job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key, priority,
                     ),
                 )
                 row = self._one(job.id)
@@ -236,7 +240,8 @@ class SqliteJobStore:
     def claim_next(self) -> ClaimedJob | None:
         with self._lock:
             with self._write() as c:
-                row = c.execute("SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+                row = c.execute(
+                    "SELECT seq FROM jobs WHERE status = 'queued' ORDER BY priority DESC, seq LIMIT 1").fetchone()
                 if row is None:
                     return None
                 c.execute("UPDATE jobs SET status = 'running', started_at = ? WHERE seq = ?", (_ts(utcnow()), row["seq"]))
