@@ -234,3 +234,25 @@ def test_sdk_subtitles_translations_and_models(sdk: openai.OpenAI, base_server: 
         r = c.get(f"/jobs/{jobs[1]['id']}/transcript.srt")
         assert r.status_code == 200 and r.headers["content-disposition"] == 'attachment; filename="jfk.srt"'
         assert _words(" ".join(c.text for c in parse_srt(r.text))) == REFERENCE
+
+
+def test_openapi_describes_every_new_route(make_app) -> None:  # type: ignore[no-untyped-def]
+    doc = make_app().client.get("/openapi.json").json()
+    paths = doc["paths"]
+    for path, method in [("/jobs", "get"), ("/jobs/{job_id}/transcript.{fmt}", "get"), ("/v1/models", "get"),
+                         ("/v1/models/{model_id}", "get"), ("/v1/audio/transcriptions", "post"),
+                         ("/v1/audio/translations", "post")]:
+        assert method in paths.get(path, {}), f"{method.upper()} {path} missing from /openapi.json"
+    listing = {p["name"] for p in paths["/jobs"]["get"]["parameters"]}
+    assert listing == {"status", "limit", "cursor"}
+    assert "JobList" in doc["components"]["schemas"] and "JobSummary" in doc["components"]["schemas"]
+    cues = {p["name"] for p in paths["/jobs/{job_id}/transcript.{fmt}"]["get"]["parameters"]}
+    assert {"max_line_chars", "max_lines", "max_cue_secs"} <= cues
+    assert "purge" in {p["name"] for p in paths["/jobs/{job_id}"]["delete"]["parameters"]}
+    submit = paths["/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert "priority" in submit
+    body = paths["/v1/audio/transcriptions"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert body["required"] == ["file", "model"]
+    assert set(body["properties"]) == {"file", "model", "language", "prompt", "response_format", "temperature",
+                                       "timestamp_granularities[]"}
+    assert body["properties"]["response_format"]["enum"] == ["json", "text", "srt", "verbose_json", "vtt"]
