@@ -25,7 +25,7 @@ from starlette.requests import Request
 from whisperop.core.ports import BlobWriter
 
 AUDIO_FIELD = "audio"
-TEXT_FIELDS = frozenset({"language", "task", "webhook_url", "priority"})
+TEXT_FIELDS = frozenset({"language", "task", "webhook_url", "priority", "audio_url"})
 MAX_FIELD_BYTES = 64 * 1024
 FLUSH_BYTES = 1 << 20
 

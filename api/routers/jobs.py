@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from whisperop.api.deps import Services, ServicesDep
+from whisperop.api import audio_url
 from whisperop.api.errors import ApiError
 from whisperop.api.retention import purge_job
 from whisperop.api.upload import MultipartError, Upload, receive_upload
@@ -45,13 +46,17 @@ SUBMIT_BODY: dict[str, Any] = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "required": ["audio"],
+                "description": "exactly one of audio and audio_url",
                 "properties": {
                     "audio": {"type": "string", "format": "binary", "description": "any format ffmpeg decodes; no size limit"},
                     "language": {"type": "string", "description": "ISO 639-1 code; omit (or 'auto') to detect"},
                     "task": {"type": "string", "enum": ["transcribe", "translate"], "default": "transcribe"},
                     "webhook_url": {"type": "string", "format": "uri",
                                     "description": "http(s) URL for the completion webhook; also registers model webhooks"},
+                    "audio_url": {"type": "string", "format": "uri",
+                                  "description": "instead of audio: an http(s) URL (fetched through the outbound URL "
+                                                 "guard, AUDIO_URL_MAX_BYTES) or, in cluster mode, an s3:// URI of a "
+                                                 "bucket in AUDIO_URL_S3_BUCKETS"},
                     "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY, "default": 0,
                                  "description": "higher runs first; equal priorities run in submission order"},
                 },
@@ -94,11 +99,13 @@ def parse_priority(value: str | None) -> int:
     return int(v)
 
 
-def validate(upload: Upload, job_id: str) -> Job:
-    """The contract's 400s, in the original's order."""
-    if not upload.audio_seen:
+def validate(upload: Upload, job_id: str, by_url: bool = False) -> Job:
+    """The contract's 400s, in the original's order (the audio checks wait for the fetch with ``audio_url``)."""
+    if by_url and upload.audio_seen:
+        raise ApiError(400, "give either 'audio' or 'audio_url', not both")
+    if not upload.audio_seen and not by_url:
         raise ApiError(400, "missing 'audio' field")
-    if upload.audio_bytes == 0:
+    if upload.audio_bytes == 0 and not by_url:
         raise ApiError(400, "audio field is empty")
     task = upload.fields.get("task", Task.transcribe.value)
     if task not in (Task.transcribe.value, Task.translate.value):
@@ -117,7 +124,9 @@ def validate(upload: Upload, job_id: str) -> Job:
     summary="Submit an audio file for transcription",
     response_model=SubmitResponse,
     responses={
-        400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, bad webhook_url, multipart error"},
+        400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, bad webhook_url, "
+                                                    "multipart error, bad priority, audio_url refused/unreachable/"
+                                                    "oversized/not audio"},
         503: {"model": ModelNotReady, "description": "model not ready (a load is triggered when unloaded)",
               "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
     },
@@ -142,8 +151,9 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         return Response(status_code=400)
 
     committed = False
+    url = (upload.fields.get("audio_url") or "").strip()
     try:
-        job = validate(upload, job_id)
+        job = validate(upload, job_id, by_url=bool(url))
         priority = parse_priority(upload.fields.get("priority"))
         if job.webhook_url:
             await asyncio.to_thread(svc.jobs.register_webhook, job.webhook_url)
@@ -156,9 +166,15 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
             n = retry_after(state, svc)
             body = ModelNotReady(state=state, retry_after_secs=n)
             return JSONResponse(body.model_dump(mode="json"), status_code=503, headers={"Retry-After": str(n)})
-        assert upload.writer is not None
-        await asyncio.to_thread(upload.writer.commit)
-        committed = True
+        if url:
+            fetched = await audio_url.fetch(url, svc, lambda name: audio_key(job_id, name))
+            committed = not fetched.external  # a user's s3:// object is never ours to delete
+            key[:] = [fetched.key]
+            job = job.model_copy(update={"filename": fetched.filename})
+        else:
+            assert upload.writer is not None
+            await asyncio.to_thread(upload.writer.commit)
+            committed = True
         await asyncio.to_thread(svc.jobs.create, job, key[0], priority)
     except BaseException:
         if committed:

@@ -141,7 +141,11 @@ class K8sJobStore:
     # ── JobStore: facade side ────────────────────────────────────────────
 
     def create(self, job: Job, audio_key: str, priority: int = 0) -> Job:
-        spec: dict[str, Any] = {"audio": self.s3_uri(audio_key), "model": self.model, "task": job.task.value}
+        """``audio_key``: an upload of ours (owned: the finalizer deletes it), or a user's ``s3://`` URI
+        (an ``audio_url``: pointed at, never deleted)."""
+        external = audio_key.startswith("s3://")
+        spec: dict[str, Any] = {"audio": audio_key if external else self.s3_uri(audio_key), "model": self.model,
+                                "task": job.task.value}
         if priority:
             spec["priority"] = priority
         if job.language:
@@ -150,7 +154,9 @@ class K8sJobStore:
             spec["webhookUrl"] = job.webhook_url
         if self.ttl_secs_after_finished:
             spec["ttlSecondsAfterFinished"] = self.ttl_secs_after_finished
-        annotations = {crds.ANN_AUDIO_OWNED: "true", crds.ANN_SUBMITTED: crds.submitted_now()}
+        annotations = {crds.ANN_SUBMITTED: crds.submitted_now()}
+        if not external:
+            annotations[crds.ANN_AUDIO_OWNED] = "true"
         if job.filename:
             annotations[ANN_FILENAME] = job.filename
         body = {
