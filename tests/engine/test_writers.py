@@ -94,3 +94,14 @@ def test_cue_options_are_bounded() -> None:
     for bad in ({"max_line_chars": 5}, {"max_lines": 0}, {"max_cue_secs": 0.1}):
         with pytest.raises(ValueError):
             CueOptions(**bad)  # type: ignore[arg-type]
+
+
+def test_a_segment_does_not_end_on_a_one_word_orphan_cue() -> None:
+    # jfk.wav's first segment as the base model times it: 7.2 s, one word over the 7 s limit
+    text = "And so my fellow Americans ask not what your country can do for you,"
+    words = [Word(text=w, start=round(0.32 + i * 0.52, 2), end=round(0.32 + i * 0.52 + 0.37, 2), probability=0.9)
+             for i, w in enumerate(text.split())]
+    seg = Segment(index=0, start=0.32, end=words[-1].end, text=text, words=words)
+    got = cues(TranscriptionResult(language="en", duration_secs=8.0, segments=[seg]))
+    assert [" ".join(c.lines) for c in got] == ["And so my fellow Americans ask not", "what your country can do for you,"]
+    assert got[1].start == words[7].start and got[1].end == words[-1].end
