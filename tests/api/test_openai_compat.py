@@ -256,3 +256,23 @@ def test_openapi_describes_every_new_route(make_app) -> None:  # type: ignore[no
     assert set(body["properties"]) == {"file", "model", "language", "prompt", "response_format", "temperature",
                                        "timestamp_granularities[]"}
     assert body["properties"]["response_format"]["enum"] == ["json", "text", "srt", "verbose_json", "vtt"]
+
+
+def test_bearer_auth_applies_and_the_sdk_api_key_is_the_token(tmp_path: Path, tiny_model: Path) -> None:
+    d = tmp_path / "auth"
+    tokens = tmp_path / "tokens"
+    tokens.write_text("s3cret\n")
+    settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, IDLE_TIMEOUT_SECS=0)
+    jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
+    runtime = LocalModelRuntime(tiny_model, jobs, blobs, EngineSettings(USE_GPU=False, WHISPER_THREADS=1),
+                                idle_timeout_secs=0, gpu_poll_interval_secs=7)
+    with TestClient(create_app(settings, runtime, jobs, blobs, auth_tokens_file=str(tokens))) as client:
+        r = client.get("/v1/models")
+        assert r.status_code == 401 and _is_openai_error(r.json()) and r.json()["error"]["code"] == "invalid_api_key"
+        assert client.get("/jobs").json() == {"error": "unauthorized"}
+        wrong = openai.OpenAI(base_url="http://testserver/v1", api_key="guess", http_client=client, max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.models.list()
+        right = openai.OpenAI(base_url="http://testserver/v1", api_key="s3cret", http_client=client)
+        assert [m.id for m in right.models.list()] == ["tiny-test", "whisper-1"]
+    jobs.close()
