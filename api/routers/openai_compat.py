@@ -254,6 +254,9 @@ async def run_sync(request: Request, svc: Services, task: Task) -> Response:
         job, params = await _submit(request, svc, upload, key, job_id, task)
         svc.runtime.notify_job_queued()
         done = await _await_job(request, svc, job.id, finished)
+    except ClientDisconnect:  # gone while waiting for the model: nothing was queued
+        log.info("client went away before its job was queued; nothing kept", extra={"job_id": job_id})
+        return Response(status_code=499)
     finally:
         unsubscribe()
     if done is None:

@@ -167,6 +167,24 @@ def test_a_client_that_hangs_up_cancels_its_job(tmp_path: Path, tiny_model: Path
         srv.close()
 
 
+def test_a_client_that_hangs_up_while_the_model_loads_leaves_nothing(tmp_path: Path, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
+    srv = _server(tmp_path, "hangup-load", tiny_model, WHISPEROP_FAULT_LOAD_DELAY_SECS="120")
+    try:
+        with httpx.Client(base_url=srv.base_url, timeout=30) as c:
+            with pytest.raises(httpx.ReadTimeout):
+                c.post("/v1/audio/transcriptions", data={"model": "whisper-1"},
+                       files={"file": ("mine.wav", b"RIFF" + bytes(4000), "audio/wav")}, timeout=httpx.Timeout(30, read=2))
+            deadline = time.monotonic() + 60
+            while "client went away before its job was queued" not in srv.log_text() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "client went away before its job was queued" in srv.log_text()
+            assert c.get("/jobs").json()["jobs"] == []
+            assert c.get("/model/status").json()["state"] == "loading"  # the load it asked for goes on
+        assert [p for p in (srv.data_dir / "blobs").rglob("*") if p.is_file()] == []
+    finally:
+        srv.close()
+
+
 @pytest.fixture(scope="module")
 def base_server(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> Iterator[ServerProcess]:
     d = tmp_path_factory.mktemp("openai-base")
