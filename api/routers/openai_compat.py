@@ -12,9 +12,9 @@ the same model lifecycle, and the answer is rendered from the finished job.
 - The client hangs up while its job is queued or running: the job is
   cancelled (a queued one never starts; a running one is aborted), checked
   every 0.5 s.
-- ``prompt`` is accepted for compatibility but not applied (the engine has
-  no initial-prompt option yet); ``temperature`` is validated (0–1) and
-  echoed in ``verbose_json``; decoding uses the server's TEMPERATURE.
+- ``prompt`` becomes whisper.cpp's initial prompt and ``temperature`` the
+  first decode's temperature, for this job only (``DecodeHints``: a SQLite
+  column locally, the ``whisperop.io/decode-hints`` annotation in a cluster).
 - ``model``: ``whisper-1`` (what OpenAI apps send) or the served model's name.
 """
 
@@ -44,7 +44,7 @@ from whisperop.api.upload import MultipartError, Upload, receive_upload
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
 from whisperop.core.languages import UnknownLanguageError, normalize_language
 from whisperop.core.models import Job, JobStatus, ModelState, Task, TranscriptionResult
-from whisperop.core.ports import JobChange
+from whisperop.core.ports import DecodeHints, JobChange
 from whisperop.inference.writers import render
 
 log = logging.getLogger("whisperop.api.openai")
@@ -55,6 +55,7 @@ OPENAI_ALIAS = "whisper-1"
 FIELDS = frozenset({"model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
                     "timestamp_granularities", "stream"})
 DISCONNECT_POLL_SECS = 0.5
+MAX_PROMPT_CHARS = 2000  # whisper reads at most 224 prompt tokens (~900 characters of English); the rest is cut
 _STARTED = int(time.time())
 
 
@@ -62,10 +63,12 @@ def _body(task: str) -> dict[str, Any]:
     props: dict[str, Any] = {
         "file": {"type": "string", "format": "binary", "description": "the audio; any format ffmpeg decodes"},
         "model": {"type": "string", "description": f"'{OPENAI_ALIAS}' or the served model's name (GET /v1/models)"},
-        "prompt": {"type": "string", "description": "accepted for compatibility; not applied"},
+        "prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS,
+                   "description": "whisper's initial prompt: style, spelling, names (given to every ~60 s chunk)"},
         "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS), "default": "json"},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 1, "description": "validated and echoed; "
-                        "decoding uses the server's TEMPERATURE"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1,
+                        "description": "sampling temperature of the first decode (fallback steps: TEMPERATURE_INC); "
+                                       "omitted = the server's TEMPERATURE"},
     }
     if task == "transcribe":
         props["language"] = {"type": "string", "description": "ISO 639-1; omit to detect"}
@@ -134,6 +137,12 @@ class Params:
             raise OpenAIError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}",
                               param="response_format", code="invalid_value")
         self.temperature = _temperature(f.get("temperature"))
+        prompt = (f.get("prompt") or "").strip()
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise OpenAIError(400, f"prompt is longer than {MAX_PROMPT_CHARS} characters", param="prompt",
+                              code="invalid_value")
+        temp_given = f.get("temperature") is not None and f.get("temperature", "").strip() != ""
+        self.hints = DecodeHints(prompt=prompt or None, temperature=self.temperature if temp_given else None)
         if (f.get("stream") or "").strip().lower() == "true":
             raise OpenAIError(400, "stream=true is not supported; the answer comes whole", param="stream",
                               code="unsupported_value")
@@ -281,7 +290,7 @@ async def _submit(request: Request, svc: Services, upload: Upload, key: list[str
         await asyncio.to_thread(upload.writer.commit)
         committed = True
         job = Job(id=job_id, task=task, language=p.language, filename=upload.filename)
-        await asyncio.to_thread(svc.jobs.create, job, key[0])
+        await asyncio.to_thread(svc.jobs.create, job, key[0], 0, p.hints)
     except BaseException as exc:
         if committed:
             await asyncio.to_thread(svc.blobs.delete, key[0])

@@ -219,6 +219,19 @@ def test_finished_jobs_expire_after_the_ttl_rows_and_files(make_env) -> None:  #
 
 
 
+def test_decode_hints_travel_with_the_claim(make_env) -> None:  # type: ignore[no-untyped-def]
+    from whisperop.core.ports import DecodeHints
+
+    env = make_env()
+    plain, hinted = str(uuid.uuid4()), str(uuid.uuid4())
+    env.jobs.create(Job(id=plain), "audio/p")
+    env.jobs.create(Job(id=hinted), "audio/h", hints=DecodeHints(prompt="Kubernetes, kopf, whisper.cpp", temperature=0.4))
+    first, second = env.jobs.claim_next(), env.jobs.claim_next()
+    assert first is not None and first.job.id == plain and first.hints == DecodeHints()
+    assert second is not None and second.job.id == hinted
+    assert second.hints == DecodeHints(prompt="Kubernetes, kopf, whisper.cpp", temperature=0.4)
+
+
 # ── priority over REST ──────────────────────────────────────────────────────
 
 

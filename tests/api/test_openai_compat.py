@@ -85,6 +85,7 @@ def _is_openai_error(body: dict, param: str | None = None) -> bool:
     ({"language": "xx"}, b"x", 400, "language"),
     ({"timestamp_granularities[]": "char"}, b"x", 400, "timestamp_granularities"),
     ({"stream": "true"}, b"x", 400, "stream"),
+    ({"prompt": "x" * 2001}, b"x", 400, "prompt"),
 ])
 def test_bad_requests_get_openai_errors_and_keep_nothing(make_app, fields, audio, status, param) -> None:  # type: ignore[no-untyped-def]
     app = make_app()
@@ -229,6 +230,13 @@ def test_sdk_json_text_and_verbose_json_with_word_and_segment_timestamps(sdk: op
         only_words = sdk.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json",
                                                      timestamp_granularities=["word"])
     assert only_words.words and only_words.segments is None
+    # prompt and temperature reach whisper.cpp: an unpunctuated lower-case prompt makes the base model write so
+    prompt = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+    with jfk_wav.open("rb") as f:
+        styled = sdk.audio.transcriptions.create(model="whisper-1", file=f, prompt=prompt, temperature=0.0)
+    assert _words(styled.text) == REFERENCE
+    assert styled.text == styled.text.lower() and "," not in styled.text, styled.text
+    assert out.text != out.text.lower()  # without the prompt: "And so my fellow Americans, ..."
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ local ``whisperop worker`` processes, as tests/operator/test_facade_cluster.py r
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -156,11 +157,17 @@ def test_openai_sdk_waits_for_the_scale_up_then_files_and_listing(cluster: Clust
         with wav.open("rb") as fh:
             srt = sdk.audio.transcriptions.create(model="whisper-1", file=fh, response_format="srt")
         parse_srt(srt)
+        with wav.open("rb") as fh:
+            sdk.audio.transcriptions.create(model="whisper-1", file=fh, prompt="Kubernetes, kopf.", temperature=0.3)
+        hinted = [o for o in c.jobs.list()["items"]
+                  if "whisperop.io/decode-hints" in (o["metadata"].get("annotations") or {})]
+        assert [json.loads(o["metadata"]["annotations"]["whisperop.io/decode-hints"]) for o in hinted] == [
+            {"prompt": "Kubernetes, kopf.", "temperature": 0.3}]
         with pytest.raises(openai.NotFoundError):
             with wav.open("rb") as fh:
                 sdk.audio.transcriptions.create(model="gpt-9", file=fh)
         jobs = httpx.get(f.url + "/jobs", params={"status": "done"}, timeout=10).json()["jobs"]
-        assert len(jobs) == 2 and all(j["filename"] == "speech.wav" for j in jobs)
+        assert len(jobs) == 3 and all(j["filename"] == "speech.wav" for j in jobs)
         r = httpx.get(f"{f.url}/jobs/{jobs[0]['id']}/transcript.vtt", timeout=30)
         assert r.status_code == 200 and r.headers["content-type"] == "text/vtt; charset=utf-8"
         parse_vtt(r.text)
@@ -191,6 +198,11 @@ def test_openai_sdk_jfk_reference_on_cluster(cluster: Cluster, base_model: Path)
         with audio_mod.JFK_WAV.open("rb") as fh:
             tr = sdk.audio.translations.create(model="whisper-1", file=fh, response_format="text")
         assert audio_mod.normalize_words(tr) == want
+        prompt = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+        with audio_mod.JFK_WAV.open("rb") as fh:  # the worker applies the prompt from the decode-hints annotation
+            styled = sdk.audio.transcriptions.create(model="whisper-1", file=fh, prompt=prompt)
+        assert audio_mod.normalize_words(styled.text) == want
+        assert styled.text == styled.text.lower() and "," not in styled.text, styled.text
     finally:
         f.close()
         workers.close()

@@ -61,11 +61,31 @@ class JobChange:
 
 
 @dataclass(frozen=True)
+class DecodeHints:
+    """Per-job decoding options beyond the contract's fields (the OpenAI-compatible API's
+    ``prompt`` and ``temperature``); ``None`` = the engine's settings."""
+
+    prompt: str | None = None
+    temperature: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: v for k, v in (("prompt", self.prompt), ("temperature", self.temperature)) if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object] | None) -> "DecodeHints":
+        d = d or {}
+        prompt, temp = d.get("prompt"), d.get("temperature")
+        return cls(prompt=str(prompt) if isinstance(prompt, str) and prompt else None,
+                   temperature=float(temp) if isinstance(temp, (int, float)) else None)
+
+
+@dataclass(frozen=True)
 class ClaimedJob:
-    """A job the worker now owns (status ``running``) and where its audio is."""
+    """A job the worker now owns (status ``running``), where its audio is, and its decode hints."""
 
     job: Job
     audio_key: str
+    hints: DecodeHints = DecodeHints()
 
 
 @dataclass(frozen=True)
@@ -85,7 +105,7 @@ Unsubscribe = Callable[[], None]
 class JobStore(Protocol):
     """Durable jobs plus the webhook-URL registry."""
 
-    def create(self, job: Job, audio_key: str, priority: int = 0) -> Job:
+    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None) -> Job:
         """Store a new ``queued`` job whose audio lies under ``audio_key``; higher ``priority`` runs
         first, equal priorities in submission order (as TranscriptionJob ``spec.priority``)."""
         ...

@@ -52,7 +52,7 @@ from whisperop.cluster import webhooks as cluster_webhooks
 from whisperop.core import crds
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 from whisperop.core.models import Job, JobStatus, Segment, TranscriptionResult
-from whisperop.core.ports import ClaimedJob, JobChange, JobPage, JobWatcher, Unsubscribe
+from whisperop.core.ports import ClaimedJob, DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
 from whisperop.core.subscribers import Subscribers
 from whisperop.stores.k8s_watch import Obj, ResourceWatch
 from whisperop.stores.s3_blobs import S3BlobStore
@@ -60,6 +60,7 @@ from whisperop.stores.s3_blobs import S3BlobStore
 log = logging.getLogger("whisperop.stores.k8s_jobs")
 
 ANN_FILENAME = "whisperop.io/filename"
+ANN_DECODE_HINTS = "whisperop.io/decode-hints"  # {"prompt", "temperature"} of an OpenAI-compatible request; the worker applies them
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 TERMINAL_PHASES = ("Done", "Failed", "Cancelled")
 READ_YOUR_WRITES_SECS = 5.0  # how long create waits for its own job to reach the watch cache
@@ -140,7 +141,7 @@ class K8sJobStore:
 
     # ── JobStore: facade side ────────────────────────────────────────────
 
-    def create(self, job: Job, audio_key: str, priority: int = 0) -> Job:
+    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None) -> Job:
         """``audio_key``: an upload of ours (owned: the finalizer deletes it), or a user's ``s3://`` URI
         (an ``audio_url``: pointed at, never deleted)."""
         external = audio_key.startswith("s3://")
@@ -157,6 +158,8 @@ class K8sJobStore:
         annotations = {crds.ANN_SUBMITTED: crds.submitted_now()}
         if not external:
             annotations[crds.ANN_AUDIO_OWNED] = "true"
+        if hints and hints.to_dict():  # an annotation, not spec: the CRD schema stays the contract's
+            annotations[ANN_DECODE_HINTS] = json.dumps(hints.to_dict())
         if job.filename:
             annotations[ANN_FILENAME] = job.filename
         body = {

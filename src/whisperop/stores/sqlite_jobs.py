@@ -25,7 +25,7 @@ from pathlib import Path
 
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 from whisperop.core.models import Job, JobStatus, TranscriptionResult, utcnow
-from whisperop.core.ports import ChangeKind, ClaimedJob, JobChange, JobPage, JobWatcher, Unsubscribe
+from whisperop.core.ports import ChangeKind, ClaimedJob, DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
 from whisperop.core.subscribers import Subscribers
 
 log = logging.getLogger("whisperop.stores.sqlite")
@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at    TEXT,
     completed_at  TEXT,
     audio_key     TEXT NOT NULL,
-    priority      INTEGER NOT NULL DEFAULT 0
+    priority      INTEGER NOT NULL DEFAULT 0,
+    hints         TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs(completed_at);
@@ -104,8 +105,11 @@ class SqliteJobStore:
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(_SCHEMA)
-        if "priority" not in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}:  # a database from before priority
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+        if "priority" not in columns:  # a database from before priority
             conn.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+        if "hints" not in columns:
+            conn.execute("ALTER TABLE jobs ADD COLUMN hints TEXT")
         conn.execute("CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(status, priority DESC, seq)")
         self._conn = conn
 
@@ -138,17 +142,18 @@ class SqliteJobStore:
 
     # ── jobs ─────────────────────────────────────────────────────────────
 
-    def create(self, job: Job, audio_key: str, priority: int = 0) -> Job:
+    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None) -> Job:
+        hints_json = json.dumps(hints.to_dict()) if hints and hints.to_dict() else None
         with self._lock:
             with self._write() as c:
                 c.execute(
                     "INSERT INTO jobs (id, status, task, language, progress, duration_secs, segments, error,"
-                    " webhook_url, filename, created_at, completed_at, audio_key, priority)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " webhook_url, filename, created_at, completed_at, audio_key, priority, hints)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.id, job.status.value, job.task.value, job.language, job.progress, job.duration_secs,
                         json.dumps([s.model_dump(mode="json") for s in job.segments]), job.error, job.webhook_url,
-                        job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key, priority,
+                        job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key, priority, hints_json,
                     ),
                 )
                 row = self._one(job.id)
@@ -247,7 +252,8 @@ class SqliteJobStore:
                 c.execute("UPDATE jobs SET status = 'running', started_at = ? WHERE seq = ?", (_ts(utcnow()), row["seq"]))
                 row = c.execute("SELECT * FROM jobs WHERE seq = ?", (row["seq"],)).fetchone()
             job = self._notify("started", row)
-            return ClaimedJob(job=job, audio_key=row["audio_key"])
+            hints = DecodeHints.from_dict(json.loads(row["hints"])) if row["hints"] else DecodeHints()
+            return ClaimedJob(job=job, audio_key=row["audio_key"], hints=hints)
 
     def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
         percent = 100 if chunks_total <= 0 else (100 * chunk) // chunks_total
