@@ -32,7 +32,7 @@ import httpx
 from whisperop.api.deps import Services
 from whisperop.api.errors import ApiError
 from whisperop.core.errors import UnsafeURLError
-from whisperop.core.urlguard import AllowList, aresolve_url, guarded_async_client, is_unsafe, redact
+from whisperop.core.urlguard import AllowList, aresolve_url, guarded_async_client, redact
 
 log = logging.getLogger("whisperop.api.audio_url")
 
@@ -102,13 +102,25 @@ async def _download(url: str, svc: Services, key: str, allow: AllowList) -> int:
         raise
     except (httpx.HTTPError, UnsafeURLError) as exc:
         writer.abort()
-        unsafe = exc if isinstance(exc, UnsafeURLError) else is_unsafe(exc)
+        unsafe = _unsafe_cause(exc)
         if unsafe is not None:
             raise ApiError(400, f"audio_url refused: {unsafe}") from None
         raise ApiError(400, f"audio_url unreachable: {type(exc).__name__}: {exc}") from None
     except BaseException:
         writer.abort()
         raise
+
+
+def _unsafe_cause(exc: BaseException) -> UnsafeURLError | None:
+    """The guard's refusal behind an httpx error (the connect-time check raises inside httpcore)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, UnsafeURLError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def _check_response(r: httpx.Response, limit: int) -> None:
