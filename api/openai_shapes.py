@@ -6,7 +6,9 @@ Kept apart from the router so the mapping from the contract's Job to OpenAI's
 text as transcribed; ``seek`` is the segment start in 10 ms frames;
 ``avg_logprob`` is the mean natural log of the segment's word probabilities;
 ``compression_ratio`` is computed from the text as whisper does (bytes /
-zlib-compressed bytes); ``temperature`` is the one the request asked for;
+zlib-compressed bytes); ``temperature`` is the one the request asked for
+(null when it asked for none: the server's setting applied, which a cluster
+facade does not know);
 ``tokens`` is empty and ``no_speech_prob`` null (whisper.cpp's token ids and
 no-speech probability are not kept in the stored result).
 """
@@ -78,7 +80,7 @@ def _compression_ratio(text: str) -> float:
     return round(len(raw) / len(zlib.compress(raw)), 4) if raw else 0.0
 
 
-def verbose_json(job: Job, task: str, granularities: list[str], temperature: float) -> dict[str, Any]:
+def verbose_json(job: Job, task: str, granularities: list[str], temperature: float | None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "task": task,
         "language": LANGUAGE_NAMES.get(job.language or "", job.language or ""),

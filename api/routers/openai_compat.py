@@ -227,7 +227,7 @@ def _answer(job: Job, p: Params) -> Response:
     if fmt == "json":
         return JSONResponse({"text": full_text(job)})
     if fmt == "verbose_json":
-        return JSONResponse(verbose_json(job, p.task.value, p.granularities, p.temperature))
+        return JSONResponse(verbose_json(job, p.task.value, p.granularities, p.hints.temperature))
     if fmt == "text":
         return Response(full_text(job) + "\n", media_type="text/plain; charset=utf-8")
     result = TranscriptionResult(language=job.language, duration_secs=job.duration_secs or 0.0, segments=job.segments)

@@ -302,3 +302,27 @@ def test_bearer_auth_applies_and_the_sdk_api_key_is_the_token(tmp_path: Path, ti
         right = openai.OpenAI(base_url="http://testserver/v1", api_key="s3cret", http_client=client)
         assert [m.id for m in right.models.list()] == ["tiny-test", "whisper-1"]
     jobs.close()
+
+
+def test_verbose_json_fields_are_derived_from_the_stored_result() -> None:
+    import math
+    import zlib
+
+    from whisperop.api.openai_shapes import verbose_json
+    from whisperop.core.models import Job, JobStatus, Segment, Word
+
+    seg = Segment(index=0, start=1.25, end=3.5, text=" Ask not.",
+                  words=[Word(text="Ask", start=1.25, end=1.6, probability=0.8), Word(text="not.", start=1.7, end=3.5,
+                                                                                      probability=0.5)])
+    job = Job(id="j", status=JobStatus.done, language="de", duration_secs=4.0, segments=[seg])
+    doc = verbose_json(job, "transcribe", ["word", "segment"], None)
+    assert doc["language"] == "german" and doc["duration"] == 4.0 and doc["text"] == "Ask not."
+    s = doc["segments"][0]
+    assert (s["id"], s["seek"], s["start"], s["end"], s["text"]) == (0, 125, 1.25, 3.5, " Ask not.")
+    assert s["avg_logprob"] == round((math.log(0.8) + math.log(0.5)) / 2, 4)
+    raw = " Ask not.".encode()
+    assert s["compression_ratio"] == round(len(raw) / len(zlib.compress(raw)), 4)
+    assert s["temperature"] is None and s["tokens"] == [] and s["no_speech_prob"] is None
+    assert doc["words"] == [{"word": "Ask", "start": 1.25, "end": 1.6}, {"word": "not.", "start": 1.7, "end": 3.5}]
+    assert verbose_json(job, "translate", [], 0.2)["segments"][0]["temperature"] == 0.2
+    assert "words" not in verbose_json(job, "translate", [], 0.2)
