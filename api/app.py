@@ -18,7 +18,8 @@ from fastapi import FastAPI
 
 from whisperop.api.deps import Services
 from whisperop.api.errors import install_error_handlers
-from whisperop.api.routers import health, jobs, metrics, model
+from whisperop.api.retention import Retention
+from whisperop.api.routers import health, joblist, jobs, metrics, model, openai_compat, transcripts
 from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
 from whisperop.api.webhooks import WebhookNotifier, WebhookSender
@@ -54,13 +55,15 @@ def create_app(
     webhook_sender: WebhookSender | None = None,
     send_webhooks: bool = True,
     auth_tokens_file: str | None = None,
+    run_retention: bool = True,
 ) -> FastAPI:
     """The facade app; ``webhook_sender`` lets tests shorten the retry backoff.
 
     ``send_webhooks=False`` in cluster mode: the operator delivers completion and
     lifecycle webhooks there (once, whatever the number of facade replicas).
     ``auth_tokens_file``: require ``Authorization: Bearer <token>`` on every endpoint
-    except ``/health`` (see :mod:`whisperop.api.auth`)."""
+    except ``/health`` (see :mod:`whisperop.api.auth`). ``run_retention=False`` in cluster mode:
+    the operator deletes expired jobs there (``ttlSecondsAfterFinished``)."""
     services = Services(
         settings=settings,
         runtime=runtime,
@@ -70,6 +73,7 @@ def create_app(
         webhooks=WebhookNotifier(webhook_sender or WebhookSender(), jobstore, runtime),
         metrics=Metrics(jobstore, runtime),
     )
+    retention = Retention(jobstore, blobstore, settings.job_ttl_secs if run_retention else 0)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,12 +83,14 @@ def create_app(
         services.metrics.start()
         _recover(jobstore, blobstore)
         runtime.start()
+        retention.start()
         gpu = runtime.gpu()
         log.info("facade started", extra={"model": settings.model_name, "gpu": (gpu.name if gpu else None) or "none",
                                           "queue_while_loading": settings.queue_while_loading})
         try:
             yield
         finally:
+            retention.stop()
             runtime.stop()
             services.metrics.stop()
             services.webhooks.stop()
@@ -98,12 +104,14 @@ def create_app(
         openapi_tags=[
             {"name": "jobs", "description": "Transcription jobs"},
             {"name": "model", "description": "Model lifecycle"},
+            {"name": "openai", "description": "OpenAI-compatible audio API (point an OpenAI SDK's base_url at /v1)"},
             {"name": "system", "description": "Health and metrics"},
         ],
     )
     app.state.services = services
     install_error_handlers(app)
-    for r in (jobs.router, model.router, health.router, metrics.router):
+    for r in (joblist.router, jobs.router, transcripts.router, openai_compat.router, model.router, health.router,
+              metrics.router):
         app.include_router(r)
     if auth_tokens_file:
         from whisperop.api.auth import BearerAuth, TokenSource

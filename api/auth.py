@@ -92,7 +92,12 @@ class BearerAuth:
         if scheme.lower() == "bearer" and token.strip() and self.source.valid(token.strip()):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"error": "unauthorized"}).encode()
+        if str(scope.get("path", "")).startswith("/v1/"):  # OpenAI's error shape for the OpenAI-compatible API
+            body = json.dumps({"error": {"message": "unauthorized: a valid API key (bearer token) is required",
+                                         "type": "invalid_request_error", "param": None,
+                                         "code": "invalid_api_key"}}).encode()
+        else:
+            body = json.dumps({"error": "unauthorized"}).encode()
         await send({"type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"www-authenticate", b'Bearer realm="whisperop"')]})

@@ -95,11 +95,12 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     prefix = os.environ.get("WHISPEROP_S3_UPLOAD_PREFIX", f"uploads/{namespace}/")
     blobs = S3BlobStore(s3.client, s3.bucket, prefix=prefix)
     watch_timeout = int(os.environ.get("WHISPEROP_WATCH_TIMEOUT_SECS", "240"))
-    jobstore = K8sJobStore(api, namespace, blobs, model=model, watch_timeout_seconds=watch_timeout)
+    jobstore = K8sJobStore(api, namespace, blobs, model=model, watch_timeout_seconds=watch_timeout,
+                           ttl_secs_after_finished=settings.job_ttl_secs or None)
     runtime = ClusterModelRuntime(api, namespace, model, watch_timeout_seconds=watch_timeout)
     runtime.observe_jobs(jobstore.informer)
     jobstore.start()
-    app = create_app(settings, runtime, jobstore, blobs, send_webhooks=False,  # type: ignore[arg-type]
+    app = create_app(settings, runtime, jobstore, blobs, send_webhooks=False, run_retention=False,  # type: ignore[arg-type]
                      auth_tokens_file=os.environ.get("WHISPEROP_AUTH_TOKENS_FILE") or None)
     app.state.cluster = {"jobs": jobstore, "runtime": runtime}
     log.info("starting whisperop serve --cluster", extra={"host": settings.host, "port": settings.port,

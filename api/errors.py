@@ -12,7 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
+from whisperop.api.openai_shapes import OpenAIError
+from whisperop.api.openai_shapes import error_response as openai_error_response
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 
 
 class ApiError(Exception):
@@ -23,29 +25,46 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {401: "authentication_error", 404: "invalid_request_error", 405: "invalid_request_error"}
+
+
+def error_response(status_code: int, message: str, headers: dict[str, str] | None = None,
+                   request: Request | None = None) -> JSONResponse:
+    """The contract's ``{"error": message}``; under ``/v1/`` OpenAI's ``{"error": {message, type, param, code}}``."""
+    if request is not None and request.url.path.startswith(OPENAI_PREFIX):
+        type_ = _OPENAI_TYPES.get(status_code, "invalid_request_error" if status_code < 500 else "server_error")
+        return openai_error_response(OpenAIError(status_code, message, type_, headers=headers))
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message, exc.headers)
+    async def _api_error(r: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status_code, exc.message, exc.headers, r)
+
+    @app.exception_handler(OpenAIError)
+    async def _openai_error(_: Request, exc: OpenAIError) -> JSONResponse:
+        return openai_error_response(exc)
 
     @app.exception_handler(JobNotFound)
-    async def _not_found(_: Request, exc: JobNotFound) -> JSONResponse:
-        return error_response(404, str(exc))
+    async def _not_found(r: Request, exc: JobNotFound) -> JSONResponse:
+        return error_response(404, str(exc), request=r)
 
     @app.exception_handler(JobAlreadyTerminal)
-    async def _terminal(_: Request, exc: JobAlreadyTerminal) -> JSONResponse:
-        return error_response(409, str(exc))
+    async def _terminal(r: Request, exc: JobAlreadyTerminal) -> JSONResponse:
+        return error_response(409, str(exc), request=r)
+
+    @app.exception_handler(JobStillActive)
+    async def _active(r: Request, exc: JobStillActive) -> JSONResponse:
+        return error_response(409, str(exc), request=r)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    async def _http(r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None), r)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(r: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return error_response(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+        return error_response(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")), request=r)

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from whisperop.core.ports import BlobWriter
 
 AUDIO_FIELD = "audio"
-TEXT_FIELDS = frozenset({"language", "task", "webhook_url"})
+TEXT_FIELDS = frozenset({"language", "task", "webhook_url", "priority", "audio_url"})
 MAX_FIELD_BYTES = 64 * 1024
 FLUSH_BYTES = 1 << 20
 
@@ -39,6 +39,7 @@ class Upload:
     """What came in: the text fields we know, and the audio part (still uncommitted)."""
 
     fields: dict[str, str] = field(default_factory=dict)
+    multi: dict[str, list[str]] = field(default_factory=dict)  # every value of a repeated field, in order
     audio_seen: bool = False
     filename: str | None = None
     audio_bytes: int = 0
@@ -57,8 +58,11 @@ def _basename(name: str) -> str:
 class _Collector:
     """python-multipart callbacks → :class:`Upload` (all synchronous, in-memory only)."""
 
-    def __init__(self, upload: Upload, open_writer: Callable[[str | None], BlobWriter]) -> None:
+    def __init__(self, upload: Upload, open_writer: Callable[[str | None], BlobWriter],
+                 audio_field: str = AUDIO_FIELD, text_fields: frozenset[str] = TEXT_FIELDS) -> None:
         self.upload = upload
+        self.audio_field = audio_field
+        self.text_fields = text_fields
         self.open_writer = open_writer
         self.pending = bytearray()  # audio bytes not yet handed to the writer
         self.ended = False
@@ -100,13 +104,13 @@ class _Collector:
         if disposition != b"form-data" or b"name" not in params:
             return
         name = params[b"name"].decode("utf-8", "replace")
-        if name == AUDIO_FIELD and not self.upload.audio_seen:
+        if name == self.audio_field and not self.upload.audio_seen:
             self.upload.audio_seen = True
             raw = params.get(b"filename")
             self.upload.filename = _basename(raw.decode("utf-8", "replace")) if raw else None
             self.upload.writer = self.open_writer(self.upload.filename)
             self._target = AUDIO_FIELD
-        elif name in TEXT_FIELDS:
+        elif name in self.text_fields:
             self._target = name
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -120,9 +124,11 @@ class _Collector:
     def on_part_end(self) -> None:
         if self._target is not None and self._target != AUDIO_FIELD:
             try:
-                self.upload.fields[self._target] = self._text.decode("utf-8")
+                value = self._text.decode("utf-8")
             except UnicodeDecodeError:
                 raise MultipartError(f"field '{self._target}' is not UTF-8") from None
+            self.upload.fields[self._target] = value
+            self.upload.multi.setdefault(self._target, []).append(value)
         self._target = None
 
     def on_end(self) -> None:
@@ -133,6 +139,8 @@ async def receive_upload(
     request: Request,
     open_writer: Callable[[str | None], BlobWriter],
     on_bytes: Callable[[int], None] | None = None,
+    audio_field: str = AUDIO_FIELD,
+    text_fields: frozenset[str] = TEXT_FIELDS,
 ) -> Upload:
     """Read the whole multipart body, streaming ``audio`` into a writer from ``open_writer(filename)``.
 
@@ -148,7 +156,7 @@ async def receive_upload(
         raise MultipartError("missing boundary in Content-Type")
 
     upload = Upload()
-    collector = _Collector(upload, open_writer)
+    collector = _Collector(upload, open_writer, audio_field, text_fields)
     parser = MultipartParser(boundary, cast(Any, collector.callbacks()))
 
     async def flush() -> None:

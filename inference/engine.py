@@ -61,6 +61,8 @@ class TranscribeRequest:
     language: str | None = None  # None = auto-detect
     task: Task = Task.transcribe
     beam_size: int | None = None  # None = engine default
+    prompt: str | None = None  # whisper.cpp initial prompt (style, spelling, names), given to every chunk
+    temperature: float | None = None  # None = engine default
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -233,8 +235,9 @@ class WhisperEngine:
             language=request.language,
             translate=request.task == Task.translate,
             beam_size=request.beam_size or s.beam_size,
-            temperature=s.temperature,
+            temperature=s.temperature if request.temperature is None else request.temperature,
             temperature_inc=s.temperature_inc,
+            initial_prompt=request.prompt,
             word_timestamps=s.word_timestamps,
             n_threads=self._threads_per_context(),
         )

@@ -383,7 +383,8 @@ class LocalModelRuntime:
             with self.blobs.local_path(claimed.audio_key) as path:
                 result = engine.transcribe_file(
                     path,
-                    TranscribeRequest(language=job.language, task=job.task),
+                    TranscribeRequest(language=job.language, task=job.task, prompt=claimed.hints.prompt,
+                                      temperature=claimed.hints.temperature),
                     on_progress=on_progress,
                     should_cancel=cancel.is_set,
                     on_decoded=on_decoded,

@@ -112,6 +112,7 @@ class DecodeOptions:
     temperature_inc: float = 0.2
     word_timestamps: bool = True
     n_threads: int = 2
+    initial_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,8 @@ class WhisperContext:
         params.temperature = opts.temperature
         params.temperature_inc = opts.temperature_inc
         params.suppress_blank = True
+        if opts.initial_prompt:
+            params.initial_prompt = opts.initial_prompt
         if opts.beam_size > 1:
             params.beam_search = {"beam_size": opts.beam_size, "patience": -1.0}
         else:

@@ -58,6 +58,7 @@ from whisperop.core import crds, modelsource
 from whisperop.core.errors import GpuMemoryError, JobCancelled, ModelNotFoundError, WhisperOpError
 from whisperop.core.gpu import GpuInfo, local_gpu
 from whisperop.core.models import Task, TranscriptionResult
+from whisperop.core.ports import DecodeHints
 from whisperop.core.settings import EngineSettings
 
 log = logging.getLogger("whisperop.worker")
@@ -107,6 +108,17 @@ class WorkerConfig:
             resync_secs=float(e.get("WHISPEROP_RESYNC_SECS", "30")),
             model_path=e.get(modelsource.MODEL_PATH_ENV) or None,
         )
+
+
+def decode_hints(obj: dict[str, Any]) -> DecodeHints:
+    """The job's ``whisperop.io/decode-hints`` annotation (prompt, temperature; set by the facade's
+    OpenAI-compatible API); a malformed one is ignored, as if absent."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get("whisperop.io/decode-hints")
+    try:
+        return DecodeHints.from_dict(json.loads(raw)) if raw else DecodeHints()
+    except (ValueError, TypeError):
+        log.warning("ignoring a malformed decode-hints annotation", extra={"job": obj["metadata"].get("name")})
+        return DecodeHints()
 
 
 class Lost(Exception):
@@ -410,7 +422,9 @@ class Worker:
                         with rj.lock:
                             rj.pending.update(upd)
 
-                req = TranscribeRequest(language=spec.get("language"), task=Task(spec.get("task", "transcribe")))
+                hints = decode_hints(obj)
+                req = TranscribeRequest(language=spec.get("language"), task=Task(spec.get("task", "transcribe")),
+                                        prompt=hints.prompt, temperature=hints.temperature)
                 result = self.engine.transcribe_file(path, req, on_progress=on_progress, should_cancel=rj.should_stop,
                                                      on_decoded=on_decoded)
             if rj.should_stop():

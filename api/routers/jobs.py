@@ -22,8 +22,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from whisperop.api.deps import Services, ServicesDep
+from whisperop.api import audio_url
 from whisperop.api.errors import ApiError
+from whisperop.api.retention import purge_job
 from whisperop.api.upload import MultipartError, Upload, receive_upload
+from whisperop.core.errors import JobAlreadyTerminal
 from whisperop.core.languages import UnknownLanguageError, normalize_language
 from whisperop.core.models import ErrorResponse, Job, JobStatus, ModelNotReady, ModelState, SubmitResponse, Task
 
@@ -34,6 +37,7 @@ router = APIRouter(tags=["jobs"])
 RETRY_UNLOADED_SECS = 30
 RETRY_LOADING_SECS = 10
 
+MAX_PRIORITY = 1_000_000  # as TranscriptionJob spec.priority
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}$")
 
 SUBMIT_BODY: dict[str, Any] = {
@@ -42,13 +46,19 @@ SUBMIT_BODY: dict[str, Any] = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "required": ["audio"],
+                "description": "exactly one of audio and audio_url",
                 "properties": {
                     "audio": {"type": "string", "format": "binary", "description": "any format ffmpeg decodes; no size limit"},
                     "language": {"type": "string", "description": "ISO 639-1 code; omit (or 'auto') to detect"},
                     "task": {"type": "string", "enum": ["transcribe", "translate"], "default": "transcribe"},
                     "webhook_url": {"type": "string", "format": "uri",
                                     "description": "http(s) URL for the completion webhook; also registers model webhooks"},
+                    "audio_url": {"type": "string", "format": "uri",
+                                  "description": "instead of audio: an http(s) URL (fetched through the outbound URL "
+                                                 "guard, AUDIO_URL_MAX_BYTES) or, in cluster mode, an s3:// URI of a "
+                                                 "bucket in AUDIO_URL_S3_BUCKETS"},
+                    "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY, "default": 0,
+                                 "description": "higher runs first; equal priorities run in submission order"},
                 },
             }
         }
@@ -80,11 +90,22 @@ def _webhook_url(value: str | None) -> str | None:
     return url
 
 
-def validate(upload: Upload, job_id: str) -> Job:
-    """The contract's 400s, in the original's order."""
-    if not upload.audio_seen:
+def parse_priority(value: str | None) -> int:
+    if value is None or not value.strip():
+        return 0
+    v = value.strip()
+    if not v.isdigit() or int(v) > MAX_PRIORITY:
+        raise ApiError(400, f"priority must be an integer between 0 and {MAX_PRIORITY}")
+    return int(v)
+
+
+def validate(upload: Upload, job_id: str, by_url: bool = False) -> Job:
+    """The contract's 400s, in the original's order (the audio checks wait for the fetch with ``audio_url``)."""
+    if by_url and upload.audio_seen:
+        raise ApiError(400, "give either 'audio' or 'audio_url', not both")
+    if not upload.audio_seen and not by_url:
         raise ApiError(400, "missing 'audio' field")
-    if upload.audio_bytes == 0:
+    if upload.audio_bytes == 0 and not by_url:
         raise ApiError(400, "audio field is empty")
     task = upload.fields.get("task", Task.transcribe.value)
     if task not in (Task.transcribe.value, Task.translate.value):
@@ -103,7 +124,9 @@ def validate(upload: Upload, job_id: str) -> Job:
     summary="Submit an audio file for transcription",
     response_model=SubmitResponse,
     responses={
-        400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, bad webhook_url, multipart error"},
+        400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, bad webhook_url, "
+                                                    "multipart error, bad priority, audio_url refused/unreachable/"
+                                                    "oversized/not audio"},
         503: {"model": ModelNotReady, "description": "model not ready (a load is triggered when unloaded)",
               "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
     },
@@ -128,8 +151,10 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         return Response(status_code=400)
 
     committed = False
+    url = (upload.fields.get("audio_url") or "").strip()
     try:
-        job = validate(upload, job_id)
+        job = validate(upload, job_id, by_url=bool(url))
+        priority = parse_priority(upload.fields.get("priority"))
         if job.webhook_url:
             await asyncio.to_thread(svc.jobs.register_webhook, job.webhook_url)
         state = svc.runtime.state
@@ -141,10 +166,16 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
             n = retry_after(state, svc)
             body = ModelNotReady(state=state, retry_after_secs=n)
             return JSONResponse(body.model_dump(mode="json"), status_code=503, headers={"Retry-After": str(n)})
-        assert upload.writer is not None
-        await asyncio.to_thread(upload.writer.commit)
-        committed = True
-        await asyncio.to_thread(svc.jobs.create, job, key[0])
+        if url:
+            fetched = await audio_url.fetch(url, svc, lambda name: audio_key(job_id, name))
+            committed = not fetched.external  # a user's s3:// object is never ours to delete
+            key[:] = [fetched.key]
+            job = job.model_copy(update={"filename": fetched.filename})
+        else:
+            assert upload.writer is not None
+            await asyncio.to_thread(upload.writer.commit)
+            committed = True
+        await asyncio.to_thread(svc.jobs.create, job, key[0], priority)
     except BaseException:
         if committed:
             await asyncio.to_thread(svc.blobs.delete, key[0])
@@ -156,6 +187,7 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
     svc.metrics.uploads.labels("accepted").inc()
     svc.runtime.notify_job_queued()
     log.info("job queued", extra={"job_id": job_id, "bytes": upload.audio_bytes, "task": job.task.value,
+                                  "priority": priority,
                                   "language": job.language, "audio_filename": job.filename})
     return JSONResponse(SubmitResponse(job_id=job_id).model_dump(), status_code=202)
 
@@ -192,12 +224,17 @@ async def stream_job(job_id: str, svc: ServicesDep) -> Response:
 
 @router.delete(
     "/jobs/{job_id}",
-    summary="Cancel a job",
-    description="A queued job never starts; a running one is aborted and its partial result discarded.",
+    summary="Cancel a job (or, with purge=true, delete it and its files)",
+    description="A queued job never starts; a running one is aborted and its partial result discarded. "
+                "`purge=true` deletes the job for good — its record, transcript and any file it still owns — "
+                "cancelling it first when it is still queued or running; the answer is then 204.",
     response_model=Job,
-    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse, "description": "already in a terminal state"}},
+    responses={204: {"description": "purged"}, 404: {"model": ErrorResponse},
+               409: {"model": ErrorResponse, "description": "already in a terminal state (without purge)"}},
 )
-def cancel_job(job_id: str, svc: ServicesDep) -> Response:
+def cancel_job(job_id: str, svc: ServicesDep, purge: bool = False) -> Response:
+    if purge:
+        return _purge(job_id, svc)
     before = svc.jobs.get(job_id)
     job = svc.jobs.cancel(job_id)
     if before.status == JobStatus.queued:
@@ -207,3 +244,14 @@ def cancel_job(job_id: str, svc: ServicesDep) -> Response:
             svc.blobs.delete(key)
     log.info("job cancelled", extra={"job_id": job_id, "was": before.status.value})
     return _job_response(job)
+
+
+def _purge(job_id: str, svc: Services) -> Response:
+    if not svc.jobs.get(job_id).status.terminal:
+        try:
+            cancel_job(job_id, svc)
+        except JobAlreadyTerminal:
+            pass  # it finished meanwhile
+    purge_job(svc.jobs, svc.blobs, job_id)
+    log.info("job purged", extra={"job_id": job_id})
+    return Response(status_code=204)

@@ -83,5 +83,22 @@ class JobAlreadyTerminal(WhisperOpError):
         self.status = status
 
 
+class JobStillActive(WhisperOpError):
+    """A purge of a job that is still queued or running (cancel it first; the facade answers 409)."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id} is still {status}; cancel it before deleting it")
+        self.job_id = job_id
+        self.status = status
+
+
 class BlobNotFound(WhisperOpError):
     """No blob under this key."""
+
+
+class UnsafeURLError(WhisperOpError, ValueError):
+    """A URL the server must not fetch or POST to (``whisperop.core.urlguard``): not
+    http(s), credentials in it, or a host that is or resolves to an internal address.
+    The facade answers 400 with this message."""
+
+    http_status = 400

@@ -78,6 +78,29 @@ class Job(BaseModel):
     completed_at: Timestamp | None = None
 
 
+class JobSummary(BaseModel):
+    """A job in ``GET /jobs``: the Job without its segments (fetch ``/jobs/{id}`` or a transcript file)."""
+
+    id: str
+    status: JobStatus
+    task: Task
+    language: str | None
+    progress: int
+    duration_secs: float | None
+    error: str | None
+    webhook_url: str | None
+    filename: str | None
+    created_at: Timestamp
+    completed_at: Timestamp | None
+
+
+class JobList(BaseModel):
+    """``GET /jobs``: newest first; pass ``next_cursor`` as ``cursor`` for the next page (null on the last)."""
+
+    jobs: list[JobSummary]
+    next_cursor: str | None
+
+
 class SubmitResponse(BaseModel):
     job_id: str
 

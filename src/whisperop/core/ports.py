@@ -21,9 +21,10 @@ Conventions every adapter follows:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -60,11 +61,40 @@ class JobChange:
 
 
 @dataclass(frozen=True)
+class DecodeHints:
+    """Per-job decoding options beyond the contract's fields (the OpenAI-compatible API's
+    ``prompt`` and ``temperature``); ``None`` = the engine's settings."""
+
+    prompt: str | None = None
+    temperature: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: v for k, v in (("prompt", self.prompt), ("temperature", self.temperature)) if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object] | None) -> "DecodeHints":
+        d = d or {}
+        prompt, temp = d.get("prompt"), d.get("temperature")
+        return cls(prompt=str(prompt) if isinstance(prompt, str) and prompt else None,
+                   temperature=float(temp) if isinstance(temp, (int, float)) else None)
+
+
+@dataclass(frozen=True)
 class ClaimedJob:
-    """A job the worker now owns (status ``running``) and where its audio is."""
+    """A job the worker now owns (status ``running``), where its audio is, and its decode hints."""
 
     job: Job
     audio_key: str
+    hints: DecodeHints = DecodeHints()
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of ``GET /jobs``: jobs newest first (without segments) and the cursor of the
+    next page (``None`` on the last one). Cursors are opaque strings owned by the store."""
+
+    jobs: list[Job]
+    next_cursor: str | None
 
 
 JobWatcher = Callable[[JobChange], None]
@@ -75,8 +105,9 @@ Unsubscribe = Callable[[], None]
 class JobStore(Protocol):
     """Durable jobs plus the webhook-URL registry."""
 
-    def create(self, job: Job, audio_key: str) -> Job:
-        """Store a new ``queued`` job whose audio lies under ``audio_key``."""
+    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None) -> Job:
+        """Store a new ``queued`` job whose audio lies under ``audio_key``; higher ``priority`` runs
+        first, equal priorities in submission order (as TranscriptionJob ``spec.priority``)."""
         ...
 
     def get(self, job_id: str) -> Job:
@@ -85,6 +116,20 @@ class JobStore(Protocol):
 
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
         """Jobs in submission order (oldest first), optionally of one status."""
+        ...
+
+    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None) -> JobPage:
+        """Jobs newest first (segments left out), after ``cursor``; raises ``ValueError`` for a
+        cursor this store did not issue. Jobs created while paging never shift later pages."""
+        ...
+
+    def delete(self, job_id: str) -> str | None:
+        """Remove a *finished* job for good; returns its audio key (the caller deletes the blob).
+        Raises ``JobNotFound``, or ``JobStillActive`` for a queued/running job."""
+        ...
+
+    def finished_before(self, cutoff: datetime, limit: int = 500) -> list[str]:
+        """Ids of jobs that finished before ``cutoff`` (retention), oldest first."""
         ...
 
     def count_by_status(self) -> dict[JobStatus, int]:
@@ -99,7 +144,7 @@ class JobStore(Protocol):
         ...
 
     def claim_next(self) -> ClaimedJob | None:
-        """Atomically move the oldest queued job to ``running`` (FIFO); ``None`` when idle."""
+        """Atomically move the next queued job (highest priority, then oldest) to ``running``; ``None`` when idle."""
         ...
 
     def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:

@@ -66,3 +66,20 @@ class ServerSettings(BaseSettings):
     gpu_poll_interval_secs: int = Field(30, ge=1, alias="GPU_POLL_INTERVAL_SECS")
     data_dir: Path = Field(Path("./data"), alias="DATA_DIR")
     queue_while_loading: bool = Field(False, alias="QUEUE_WHILE_LOADING")
+    sync_load_wait_secs: int = Field(
+        120, ge=0, alias="SYNC_LOAD_WAIT_SECS",
+        description="how long an OpenAI-compatible request waits for the model to become ready before 503",
+    )
+    audio_url_max_bytes: int = Field(1 << 30, ge=1, alias="AUDIO_URL_MAX_BYTES",
+                                     description="largest audio fetched from an audio_url (default 1 GiB)")
+    audio_url_timeout_secs: float = Field(30.0, gt=0, alias="AUDIO_URL_TIMEOUT_SECS",
+                                          description="connect/read timeout of an audio_url fetch (per read, not in total)")
+    audio_url_s3_buckets: str = Field("", alias="AUDIO_URL_S3_BUCKETS",
+                                      description="cluster mode: buckets an s3:// audio_url may name (comma-separated); none by default")
+    max_audio_secs: float = Field(12 * 3600.0, gt=0.0, alias="MAX_AUDIO_SECS",
+                                  description="the engine's limit, checked on an audio_url's declared duration at submit")
+    job_ttl_secs: int = Field(
+        0, ge=0, alias="JOB_TTL_SECS",
+        description="delete finished jobs (row and files) this long after they finished; 0 = keep them. "
+                    "Cluster mode sets it as each job's spec.ttlSecondsAfterFinished",
+    )

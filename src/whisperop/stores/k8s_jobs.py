@@ -43,14 +43,16 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from whisperop.cluster import kube
 from whisperop.cluster import webhooks as cluster_webhooks
 from whisperop.core import crds
-from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 from whisperop.core.models import Job, JobStatus, Segment, TranscriptionResult
-from whisperop.core.ports import ClaimedJob, JobChange, JobWatcher, Unsubscribe
+from whisperop.core.ports import ClaimedJob, DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
 from whisperop.core.subscribers import Subscribers
 from whisperop.stores.k8s_watch import Obj, ResourceWatch
 from whisperop.stores.s3_blobs import S3BlobStore
@@ -58,6 +60,7 @@ from whisperop.stores.s3_blobs import S3BlobStore
 log = logging.getLogger("whisperop.stores.k8s_jobs")
 
 ANN_FILENAME = "whisperop.io/filename"
+ANN_DECODE_HINTS = "whisperop.io/decode-hints"  # {"prompt", "temperature"} of an OpenAI-compatible request; the worker applies them
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 TERMINAL_PHASES = ("Done", "Failed", "Cancelled")
 READ_YOUR_WRITES_SECS = 5.0  # how long create waits for its own job to reach the watch cache
@@ -74,11 +77,12 @@ class K8sJobStore:
     """JobStore on TranscriptionJobs of one namespace and one model."""
 
     def __init__(self, api: Any, namespace: str, blobs: S3BlobStore, model: str = crds.DEFAULT_MODEL,
-                 watch_timeout_seconds: int = 240) -> None:
+                 watch_timeout_seconds: int = 240, ttl_secs_after_finished: int | None = None) -> None:
         self.api = api
         self.namespace = namespace
         self.blobs = blobs
         self.model = model
+        self.ttl_secs_after_finished = ttl_secs_after_finished
         self.res = kube.jobs(api, namespace)
         self.informer = ResourceWatch(self.res, timeout_seconds=watch_timeout_seconds, name="transcriptionjobs")
         self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
@@ -137,13 +141,25 @@ class K8sJobStore:
 
     # ── JobStore: facade side ────────────────────────────────────────────
 
-    def create(self, job: Job, audio_key: str) -> Job:
-        spec: dict[str, Any] = {"audio": self.s3_uri(audio_key), "model": self.model, "task": job.task.value}
+    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None) -> Job:
+        """``audio_key``: an upload of ours (owned: the finalizer deletes it), or a user's ``s3://`` URI
+        (an ``audio_url``: pointed at, never deleted)."""
+        external = audio_key.startswith("s3://")
+        spec: dict[str, Any] = {"audio": audio_key if external else self.s3_uri(audio_key), "model": self.model,
+                                "task": job.task.value}
+        if priority:
+            spec["priority"] = priority
         if job.language:
             spec["language"] = job.language
         if job.webhook_url:
             spec["webhookUrl"] = job.webhook_url
-        annotations = {crds.ANN_AUDIO_OWNED: "true", crds.ANN_SUBMITTED: crds.submitted_now()}
+        if self.ttl_secs_after_finished:
+            spec["ttlSecondsAfterFinished"] = self.ttl_secs_after_finished
+        annotations = {crds.ANN_SUBMITTED: crds.submitted_now()}
+        if not external:
+            annotations[crds.ANN_AUDIO_OWNED] = "true"
+        if hints and hints.to_dict():  # an annotation, not spec: the CRD schema stays the contract's
+            annotations[ANN_DECODE_HINTS] = json.dumps(hints.to_dict())
         if job.filename:
             annotations[ANN_FILENAME] = job.filename
         body = {
@@ -169,6 +185,46 @@ class K8sJobStore:
             if len(out) >= limit:
                 break
         return out
+
+    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None) -> JobPage:
+        """Newest first from the watch cache; the cursor is the last job's ``submission order|name``
+        (the queue's own order key), so jobs created while paging never shift later pages."""
+        after: tuple[str, str] | None = None
+        if cursor is not None:
+            order, sep, name = cursor.rpartition("|")
+            if not sep or not order or not name:
+                raise ValueError(f"invalid cursor {cursor!r}")
+            after = (order, name)
+        wanted = set(statuses or ())
+        keyed = sorted(((crds.submission_order(o), o["metadata"]["name"]), o) for o in self.informer.items())
+        out: list[tuple[tuple[str, str], Job]] = []
+        for key, o in reversed(keyed):
+            if after is not None and key >= after:
+                continue
+            j = crds.job_from_resource(o)
+            if wanted and j.status not in wanted:
+                continue
+            if len(out) == limit:
+                return JobPage([j for _, j in out], "|".join(out[-1][0]))
+            out.append((key, j))
+        return JobPage([j for _, j in out], None)
+
+    def delete(self, job_id: str) -> str | None:
+        """Deletes the TranscriptionJob; the operator's finalizer removes its S3 objects (results,
+        and the audio the facade uploaded), so there is no audio key for the caller."""
+        phase = _phase(self._read(job_id))
+        if phase not in TERMINAL_PHASES:
+            raise JobStillActive(job_id, crds.PHASE_TO_STATUS[phase or "Queued"].value)
+        try:
+            self.res.delete(job_id)
+        except kube.NotFound:
+            raise JobNotFound(job_id) from None
+        return None
+
+    def finished_before(self, cutoff: datetime, limit: int = 500) -> list[str]:
+        """Always empty: in a cluster the operator collects finished jobs by their
+        ``spec.ttlSecondsAfterFinished`` (which ``create`` sets from the facade's TTL)."""
+        return []
 
     def count_by_status(self) -> dict[JobStatus, int]:
         counts = {s: 0 for s in JobStatus}

@@ -18,16 +18,16 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 from whisperop.core.models import Job, JobStatus, TranscriptionResult, utcnow
-from whisperop.core.ports import ChangeKind, ClaimedJob, JobChange, JobWatcher, Unsubscribe
-
+from whisperop.core.ports import ChangeKind, ClaimedJob, DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
 from whisperop.core.subscribers import Subscribers
+
 log = logging.getLogger("whisperop.stores.sqlite")
 
 RESTART_MESSAGE = "server restarted while job was running"
@@ -50,9 +50,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at    TEXT NOT NULL,
     started_at    TEXT,
     completed_at  TEXT,
-    audio_key     TEXT NOT NULL
+    audio_key     TEXT NOT NULL,
+    priority      INTEGER NOT NULL DEFAULT 0,
+    hints         TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs(completed_at);
 CREATE TABLE IF NOT EXISTS webhook_urls (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
     url           TEXT NOT NULL UNIQUE,
@@ -61,6 +64,10 @@ CREATE TABLE IF NOT EXISTS webhook_urls (
 """
 
 _ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
+_TERMINAL = tuple(s.value for s in JobStatus if s.terminal)
+# every column but the segments (a listing never needs them; a 2-hour transcript is ~1 MB of JSON)
+_SUMMARY = ("seq, id, status, task, language, progress, chunk, chunks_total, duration_secs, '[]' AS segments, error,"
+            " webhook_url, filename, created_at, started_at, completed_at, audio_key")
 
 
 def _ts(dt: datetime | None) -> str | None:
@@ -98,6 +105,12 @@ class SqliteJobStore:
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(_SCHEMA)
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+        if "priority" not in columns:  # a database from before priority
+            conn.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+        if "hints" not in columns:
+            conn.execute("ALTER TABLE jobs ADD COLUMN hints TEXT")
+        conn.execute("CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(status, priority DESC, seq)")
         self._conn = conn
 
     @classmethod
@@ -129,17 +142,18 @@ class SqliteJobStore:
 
     # ── jobs ─────────────────────────────────────────────────────────────
 
-    def create(self, job: Job, audio_key: str) -> Job:
+    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None) -> Job:
+        hints_json = json.dumps(hints.to_dict()) if hints and hints.to_dict() else None
         with self._lock:
             with self._write() as c:
                 c.execute(
                     "INSERT INTO jobs (id, status, task, language, progress, duration_secs, segments, error,"
-                    " webhook_url, filename, created_at, completed_at, audio_key)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " webhook_url, filename, created_at, completed_at, audio_key, priority, hints)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.id, job.status.value, job.task.value, job.language, job.progress, job.duration_secs,
                         json.dumps([s.model_dump(mode="json") for s in job.segments]), job.error, job.webhook_url,
-                        job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key,
+                        job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key, priority, hints_json,
                     ),
                 )
                 row = self._one(job.id)
@@ -162,6 +176,43 @@ class SqliteJobStore:
                     "SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT ?", (status.value, limit)
                 ).fetchall()
         return [_row_to_job(r) for r in rows]
+
+    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None) -> JobPage:
+        """Newest first by ``seq``; the cursor is the last ``seq`` served (``s<seq>``), so jobs
+        submitted meanwhile (higher seq) never shift the next page."""
+        where: list[str] = ["1 = 1"]
+        args: list[object] = []
+        if cursor is not None:
+            if not cursor.startswith("s") or not cursor[1:].isdigit():
+                raise ValueError(f"invalid cursor {cursor!r}")
+            where.append("seq < ?")
+            args.append(int(cursor[1:]))
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args.extend(s.value for s in statuses)
+        sql = f"SELECT {_SUMMARY} FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(sql, (*args, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return JobPage([_row_to_job(r) for r in rows], f"s{rows[-1]['seq']}" if more and rows else None)
+
+    def delete(self, job_id: str) -> str | None:
+        with self._lock:
+            with self._write() as c:
+                row = self._one(job_id)
+                if row is None:
+                    raise JobNotFound(job_id)
+                if row["status"] in _ACTIVE:
+                    raise JobStillActive(job_id, row["status"])
+                c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        return str(row["audio_key"]) if row["audio_key"] else None
+
+    def finished_before(self, cutoff: datetime, limit: int = 500) -> list[str]:
+        sql = (f"SELECT id FROM jobs WHERE status IN ({','.join('?' * len(_TERMINAL))}) AND completed_at IS NOT NULL"
+               " AND completed_at < ? ORDER BY completed_at LIMIT ?")
+        with self._lock:
+            return [r[0] for r in self._conn.execute(sql, (*_TERMINAL, _ts(cutoff), limit))]
 
     def count_by_status(self) -> dict[JobStatus, int]:
         with self._lock:
@@ -194,13 +245,15 @@ class SqliteJobStore:
     def claim_next(self) -> ClaimedJob | None:
         with self._lock:
             with self._write() as c:
-                row = c.execute("SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+                row = c.execute(
+                    "SELECT seq FROM jobs WHERE status = 'queued' ORDER BY priority DESC, seq LIMIT 1").fetchone()
                 if row is None:
                     return None
                 c.execute("UPDATE jobs SET status = 'running', started_at = ? WHERE seq = ?", (_ts(utcnow()), row["seq"]))
                 row = c.execute("SELECT * FROM jobs WHERE seq = ?", (row["seq"],)).fetchone()
             job = self._notify("started", row)
-            return ClaimedJob(job=job, audio_key=row["audio_key"])
+            hints = DecodeHints.from_dict(json.loads(row["hints"])) if row["hints"] else DecodeHints()
+            return ClaimedJob(job=job, audio_key=row["audio_key"], hints=hints)
 
     def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
         percent = 100 if chunks_total <= 0 else (100 * chunk) // chunks_total
