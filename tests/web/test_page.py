@@ -1,0 +1,169 @@
+"""The page and the API docs in headless Chromium against a real ``whisperop serve`` (tiny model).
+
+What a person sees and does that does not depend on the quality of the
+transcript: the docs render with no other host reachable, the model badge
+follows the model, a token is asked for when auth is on, the page is
+keyboard-usable and fits a phone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import expect
+
+from tests.support.server import ServerProcess
+
+
+def test_page_and_docs_make_no_request_to_another_host(open_page: Any, tiny_server: ServerProcess) -> None:
+    s = open_page(tiny_server)
+    page = s.goto("/")
+    expect(page.locator("#model-state")).not_to_have_attribute("data-state", "unknown")
+    expect(page.locator("#model")).to_have_value("tiny-test")
+
+    page.goto(s.origin + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("whisper-operator")
+    expect(page.locator(".opblock-summary-path", has_text="/jobs/{job_id}/stream").first).to_be_visible()
+
+    page.goto(s.origin + "/redoc")
+    expect(page.locator("h1", has_text="whisper-operator")).to_be_visible()
+    expect(page.get_by_role("heading", name="Submit an audio file for transcription")).to_be_visible()
+
+    assert s.foreign == [], f"requests to other hosts: {s.foreign}"
+    asked = {u.removeprefix(s.origin) for u in s.requests}
+    # the docs really loaded their scripts from the facade (not just rendered an empty shell)
+    assert {"/static/vendor/swagger-ui/swagger-ui-bundle.js", "/static/vendor/redoc/redoc.standalone.js",
+            "/openapi.json", "/static/app.js"} <= asked
+    assert s.errors == []
+
+
+def _watch_badge(page: Any) -> None:
+    page.evaluate("""() => {
+        const badge = document.getElementById('model-state');
+        window.badgeStates = [badge.dataset.state];
+        new MutationObserver(() => window.badgeStates.push(badge.dataset.state))
+            .observe(badge, {attributes: true, attributeFilter: ['data-state']});
+    }""")
+
+
+def test_model_badge_follows_load_waiting_for_gpu_and_unload(open_page: Any, servers: Any, tiny_model: Path) -> None:
+    # one load attempt fails as if VRAM were full: unloaded → loading → waiting_for_gpu → loading → ready
+    srv = servers.start("badge", tiny_model, WHISPER_MODEL="tiny-test", WHISPEROP_FAULT_LOAD_OOM_COUNT="1")
+    page = open_page(srv).goto("/")
+    badge = page.locator("#model-state")
+    expect(badge).to_have_attribute("data-state", "unloaded")
+    expect(page.get_by_role("button", name="Unload")).to_be_disabled()
+    _watch_badge(page)
+
+    page.get_by_role("button", name="Load model").click()
+    expect(badge).to_have_attribute("data-state", "ready", timeout=60_000)
+    expect(badge).to_have_text("ready")
+    states = page.evaluate("window.badgeStates")
+    assert "waiting_for_gpu" in states and "loading" in states, states
+    assert states.index("waiting_for_gpu") < len(states) - 1
+    expect(page.get_by_role("button", name="Load model")).to_be_disabled()
+
+    page.get_by_role("button", name="Unload").click()
+    expect(badge).to_have_attribute("data-state", "unloaded", timeout=60_000)
+    expect(badge).to_have_text("unloaded")
+    expect(page.get_by_role("button", name="Load model")).to_be_enabled()
+
+
+def test_auth_enabled_server_asks_for_the_token(open_page: Any, servers: Any, tiny_model: Path, web_dir: Path) -> None:
+    tokens = web_dir / "tokens"
+    tokens.write_text("# test token\nright-token-4f1c\n")
+    srv = servers.start("auth", tiny_model, WHISPER_MODEL="tiny-test", WHISPEROP_AUTH_TOKENS_FILE=str(tokens))
+    s = open_page(srv)
+    sent: list[tuple[str, str | None]] = []
+    s.page.on("request", lambda r: sent.append((r.url.removeprefix(s.origin), r.headers.get("authorization"))))
+    page = s.goto("/")
+
+    dialog = page.locator("#token-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#token-reason")).to_contain_text("needs an access token")
+    page.get_by_label("Bearer token").fill("wrong-token")
+    page.get_by_role("button", name="Use token").click()
+    expect(page.locator("#token-reason")).to_contain_text("refused")
+    expect(dialog).to_be_visible()
+
+    page.get_by_label("Bearer token").fill("right-token-4f1c")
+    page.get_by_role("button", name="Use token").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#model-state")).to_have_attribute("data-state", "unloaded")
+
+    page.get_by_role("button", name="Load model").click()
+    expect(page.locator("#model-state")).to_have_attribute("data-state", "ready", timeout=60_000)
+    api_calls = [(u, h) for u, h in sent if u.startswith(("/model/", "/jobs"))]
+    assert ("/model/load", "Bearer right-token-4f1c") in api_calls
+    # after the right token, every API call carries it (SSE included: fetch streaming, not EventSource)
+    last_wrong = max(i for i, (_, h) in enumerate(api_calls) if h != "Bearer right-token-4f1c")
+    assert all(h == "Bearer right-token-4f1c" for _, h in api_calls[last_wrong + 1:])
+    assert ("/model/events", "Bearer right-token-4f1c") in api_calls[last_wrong + 1:]
+
+    # the docs fetch /openapi.json (behind auth) with the token the page keeps for this tab
+    page.goto(s.origin + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("whisper-operator")
+    assert ("/openapi.json", "Bearer right-token-4f1c") in sent
+
+
+def test_docs_ask_for_the_token_themselves(open_page: Any, servers: Any, tiny_model: Path, web_dir: Path) -> None:
+    tokens = web_dir / "tokens-docs"
+    tokens.write_text("docs-token-77\n")
+    srv = servers.start("auth-docs", tiny_model, WHISPER_MODEL="tiny-test", WHISPEROP_AUTH_TOKENS_FILE=str(tokens))
+    s = open_page(srv)
+    prompts: list[str] = []
+
+    def answer(d: Any) -> None:
+        prompts.append(d.message)
+        d.accept("docs-token-77")
+
+    s.page.on("dialog", answer)
+    page = s.goto("/redoc")
+    expect(page.get_by_role("heading", name="Submit an audio file for transcription")).to_be_visible()
+    assert len(prompts) == 1 and "needs an access token" in prompts[0]
+    assert s.foreign == [] and s.errors == []
+
+
+def test_keyboard_reaches_every_control_in_order(open_page: Any, tiny_server: ServerProcess) -> None:
+    page = open_page(tiny_server).goto("/")
+    expect(page.locator("#model-state")).not_to_have_attribute("data-state", "unknown")
+    focused = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
+    order = ["audio", "language", "task", "model", "submit"]
+    positions = [focused.index(x) for x in order]
+    assert positions == sorted(positions), focused
+    assert "model-load" in focused or "model-unload" in focused, focused
+    # the hidden file input shows focus on its drop zone
+    page.locator("#audio").focus()
+    outline = page.evaluate("getComputedStyle(document.getElementById('drop')).outlineStyle")
+    assert outline == "solid"
+
+
+def test_page_fits_a_phone(open_page: Any, tiny_server: ServerProcess) -> None:
+    page = open_page(tiny_server, viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True).goto("/")
+    expect(page.locator("#model-state")).not_to_have_attribute("data-state", "unknown")
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0
+    for sel in ("#drop", "#language", "#submit", "#model-load"):
+        box = page.locator(sel).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 360, (sel, box)
+    # one column: the transcript card is below the form, not beside it
+    form, transcript = page.locator("#submit-form").bounding_box(), page.locator("#transcript").bounding_box()
+    assert transcript["y"] > form["y"] + form["height"]
+
+
+def test_bad_upload_shows_the_servers_error(open_page: Any, tiny_server: ServerProcess, web_dir: Path) -> None:
+    bad = web_dir / "not-audio.txt"
+    bad.write_text("this is not audio\n" * 100)
+    page = open_page(tiny_server).goto("/")
+    page.locator("#audio").set_input_files(str(bad))
+    page.get_by_role("button", name="Transcribe").click()
+    job = page.locator(".job").first
+    expect(job).to_have_attribute("data-status", "failed", timeout=120_000)
+    expect(job.locator(".job-note")).not_to_be_empty()
+    stored = json.loads(page.evaluate("localStorage.getItem('whisperop.jobs')"))
+    assert stored[0]["filename"] == "not-audio.txt"
