@@ -119,7 +119,7 @@ $("submit-form").addEventListener("submit", (e) => {
 
 // Uploads go one after the other: parallel uploads would only share the same link.
 async function sendAll(batch) {
-  for (const entry of batch.reverse()) if (!entry.gone) await send(entry);
+  for (const entry of batch) if (!entry.gone) await send(entry);
 }
 
 async function send(entry) {
@@ -138,7 +138,7 @@ async function send(entry) {
     }
     if (entry.gone) return;
     if (res.status === 202) {
-      update(entry, { id: res.body.job_id, status: "queued", progress: 0 });
+      update(entry, { id: res.body.job_id, status: "queued", progress: 0, error: "" });
       remember(entry);
       follow(entry);
       return;
@@ -190,7 +190,7 @@ async function follow(entry) {
 }
 
 function finish(entry, job) {
-  update(entry, { status: job.status, progress: job.status === "done" ? 100 : entry.progress, job, error: job.error || entry.error });
+  update(entry, { status: job.status, progress: job.progress, job, error: job.error || entry.error });
   if (job.status === "done" && (!selected || selected === entry || !selected.job)) select(entry);
 }
 
@@ -285,6 +285,9 @@ function select(entry) {
     player.removeAttribute("src");
     player.hidden = true;  // audio stays in the browser that sent it; a reloaded page only has the text
   }
+  $("legend").firstChild.textContent = entry.file
+    ? "Click a word to play from there; "
+    : "The audio stays in the tab that sent it, so words do not play here; ";
   renderSegments(job, Boolean(entry.file));
 }
 

@@ -167,3 +167,31 @@ def test_bad_upload_shows_the_servers_error(open_page: Any, tiny_server: ServerP
     expect(job.locator(".job-note")).not_to_be_empty()
     stored = json.loads(page.evaluate("localStorage.getItem('whisperop.jobs')"))
     assert stored[0]["filename"] == "not-audio.txt"
+
+
+def test_several_files_at_once_and_the_queue_survives_a_reload(open_page: Any, tiny_server: ServerProcess, web_dir: Path) -> None:
+    from tests.support import audio as audio_mod
+
+    files = [audio_mod.tone_wav(web_dir / f"tone-{i}.wav", 1.5, 300.0 + 100 * i) for i in range(2)]
+    page = open_page(tiny_server).goto("/")
+    page.locator("#audio").set_input_files([str(f) for f in files])
+    expect(page.locator("#chosen")).to_contain_text("2 files")
+    page.get_by_role("button", name="Transcribe").click()
+    jobs = page.locator(".job")
+    expect(jobs).to_have_count(2)
+    for i in range(2):
+        expect(jobs.nth(i)).to_have_attribute("data-status", "done", timeout=300_000)
+        expect(jobs.nth(i).locator(".job-pct")).to_have_text("100 %")
+    # sent in the order chosen, listed newest first
+    expect(jobs.nth(0).locator(".job-name")).to_have_text("tone-1.wav")
+    ids = [jobs.nth(i).get_attribute("data-job-id") for i in range(2)]
+
+    page.reload()
+    jobs = page.locator(".job")
+    expect(jobs).to_have_count(2)
+    assert [jobs.nth(i).get_attribute("data-job-id") for i in range(2)] == ids
+    expect(jobs.nth(1)).to_have_attribute("data-status", "done")
+    jobs.nth(1).get_by_role("button", name="Show transcript").click()
+    expect(page.locator("#transcript-meta")).to_contain_text("tone-0.wav")
+    expect(page.locator("#player")).to_be_hidden()  # the audio stayed in the tab that sent it
+    expect(page.locator("#legend")).to_contain_text("do not play here")

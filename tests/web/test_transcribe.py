@@ -1,0 +1,121 @@
+"""A person transcribing jfk.wav in headless Chromium, against ``whisperop serve`` with the real base weights."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.support import audio as audio_mod
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "web-ui.png"
+
+
+@pytest.fixture(scope="module")
+def base_server(servers: Any) -> ServerProcess:
+    from whisperop.core.settings import EngineSettings
+    from whisperop.modelstore.cache import resolve_model
+
+    # base-q8_0: the weights `whisperop serve` uses by default (converted into the model cache on first use)
+    model = resolve_model("base-q8_0", EngineSettings().model_cache_dir)
+    return servers.start("base", model, WHISPER_MODEL="base-q8_0", CHUNK_MAX_SECS="20")
+
+
+def test_transcribe_jfk_read_play_and_download(open_page: Any, base_server: ServerProcess, tmp_path: Path) -> None:
+    s = open_page(base_server, viewport={"width": 1280, "height": 820})
+    page = s.goto("/")
+    expect(page.locator("#model-state")).to_have_attribute("data-state", "unloaded")
+    # the model starts unloaded: the first upload is answered 503, which starts the load;
+    # the page keeps the file and sends it again when the model is ready
+    page.locator("#audio").set_input_files(str(audio_mod.JFK_WAV))
+    expect(page.locator("#chosen")).to_have_text("jfk.wav")
+    page.get_by_label("Language").select_option("en")
+    page.get_by_role("button", name="Transcribe").click()
+
+    job = page.locator(".job").first
+    expect(job).to_have_attribute("data-status", "done", timeout=600_000)
+    expect(job.locator(".job-pct")).to_have_text("100 %")
+    expect(page.locator("#model-state")).to_have_attribute("data-state", "ready")
+
+    words = page.locator("#segments .word")
+    spoken = " ".join(words.all_inner_texts())
+    assert audio_mod.normalize_words(spoken) == audio_mod.normalize_words(audio_mod.reference_text("jfk.wav"))
+    assert s.foreign == [] and s.errors == []
+
+    # the job as the server has it: the page followed the same job
+    job_id = job.get_attribute("data-job-id")
+    server_job = httpx.get(f"{s.origin}/jobs/{job_id}").json()
+    assert server_job["status"] == "done" and server_job["filename"] == "jfk.wav"
+
+    # click a word: the browser's own copy of the file plays from that word's start
+    country = words.filter(has_text=re.compile(r"^country\.?$")).last
+    start = float(country.get_attribute("data-start") or "nan")
+    country.click()
+    page.wait_for_function("document.getElementById('player').currentTime > 0")
+    t = page.evaluate("document.getElementById('player').currentTime")
+    assert start - 0.05 <= t <= start + 3.0, (start, t)
+    assert page.evaluate("document.getElementById('player').src").startswith("blob:")
+
+    if SCREENSHOT.parent.is_dir() and _wants_screenshot():
+        page.evaluate("document.getElementById('player').pause()")
+        page.screenshot(path=str(SCREENSHOT))
+
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="SRT").click()
+    srt_path = tmp_path / "jfk.srt"
+    dl.value.save_as(srt_path)
+    assert dl.value.suggested_filename == "jfk.srt"
+    _check_srt(srt_path.read_text(), server_job)
+
+    for fmt in ("json", "vtt", "txt"):
+        with page.expect_download() as dl:
+            page.get_by_role("button", name=fmt.upper()).click()
+        assert dl.value.suggested_filename == f"jfk.{fmt}"
+
+
+def _wants_screenshot() -> bool:
+    import os
+
+    return os.environ.get("WHISPEROP_WEB_SCREENSHOT") == "1"
+
+
+def _check_srt(text: str, job: dict) -> None:
+    cues = [c for c in text.strip().split("\n\n") if c]
+    assert len(cues) == len(job["segments"]) >= 1
+    stamp = re.compile(r"^(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)$")
+    for i, (cue, seg) in enumerate(zip(cues, job["segments"]), start=1):
+        lines = cue.split("\n")
+        assert lines[0] == str(i)
+        m = stamp.match(lines[1])
+        assert m, lines[1]
+        h, mi, sec, ms = (int(x) for x in m.groups()[:4])
+        assert abs(h * 3600 + mi * 60 + sec + ms / 1000 - seg["start"]) < 0.001
+        assert lines[2] == " ".join(seg["text"].split())
+    said = " ".join(c.split("\n", 2)[2] for c in cues)
+    assert audio_mod.normalize_words(said) == audio_mod.normalize_words(audio_mod.reference_text("jfk.wav"))
+
+
+def test_cancel_a_long_job(open_page: Any, base_server: ServerProcess, web_dir: Path) -> None:
+    long_wav = audio_mod.bursts_wav(web_dir / "long.wav", 600.0, seed=3)  # 600 s: minutes of work for base on 2 cores
+    s = open_page(base_server)
+    page = s.goto("/")
+    page.get_by_role("button", name="Load model").click()
+    expect(page.locator("#model-state")).to_have_attribute("data-state", "ready", timeout=300_000)
+    page.locator("#audio").set_input_files(str(long_wav))
+    page.get_by_role("button", name="Transcribe").click()
+
+    job = page.locator(".job").first
+    expect(job).to_have_attribute("data-status", "running", timeout=300_000)
+    job.get_by_role("button", name="Cancel").click()
+    expect(job).to_have_attribute("data-status", "cancelled")
+    expect(job.get_by_role("button", name="Cancel")).to_be_hidden()
+    server_job = httpx.get(f"{s.origin}/jobs/{job.get_attribute('data-job-id')}").json()
+    assert server_job["status"] == "cancelled"
+    assert s.errors == []
