@@ -90,7 +90,7 @@ function fillLanguages() {
 }
 
 function chosenText(files) {
-  if (!files.length) return "Any format ffmpeg reads; several at once.";
+  if (!files.length) return "MP3, WAV, M4A, video files… several at once.";
   return files.length === 1 ? files[0].name : `${files.length} files: ${[...files].map((f) => f.name).join(", ")}`;
 }
 

@@ -29,7 +29,7 @@ def base_server(servers: Any) -> ServerProcess:
 
 
 def test_transcribe_jfk_read_play_and_download(open_page: Any, base_server: ServerProcess, tmp_path: Path) -> None:
-    s = open_page(base_server, viewport={"width": 1280, "height": 820})
+    s = open_page(base_server, viewport={"width": 1280, "height": 720})
     page = s.goto("/")
     expect(page.locator("#model-state")).to_have_attribute("data-state", "unloaded")
     # the model starts unloaded: the first upload is answered 503, which starts the load;
