@@ -45,15 +45,21 @@ export async function json(path, init) {
   return { status: res.status, headers: res.headers, body };
 }
 
-/** POST /jobs with upload progress (XMLHttpRequest: fetch has no upload progress). */
-export async function submitJob(form, onProgress) {
+/** POST /jobs with upload progress (XMLHttpRequest: fetch has no upload progress).
+ *  ``onStart(abort)`` gets a function that stops the upload while its body is still being sent
+ *  (and returns false once the whole body is out: the server may be accepting it). */
+export async function submitJob(form, onProgress, onStart = () => {}) {
   for (;;) {
     const sent = token();
     const res = await new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
+      let bodySent = false;
       xhr.open("POST", "/jobs");
       if (sent) xhr.setRequestHeader("Authorization", `Bearer ${sent}`);
       xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
+      xhr.upload.onload = () => { bodySent = true; };
+      xhr.onabort = () => reject(Object.assign(new Error("upload stopped"), { aborted: true }));
+      onStart(() => { if (bodySent) return false; xhr.abort(); return true; });
       xhr.onload = () => {
         let body = {};
         try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }

@@ -111,7 +111,7 @@ $("submit-form").addEventListener("submit", (e) => {
   e.preventDefault();
   if (!pendingFiles.length) { $("form-error").textContent = "Choose or drop at least one audio file first."; return; }
   const opts = { language: $("language").value, task: $("task").value };
-  const batch = pendingFiles.map((file) => addEntry({ file, filename: file.name, status: "uploading", ...opts }));
+  const batch = pendingFiles.map((file) => addEntry({ file, filename: file.name, status: "pending", ...opts }));
   setFiles([]);
   $("audio").value = "";
   sendAll(batch);
@@ -131,18 +131,21 @@ async function send(entry) {
     update(entry, { status: "uploading", progress: 0 });
     let res;
     try {
-      res = await submitJob(form, (f) => update(entry, { progress: Math.round(f * 100) }));
+      res = await submitJob(form, (f) => update(entry, { progress: Math.round(f * 100) }), (stop) => { entry.stopUpload = stop; });
     } catch (err) {
-      update(entry, { status: "error", error: err.message });
+      update(entry, err.aborted ? { status: "cancelled", error: "upload stopped; nothing was kept" } : { status: "error", error: err.message });
       return;
+    } finally {
+      entry.stopUpload = null;
     }
-    if (entry.gone) return;
     if (res.status === 202) {
       update(entry, { id: res.body.job_id, status: "queued", progress: 0, error: "" });
       remember(entry);
+      if (entry.gone) cancel(entry);  // cancelled after its last byte went out: the server has it, so cancel it there
       follow(entry);
       return;
     }
+    if (entry.gone) return;
     if (res.status === 503) {
       // not accepted yet: keep the file here and send it again once the model is ready
       update(entry, { status: "waiting", error: `model ${STATE_TEXT[res.body.state] || res.body.state}; sending when ready` });
@@ -185,6 +188,7 @@ async function follow(entry) {
     if (!TERMINAL.has(entry.status)) {
       const { status, body } = await json(`/jobs/${entry.id}`).catch(() => ({ status: 0, body: {} }));
       if (status === 200) (TERMINAL.has(body.status) ? finish(entry, body) : update(entry, { status: body.status, progress: body.progress }));
+      if (!TERMINAL.has(entry.status)) await sleep(1000);  // never a tight loop on a stream that keeps closing
     }
   }
 }
@@ -195,7 +199,13 @@ function finish(entry, job) {
 }
 
 async function cancel(entry) {
-  if (!entry.id) { entry.gone = true; update(entry, { status: "cancelled", error: "not sent" }); return; }
+  if (!entry.id) {
+    entry.gone = true;
+    // still uploading: stop it; if the body is already out, the 202 will come and send() cancels the job
+    if (entry.stopUpload && !entry.stopUpload()) { update(entry, { error: "cancelling…" }); return; }
+    if (!entry.stopUpload) update(entry, { status: "cancelled", error: "not sent" });
+    return;
+  }
   const { status, body } = await json(`/jobs/${entry.id}`, { method: "DELETE" });
   if (status === 200) finish(entry, body);
   else if (status === 409) update(entry, { error: "already finished" });
@@ -256,7 +266,7 @@ function update(entry, fields) {
   const el = entry.el;
   el.root.dataset.status = entry.status;
   if (entry.id) el.root.dataset.jobId = entry.id;
-  el.status.textContent = entry.status === "uploading" ? "uploading" : entry.status;
+  el.status.textContent = { pending: "waiting to upload", waiting: "waiting for model" }[entry.status] || entry.status;
   el.bar.value = entry.progress;
   el.pct.textContent = `${entry.progress} %`;
   el.note.textContent = entry.error || "";

@@ -195,3 +195,23 @@ def test_several_files_at_once_and_the_queue_survives_a_reload(open_page: Any, t
     expect(page.locator("#transcript-meta")).to_contain_text("tone-0.wav")
     expect(page.locator("#player")).to_be_hidden()  # the audio stayed in the tab that sent it
     expect(page.locator("#legend")).to_contain_text("do not play here")
+
+
+def test_a_file_sent_while_the_model_loads_waits_in_the_page_and_goes_through(
+        open_page: Any, servers: Any, tiny_model: Path, web_dir: Path) -> None:
+    from tests.support import audio as audio_mod
+
+    # every load takes 3 s longer: the first POST /jobs is answered 503 (and starts the load)
+    srv = servers.start("slowload", tiny_model, WHISPER_MODEL="tiny-test", WHISPEROP_FAULT_LOAD_DELAY_SECS="3")
+    page = open_page(srv).goto("/")
+    expect(page.locator("#model-state")).to_have_attribute("data-state", "unloaded")
+    page.locator("#audio").set_input_files(str(audio_mod.tone_wav(web_dir / "tone-wait.wav", 1.5)))
+    page.get_by_role("button", name="Transcribe").click()
+    job = page.locator(".job").first
+    expect(job).to_have_attribute("data-status", "waiting")
+    expect(job.locator(".job-status")).to_have_text("waiting for model")
+    expect(page.locator("#model-state")).to_have_attribute("data-state", "loading")
+    expect(job).to_have_attribute("data-status", "done", timeout=120_000)
+    expect(job.locator(".job-note")).to_be_empty()
+    # one job, not two: the 503 kept nothing and the page sent the file again once
+    assert len(json.loads(page.evaluate("localStorage.getItem('whisperop.jobs')"))) == 1
