@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,22 @@ def test_transcribe_jfk_read_play_and_download(open_page: Any, base_server: Serv
     assert dl.value.suggested_filename == "jfk.srt"
     _check_srt(srt_path.read_text(), server_job)
 
+    # every format is byte for byte what `whisperop transcribe --format` writes for the same segments
+    from whisperop.core.models import Segment, TranscriptionResult
+    from whisperop.inference.writers import render
+
+    result = TranscriptionResult(language=server_job["language"], duration_secs=server_job["duration_secs"],
+                                 segments=[Segment.model_validate(x) for x in server_job["segments"]])
+    assert srt_path.read_text() == render(result, "srt")
     for fmt in ("json", "vtt", "txt"):
         with page.expect_download() as dl:
             page.get_by_role("button", name=fmt.upper()).click()
         assert dl.value.suggested_filename == f"jfk.{fmt}"
+        got = Path(dl.value.path()).read_text()
+        if fmt == "json":  # same document; JavaScript writes 11.0 as 11
+            assert json.loads(got) == json.loads(render(result, "json"))
+        else:
+            assert got == render(result, fmt), fmt
 
 
 def _wants_screenshot() -> bool:
