@@ -7,18 +7,24 @@ import { json, onTokenNeeded } from "./api.js";
 
 onTokenNeeded((reason) => {
   const t = window.prompt(`${reason}\nBearer token:`);
-  return t ? Promise.resolve(t.trim()) : new Promise(() => {});  // cancelled: stay unauthenticated
+  return t ? Promise.resolve(t.trim()) : Promise.reject(new Error("no token given"));
 });
 
 const TOKEN_KEY = "whisperop.token";
 
 async function start() {
   const el = document.getElementById("viewer");
-  const { status, body } = await json("/openapi.json");
-  if (status !== 200) {
-    el.textContent = `Could not load /openapi.json: HTTP ${status}`;
+  let res;
+  try {
+    res = await json("/openapi.json");
+  } catch (err) {
+    res = { status: err.message, body: null };
+  }
+  if (res.status !== 200) {
+    el.textContent = `Could not load /openapi.json (${res.status}). Reload the page to enter a token.`;
     return;
   }
+  const body = res.body;
   if (document.body.dataset.viewer === "redoc") {
     window.Redoc.init(body, { hideDownloadButton: false }, el);
     return;

@@ -215,3 +215,13 @@ def test_a_file_sent_while_the_model_loads_waits_in_the_page_and_goes_through(
     expect(job.locator(".job-note")).to_be_empty()
     # one job, not two: the 503 kept nothing and the page sent the file again once
     assert len(json.loads(page.evaluate("localStorage.getItem('whisperop.jobs')"))) == 1
+
+
+def test_docs_without_a_token_say_so(open_page: Any, servers: Any, tiny_model: Path, web_dir: Path) -> None:
+    tokens = web_dir / "tokens-none"
+    tokens.write_text("some-token\n")
+    srv = servers.start("auth-none", tiny_model, WHISPER_MODEL="tiny-test", WHISPEROP_AUTH_TOKENS_FILE=str(tokens))
+    s = open_page(srv)
+    s.page.on("dialog", lambda d: d.dismiss())
+    page = s.goto("/docs")
+    expect(page.locator("#viewer")).to_contain_text("Reload the page to enter a token")
