@@ -52,7 +52,7 @@ async function followModel() {
   for (;;) {
     try {
       const stream = sse("/model/events");
-      const first = stream.next();          // the request is on its way: now read the state
+      const first = stream.next();          // the request is on its way: now read the state too
       await refreshModel();
       for (let r = await first; !r.done; r = await stream.next()) {
         const { event, data } = r.value;
@@ -106,6 +106,8 @@ const drop = $("drop");
 for (const type of ["dragenter", "dragover"]) drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
 for (const type of ["dragleave", "drop"]) drop.addEventListener(type, () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.files.length) setFiles(e.dataTransfer.files); });
+// a file dropped beside the zone must not make the browser open it (and leave the page and its queue)
+for (const type of ["dragover", "drop"]) window.addEventListener(type, (e) => e.preventDefault());
 
 $("submit-form").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -149,8 +151,12 @@ async function send(entry) {
     if (res.status === 503) {
       // not accepted yet: keep the file here and send it again once the model is ready
       update(entry, { status: "waiting", error: `model ${STATE_TEXT[res.body.state] || res.body.state}; sending when ready` });
-      await untilModelReady(res.retryAfter || 5);
-      if (entry.gone) return;
+      // upload again only once it can be accepted (or to start a load again): a big file is not resent every 10 s
+      do {
+        await untilModelReady(res.retryAfter || 5);
+        if (entry.gone) return;
+        await refreshModel().catch(() => {});
+      } while (modelState === "loading" || modelState === "waiting_for_gpu");
       continue;
     }
     update(entry, { status: "error", error: res.body.error || `HTTP ${res.status}` });
@@ -401,6 +407,9 @@ async function start() {
     $("model").append(new Option(body.model, body.model));
   }
   followModel();
+  // the event stream subscribes a moment after its request is answered: an event in between would be
+  // missed, so the state is also read again now and then (cheap: one small GET)
+  setInterval(() => refreshModel().catch(() => {}), 15000);
   restore();
 }
 

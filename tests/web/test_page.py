@@ -9,6 +9,7 @@ keyboard-usable and fits a phone.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,24 @@ def test_docs_without_a_token_say_so(open_page: Any, servers: Any, tiny_model: P
     s.page.on("dialog", lambda d: d.dismiss())
     page = s.goto("/docs")
     expect(page.locator("#viewer")).to_contain_text("Reload the page to enter a token")
+
+
+def test_dropping_files_on_the_zone_chooses_them(open_page: Any, tiny_server: ServerProcess, web_dir: Path) -> None:
+    import base64
+
+    from tests.support import audio as audio_mod
+
+    wav = audio_mod.tone_wav(web_dir / "dropped.wav", 1.5)
+    page = open_page(tiny_server).goto("/")
+    data = page.evaluate_handle("""(b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], 'dropped.wav', {type: 'audio/wav'}));
+        dt.items.add(new File([bytes], 'again.wav', {type: 'audio/wav'}));
+        return dt;
+    }""", base64.b64encode(wav.read_bytes()).decode())
+    page.dispatch_event("#drop", "dragenter", {"dataTransfer": data})
+    expect(page.locator("#drop")).to_have_class(re.compile(r"\bover\b"))
+    page.dispatch_event("#drop", "drop", {"dataTransfer": data})
+    expect(page.locator("#chosen")).to_have_text("2 files: dropped.wav, again.wav")
+    expect(page.locator("#drop")).not_to_have_class(re.compile(r"\bover\b"))
