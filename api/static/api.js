@@ -1,6 +1,7 @@
 // The REST API as the page uses it: every call carries the bearer token
 // (asked for on the first 401), and SSE is read with fetch() streaming because
-// EventSource cannot send an Authorization header.
+// EventSource cannot send an Authorization header. URLs are relative to the
+// page, so a path prefix in front of the facade (an Ingress at /whisper/) works.
 
 const TOKEN_KEY = "whisperop.token";
 let askToken = null;
@@ -54,7 +55,7 @@ export async function submitJob(form, onProgress, onStart = () => {}) {
     const res = await new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       let bodySent = false;
-      xhr.open("POST", "/jobs");
+      xhr.open("POST", "jobs");
       if (sent) xhr.setRequestHeader("Authorization", `Bearer ${sent}`);
       xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
       xhr.upload.onload = () => { bodySent = true; };

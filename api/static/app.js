@@ -44,14 +44,14 @@ function gpuDetail(s) {
 }
 
 async function refreshModel() {
-  const { status, body } = await json("/model/status");
+  const { status, body } = await json("model/status");
   if (status === 200) showModel(body.state, body.state === "waiting_for_gpu" ? gpuDetail(body) : "");
 }
 
 async function followModel() {
   for (;;) {
     try {
-      const stream = sse("/model/events");
+      const stream = sse("model/events");
       const first = stream.next();          // the request is on its way: now read the state too
       await refreshModel();
       for (let r = await first; !r.done; r = await stream.next()) {
@@ -67,10 +67,10 @@ async function followModel() {
 }
 
 $("model-load").addEventListener("click", async () => {
-  const { body } = await json("/model/load", { method: "POST" });
+  const { body } = await json("model/load", { method: "POST" });
   if (body.status === "already_ready") showModel("ready");
 });
-$("model-unload").addEventListener("click", () => json("/model/unload", { method: "POST" }));
+$("model-unload").addEventListener("click", () => json("model/unload", { method: "POST" }));
 
 function untilModelReady(secs) {
   return new Promise((resolve) => {
@@ -182,7 +182,7 @@ function loadRemembered() {
 async function follow(entry) {
   while (!TERMINAL.has(entry.status)) {
     try {
-      for await (const { event, data } of sse(`/jobs/${entry.id}/stream`)) {
+      for await (const { event, data } of sse(`jobs/${entry.id}/stream`)) {
         if (event === "progress") update(entry, { status: "running", progress: data.percent });
         else if (event === "error") update(entry, { error: data.message });
         else if (event === "done") finish(entry, data.job);
@@ -192,7 +192,7 @@ async function follow(entry) {
       await sleep(2000);  // stream broken: look again
     }
     if (!TERMINAL.has(entry.status)) {
-      const { status, body } = await json(`/jobs/${entry.id}`).catch(() => ({ status: 0, body: {} }));
+      const { status, body } = await json(`jobs/${entry.id}`).catch(() => ({ status: 0, body: {} }));
       if (status === 200) (TERMINAL.has(body.status) ? finish(entry, body) : update(entry, { status: body.status, progress: body.progress }));
       if (!TERMINAL.has(entry.status)) await sleep(1000);  // never a tight loop on a stream that keeps closing
     }
@@ -212,7 +212,7 @@ async function cancel(entry) {
     if (!entry.stopUpload) update(entry, { status: "cancelled", error: "not sent" });
     return;
   }
-  const { status, body } = await json(`/jobs/${entry.id}`, { method: "DELETE" });
+  const { status, body } = await json(`jobs/${entry.id}`, { method: "DELETE" });
   if (status === 200) finish(entry, body);
   else if (status === 409) update(entry, { error: "already finished" });
   else update(entry, { error: body.error || `HTTP ${status}` });
@@ -390,7 +390,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function restore() {
   for (const { id, filename } of loadRemembered().reverse()) {
     const entry = addEntry({ id, filename, status: "queued" });
-    json(`/jobs/${id}`).then(({ status, body }) => {
+    json(`jobs/${id}`).then(({ status, body }) => {
       if (status === 404) { entry.el.root.remove(); forget(id); return; }
       if (status !== 200) return;
       if (TERMINAL.has(body.status)) finish(entry, body);
@@ -401,7 +401,7 @@ async function restore() {
 
 async function start() {
   fillLanguages();
-  const { status, body } = await json("/health");
+  const { status, body } = await json("health");
   if (status === 200) {
     $("model-name").textContent = body.model;
     $("model").append(new Option(body.model, body.model));

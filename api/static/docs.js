@@ -16,7 +16,7 @@ async function start() {
   const el = document.getElementById("viewer");
   let res;
   try {
-    res = await json("/openapi.json");
+    res = await json("openapi.json");
   } catch (err) {
     res = { status: err.message, body: null };
   }
