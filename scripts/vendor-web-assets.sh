@@ -20,7 +20,7 @@ tar xzf "$tmp/swagger-ui-dist-$SWAGGER_UI_VERSION.tgz" -C "$tmp/s"
 tar xzf "$tmp/redoc-$REDOC_VERSION.tgz" -C "$tmp/r"
 rm -rf "$out/swagger-ui" "$out/redoc"
 mkdir -p "$out/swagger-ui" "$out/redoc"
-for f in swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css favicon-32x32.png LICENSE NOTICE package.json; do
+for f in swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css LICENSE NOTICE package.json; do
   cp "$tmp/s/package/$f" "$out/swagger-ui/$f"
 done
 for f in bundles/redoc.standalone.js bundles/redoc.standalone.js.LICENSE.txt LICENSE package.json; do
