@@ -64,8 +64,23 @@ def test_transcribe_jfk_read_play_and_download(open_page: Any, base_server: Serv
     assert start - 0.05 <= t <= start + 3.0, (start, t)
     assert page.evaluate("document.getElementById('player').src").startswith("blob:")
 
+    # keyboard: the words are one tab stop; arrows move, Enter plays from the focused word
+    page.evaluate("document.getElementById('player').pause()")
+    words.first.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    third = words.nth(2)
+    expect(third).to_be_focused()
+    assert third.get_attribute("tabindex") == "0" and words.first.get_attribute("tabindex") == "-1"
+    page.keyboard.press("Enter")
+    third_start = float(third.get_attribute("data-start") or "nan")
+    page.wait_for_function(f"Math.abs(document.getElementById('player').currentTime - {third_start}) < 3")
+    assert page.evaluate("document.getElementById('player').currentTime") >= third_start - 0.05
+
     if SCREENSHOT.parent.is_dir() and _wants_screenshot():
-        page.evaluate("document.getElementById('player').pause()")
+        country.click()
+        page.wait_for_selector(".word.now")
+        page.evaluate("document.getElementById('player').pause(); document.activeElement.blur()")
         page.screenshot(path=str(SCREENSHOT))
 
     with page.expect_download() as dl:
