@@ -369,14 +369,23 @@ $("player").addEventListener("timeupdate", () => {
   }
 });
 
+// The server's transcript file when it has a route for it (GET /jobs/{id}/transcript.{fmt}, issue 19);
+// otherwise the same file built here from the Job's segments (formats.js).
+async function transcriptFile(job, format) {
+  const res = await api(`jobs/${job.id}/transcript.${format}`).catch(() => null);
+  if (res && res.ok) return res.blob();
+  const fmt = FORMATS[format];
+  return new Blob([fmt.render(job)], { type: fmt.type });
+}
+
 for (const b of document.querySelectorAll(".downloads button")) {
-  b.addEventListener("click", () => {
+  b.addEventListener("click", async () => {
     if (!selected || !selected.job) return;
-    const fmt = FORMATS[b.dataset.format];
-    const blob = new Blob([fmt.render(selected.job)], { type: fmt.type });
+    const entry = selected;
+    const blob = await transcriptFile(entry.job, b.dataset.format);
     const a = document.createElement("a");
     a.href = URL.createObjectURL(blob);
-    a.download = `${(selected.filename || selected.job.id).replace(/\.[^.]+$/, "")}.${b.dataset.format}`;
+    a.download = `${(entry.filename || entry.job.id).replace(/\.[^.]+$/, "")}.${b.dataset.format}`;
     document.body.append(a);
     a.click();
     a.remove();
