@@ -6,7 +6,7 @@ import { FORMATS, duration } from "./formats.js";
 import { LANGUAGES } from "./languages.js";
 
 const $ = (id) => document.getElementById(id);
-const STORE_KEY = "whisperop.jobs";   // jobs this browser submitted: [{id, filename}]
+const STORE_KEY = "whisperop.jobs";   // jobs this browser submitted: [{id, filename}], newest first
 const STORE_MAX = 50;
 const TERMINAL = new Set(["done", "failed", "cancelled"]);
 const STATE_TEXT = { unloaded: "unloaded", loading: "loading…", waiting_for_gpu: "waiting for GPU", ready: "ready", unknown: "…" };
@@ -396,8 +396,16 @@ for (const b of document.querySelectorAll(".downloads button")) {
 // ── start ───────────────────────────────────────────────────────────────────
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// The server's own list (GET /jobs, issue 19) where it has one; the jobs this browser sent in any case.
+async function listed() {
+  const res = await json("jobs?limit=50").catch(() => null);
+  return res && res.status === 200 && Array.isArray(res.body.jobs) ? res.body.jobs.map(({ id, filename }) => ({ id, filename })) : [];
+}
+
 async function restore() {
-  for (const { id, filename } of loadRemembered().reverse()) {
+  const server = await listed();
+  const mine = loadRemembered().filter((j) => !server.some((s) => s.id === j.id));
+  for (const { id, filename } of [...server, ...mine].reverse()) {
     const entry = addEntry({ id, filename, status: "queued" });
     json(`jobs/${id}`).then(({ status, body }) => {
       if (status === 404) { entry.el.root.remove(); forget(id); return; }
