@@ -26,7 +26,7 @@ def _client(tmp_path: Path, tiny_model: Path, tokens: Path | None = None) -> Tes
     runtime = LocalModelRuntime(tiny_model, jobs, blobs, EngineSettings(USE_GPU=False), idle_timeout_secs=0)
     app = create_app(ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d), runtime, jobs, blobs,
                      auth_tokens_file=str(tokens) if tokens else None)
-    return TestClient(app)
+    return TestClient(app, base_url="http://127.0.0.1")  # a loopback Host, as a browser on this machine sends
 
 
 def _local_refs(html: str) -> list[str]:
