@@ -54,8 +54,10 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Any]:
+    """A Chromium for one test (about 1 s to start). Not shared wider: Playwright's sync API keeps an
+    asyncio loop running in this thread while it is open, and ``asyncio.run`` in later tests would fail."""
     path = chromium_path()
     if path is None:
         _missing("Chromium not found (apt-get install chromium)")
