@@ -65,6 +65,9 @@ def browser() -> Iterator[Any]:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _missing("the playwright package is not installed (the 'test' extra)")
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)  # not 5 s: CI's 2 cores are shared with servers and whisper.cpp
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield b

@@ -150,8 +150,11 @@ def test_cancel_a_long_job(open_page: Any, base_server: ServerProcess, web_dir: 
     long_wav = audio_mod.bursts_wav(web_dir / "long.wav", 600.0, seed=3)  # 600 s: minutes of work for base on 2 cores
     s = open_page(base_server)
     page = s.goto("/")
-    page.get_by_role("button", name="Load model").click()
-    expect(page.locator("#model-state")).to_have_attribute("data-state", "ready", timeout=300_000)
+    badge = page.locator("#model-state")
+    expect(badge).not_to_have_attribute("data-state", "unknown")
+    if badge.get_attribute("data-state") != "ready":  # the jfk test before this one may have loaded it
+        page.get_by_role("button", name="Load model").click()
+    expect(badge).to_have_attribute("data-state", "ready", timeout=300_000)
     page.locator("#audio").set_input_files(str(long_wav))
     page.get_by_role("button", name="Transcribe").click()
 
