@@ -51,7 +51,16 @@ def chromium_path() -> str | None:
 def _missing(reason: str) -> None:
     if _required():
         pytest.fail(f"WHISPEROP_REQUIRE_CLUSTER=1 but {reason} (scripts/bootstrap.sh installs it)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def playwright_expect() -> Any:
+    """``playwright.sync_api.expect`` for a test module: skips the module without the package (fails in CI)."""
+    try:
+        from playwright.sync_api import expect
+    except ImportError:
+        _missing("the playwright package is not installed (the 'test' extra)")
+    return expect
 
 
 @pytest.fixture

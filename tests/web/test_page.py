@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import expect
-
+from tests.support.browser import playwright_expect
 from tests.support.server import ServerProcess
+
+expect = playwright_expect()
 
 
 def test_page_and_docs_make_no_request_to_another_host(open_page: Any, tiny_server: ServerProcess) -> None:

@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import expect
-
 from tests.support import audio as audio_mod
+from tests.support.browser import playwright_expect
 from tests.support.server import ServerProcess
+
+expect = playwright_expect()
 
 pytestmark = pytest.mark.slow
 
