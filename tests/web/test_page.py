@@ -249,3 +249,39 @@ def test_dropping_files_on_the_zone_chooses_them(open_page: Any, tiny_server: Se
     page.dispatch_event("#drop", "drop", {"dataTransfer": data})
     expect(page.locator("#chosen")).to_have_text("2 files: dropped.wav, again.wav")
     expect(page.locator("#drop")).not_to_have_class(re.compile(r"\bover\b"))
+
+
+def _axe_violations(page: Any) -> list[str]:
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError:
+        from tests.support.browser import _missing
+
+        _missing("axe-playwright-python is not installed (the 'test' extra)")
+    found = Axe().run(page).response["violations"]
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}" for v in found]
+
+
+def test_axe_finds_no_accessibility_violation(open_page: Any, tiny_server: ServerProcess, web_dir: Path,
+                                              servers: Any, tiny_model: Path) -> None:
+    """axe-core's default rules (labels, names, roles, colour contrast, ...) in light and dark, with a
+    queue and a transcript on screen, and on the token dialog."""
+    from tests.support import audio as audio_mod
+
+    wav = audio_mod.tone_wav(web_dir / "tone-axe.wav", 1.5)
+    for scheme in ("light", "dark"):
+        page = open_page(tiny_server, color_scheme=scheme).goto("/")
+        expect(page.locator("#model-state")).not_to_have_attribute("data-state", "unknown")
+        assert _axe_violations(page) == [], scheme
+        page.locator("#audio").set_input_files(str(wav))
+        page.get_by_role("button", name="Transcribe").click()
+        expect(page.locator(".job").first).to_have_attribute("data-status", "done", timeout=120_000)
+        page.locator(".job").first.get_by_role("button", name="Show transcript").click()
+        expect(page.locator("#transcript-body")).to_be_visible()
+        assert _axe_violations(page) == [], scheme
+    tokens = web_dir / "tokens-axe"
+    tokens.write_text("axe-token\n")
+    srv = servers.start("auth-axe", tiny_model, WHISPER_MODEL="tiny-test", WHISPEROP_AUTH_TOKENS_FILE=str(tokens))
+    page = open_page(srv).goto("/")
+    expect(page.locator("#token-dialog")).to_be_visible()
+    assert _axe_violations(page) == []
