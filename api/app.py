@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from whisperop.api.deps import Services
 from whisperop.api.errors import install_error_handlers
 from whisperop.api.retention import Retention
-from whisperop.api.routers import health, joblist, jobs, metrics, model, openai_compat, transcripts
+from whisperop.api.routers import health, joblist, jobs, metrics, model, openai_compat, transcripts, web
 from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
 from whisperop.api.webhooks import WebhookNotifier, WebhookSender
@@ -101,6 +101,8 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from routers.web, with their assets served here
+        redoc_url=None,
         openapi_tags=[
             {"name": "jobs", "description": "Transcription jobs"},
             {"name": "model", "description": "Model lifecycle"},
@@ -113,6 +115,7 @@ def create_app(
     for r in (joblist.router, jobs.router, transcripts.router, openai_compat.router, model.router, health.router,
               metrics.router):
         app.include_router(r)
+    web.install(app)
     if auth_tokens_file:
         from whisperop.api.auth import BearerAuth, TokenSource
 

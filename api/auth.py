@@ -1,4 +1,4 @@
-"""Optional bearer-token authentication of the facade (every endpoint except ``/health``).
+"""Optional bearer-token authentication of the facade (every endpoint except ``/health`` and the web page).
 
 Tokens come from a file or a directory, typically a mounted Secret
 (``WHISPEROP_AUTH_TOKENS_FILE``): a file holds one token per line (blank
@@ -20,10 +20,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from whisperop.api.routers.web import PUBLIC_PATHS as WEB_PATHS
+from whisperop.api.routers.web import PUBLIC_PREFIXES
+
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
-PUBLIC_PATHS = frozenset({"/health"})
+#: the page, its assets and the docs carry no data and must load before the page can ask for a token
+PUBLIC_PATHS = frozenset({"/health"}) | WEB_PATHS
 RELOAD_SECS = 5.0
 
 
@@ -80,7 +84,8 @@ class BearerAuth:
         self.source = source
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
-        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS:
+        path = scope.get("path") or ""
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         header = ""

@@ -158,7 +158,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gpu_poll_interval_secs=settings.gpu_poll_interval_secs,
         faults=faults,
     )
-    app = create_app(settings, runtime, jobstore, blobstore)
+    app = create_app(settings, runtime, jobstore, blobstore,
+                     auth_tokens_file=os.environ.get("WHISPEROP_AUTH_TOKENS_FILE") or None)
     log.info("starting whisperop serve", extra={"host": settings.host, "port": settings.port, "data_dir": str(data_dir),
                                                 "model": settings.model_name, "model_path": str(model_path)})
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what whisper-operator needs on a fresh Debian/Ubuntu machine:
-# system packages (ffmpeg and espeak-ng/sox for test speech) and a virtualenv
+# system packages (ffmpeg and espeak-ng/sox for test speech; with the test or
+# dev extras also Debian's chromium, which the web page's tests drive through
+# Playwright — Playwright's own browser download is never used) and a virtualenv
 # in .venv with the project and the given extras. Idempotent and quick when
 # everything is already there.
 #   usage: scripts/bootstrap.sh [extras]      e.g. scripts/bootstrap.sh api,test
@@ -12,6 +14,9 @@ need=()
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
+case ",$extras," in
+  *,test,*|*,dev,*) [ -x /usr/bin/chromium ] || command -v chromium >/dev/null || need+=(chromium) ;;
+esac
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   echo "==> installing system packages: ${need[*]}"

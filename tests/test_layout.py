@@ -39,6 +39,10 @@ def test_import_operator_from_repo_root_in_clean_venv(tmp_path: Path) -> None:
         "assert spec.origin.startswith(stdlib), spec.origin;"
         "import whisperop.operator, whisperop.api, whisperop.inference, whisperop.core;"
         "assert 'site-packages' in whisperop.operator.__path__[0], list(whisperop.operator.__path__);"
+        # the web page and the docs' vendored assets ship as package data (api/routers/web.py serves them)
+        "import importlib.resources as res; static = res.files('whisperop.api') / 'static';"
+        "assert all((static / f).is_file() for f in ('index.html', 'app.js', 'docs.js', 'vendor/redoc/redoc.standalone.js',"
+        " 'vendor/swagger-ui/swagger-ui-bundle.js', 'vendor/swagger-ui/LICENSE')), sorted(p.name for p in static.iterdir());"
         "print('ok')"
     )
     out = subprocess.run([str(py), "-c", probe], cwd=REPO, capture_output=True, text=True)

@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.support import audio as audio_mod  # noqa: E402
+from tests.support.browser import browser, open_page  # noqa: E402,F401  (fixtures of the page test)
 
 pytestmark = pytest.mark.cluster
 
@@ -573,3 +574,29 @@ def test_503_model_not_ready_as_in_local_mode_and_bearer_auth(cluster: Cluster, 
         assert h["model_state"] == "waiting_for_gpu" and h["queue_depth"] == 0
     finally:
         f.close()
+
+
+def test_web_page_and_docs_on_the_cluster_facade(running_cluster: Cluster, open_page: Any, tmp_path: Path) -> None:
+    """The same page, unchanged, on ``serve --cluster``: a job through the operator and a worker; the docs offline."""
+    from playwright.sync_api import expect
+
+    facade = Facade(running_cluster, "page")
+    try:
+        s = open_page(facade.url)
+        page = s.goto("/")
+        badge = page.locator("#model-state")
+        expect(badge).not_to_have_attribute("data-state", "unknown")
+        assert badge.get_attribute("data-state") in ("unloaded", "loading", "waiting_for_gpu", "ready")
+        page.locator("#audio").set_input_files(str(audio_mod.tone_wav(tmp_path / "tone.wav", 1.5)))
+        page.get_by_role("button", name="Transcribe").click()
+        job = page.locator(".job").first
+        expect(job).to_have_attribute("data-status", "done", timeout=240_000)
+        expect(job.locator(".job-pct")).to_have_text("100 %")
+        job_id = job.get_attribute("data-job-id")
+        assert running_cluster.phase(str(job_id)) == "Done"  # the TranscriptionJob itself
+
+        page.goto(facade.url + "/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("whisper-operator")
+        assert s.foreign == [] and s.errors == []
+    finally:
+        facade.close()

@@ -1,0 +1,84 @@
+"""Fixtures of the browser tests: headless Chromium (tests/support/browser.py), real ``whisperop serve`` processes."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.browser import browser, open_page  # noqa: E402,F401  (fixtures)
+from tests.support.server import LIVE_SERVERS, ServerProcess  # noqa: E402
+
+#: what every server of these tests gets (a test may add to it)
+BASE_ENV = {"IDLE_TIMEOUT_SECS": "0", "GPU_POLL_INTERVAL_SECS": "1", "QUEUE_WHILE_LOADING": "false", "TEMPERATURE_INC": "0"}
+
+
+# ── servers ──────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture(scope="session")
+def web_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("web")
+
+
+class Servers:
+    _names = itertools.count(1)
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.started: list[ServerProcess] = []
+
+    def start(self, name: str, model: Path, **env: str) -> ServerProcess:
+        name = f"{name}-{next(self._names)}"
+        srv = ServerProcess(name, self.work / "data" / name, self.work / "logs",
+                            env={**BASE_ENV, "WHISPER_MODEL_PATH": str(model), **env})
+        self.started.append(srv)
+        return srv.start()
+
+    def close(self) -> None:
+        for s in self.started:
+            s.close()
+
+
+@pytest.fixture(scope="session")
+def servers(web_dir: Path) -> Iterator[Servers]:
+    s = Servers(web_dir)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(web_dir: Path) -> Path:
+    from whisperop.modelstore.tiny import build_tiny_model
+
+    return build_tiny_model(web_dir / "models" / "ggml-tiny-test.bin")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(servers: Servers, tiny_model: Path) -> ServerProcess:
+    """A server with the random-weight tiny model: for the page's behaviour, not its transcripts."""
+    return servers.start("tiny", tiny_model, WHISPER_MODEL="tiny-test")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item._server_log_offsets = {id(s): s.log_size() for s in LIVE_SERVERS}  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        offsets = getattr(item, "_server_log_offsets", {})
+        for s in list(LIVE_SERVERS):
+            text = s.log_text(offsets.get(id(s), 0), 8000)
+            if text.strip():
+                rep.sections.append((f"server log {s.name} ({s.base_url}) during this test", text))
