@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:
 from tests.support import audio as audio_mod  # noqa: E402
 from tests.support.kube_e2e import CHART, Kube, s3_client, wait_for  # noqa: E402
 from tests.support.sse import SSEStream  # noqa: E402
-from tests.support.webhooks import WebhookReceiver  # noqa: E402
+from tests.support.webhooks import Delivery, WebhookReceiver  # noqa: E402
 from whisperop.testenv.node import NODE_IP  # noqa: E402
 
 NS = "whisper"
@@ -90,8 +90,9 @@ def release(kube: Kube, images: dict[str, str], minio: dict[str, str], base_mode
     yield {"s3": s3, "minio": minio}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def facade(kube: Kube, release: dict[str, Any]) -> Iterator[httpx.Client]:
+    """A port-forward per test: a forward dies with the pod it picked (the facade test deletes them)."""
     with kube.port_forward(NS, f"svc/{FACADE_SVC}", 80) as port:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
             wait_for("the facade's /health through the port-forward", lambda: _ok(c, "/health"), 60)
@@ -168,7 +169,7 @@ def test_first_job_scales_a_real_pod_from_zero(kube: Kube, facade: httpx.Client,
     stream.close()
     assert "progress" in events and done.json()["job"]["status"] == "done", events
 
-    delivery = receiver.wait_for("/done", 120)
+    delivery = receiver.wait_for("/done", _completions, timeout=120)[0]
     body = delivery.json()
     assert body.get("job_id", body.get("id")) == job_id or job_id in json.dumps(body)
     # the worker pod is real: its log is readable through the API server (kubelet client cert)
@@ -230,10 +231,16 @@ def _job_running(c: httpx.Client, job_id: str, timeout: float = 300) -> None:
     wait_for(f"job {job_id} running", started, timeout, 0.2)
 
 
+def _completions(d: Delivery) -> bool:
+    """A job's completion POST (the same URL also gets the model's lifecycle events, per the contract)."""
+    body = d.json()
+    return isinstance(body, dict) and "type" not in body and body.get("status") in ("done", "failed")
+
+
 def _deliveries_for(receiver: WebhookReceiver, path: str) -> set[str]:
-    """Distinct delivery ids received on ``path`` (retries of one delivery share the id)."""
+    """Distinct completion deliveries on ``path`` (retries of one delivery share its id)."""
     return {d.headers.get("x-whisperop-delivery") or d.headers.get("webhook-id") or repr(d.body)
-            for d in receiver.received(path)}
+            for d in receiver.received(path, _completions)}
 
 
 def test_worker_pod_deleted_mid_job_is_requeued_and_finishes_once(
@@ -246,7 +253,7 @@ def test_worker_pod_deleted_mid_job_is_requeued_and_finishes_once(
     job = _wait_job(facade, job_id, ("done", "failed", "cancelled"), 600)
     assert job["status"] == "done", job
     assert job["segments"], job
-    receiver.wait_for("/worker-loss", 120)
+    receiver.wait_for("/worker-loss", _completions, timeout=120)
     time.sleep(5)  # a duplicate completion would arrive within the retry window
     assert len(_deliveries_for(receiver, "/worker-loss")) == 1, receiver.received("/worker-loss")
     tj = kube.get("-n", NS, "transcriptionjobs", "-o", "json")
@@ -265,7 +272,7 @@ def test_operator_pod_deleted_mid_job_loses_nothing(
         kube.kubectl("-n", NS, "delete", "pod", op["metadata"]["name"], "--wait=false")
     job = _wait_job(facade, job_id, ("done", "failed", "cancelled"), 600)
     assert job["status"] == "done", job
-    receiver.wait_for("/operator-loss", 180)
+    receiver.wait_for("/operator-loss", _completions, timeout=180)
     time.sleep(5)
     assert len(_deliveries_for(receiver, "/operator-loss")) == 1, receiver.received("/operator-loss")
 
@@ -286,6 +293,15 @@ def test_facade_pod_deleted_during_sse_client_reconnects_and_gets_done(
             wait_for("the SSE stream to break", lambda: stream.closed, 120, 0.5)
             stream.close()
     kube.kubectl("-n", NS, "rollout", "status", f"deployment/{FACADE_SVC}", "--timeout=180s", timeout=200)
+
+    def only_new_facades() -> bool:
+        # port-forward to a Service picks any selected pod: a terminating one would break it again
+        pods = kube.get("-n", NS, "pods", "-l", "app.kubernetes.io/component=facade")["items"]
+        return bool(pods) and all(not p["metadata"].get("deletionTimestamp") and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+            for p in pods)
+
+    wait_for("only the new, Ready facade pods", only_new_facades, 120, 1)
     with kube.port_forward(NS, f"svc/{FACADE_SVC}", 80) as port:
         base = f"http://127.0.0.1:{port}"
         wait_for("the new facade", lambda: _ok(httpx.Client(base_url=base, timeout=10), "/health"), 60)

@@ -102,6 +102,7 @@ class Kube:
     def port_forward(self, ns: str, target: str, remote_port: int) -> Iterator[int]:
         """``kubectl port-forward`` to ``target`` (e.g. svc/name); yields the local port."""
         log = open(self.log_dir / f"port-forward-{target.replace('/', '-')}.log", "a+")
+        start = log.tell()  # the log is appended to by every forward to this target: read only ours
         p = subprocess.Popen(
             [str(binaries.binary("kubectl")), "-n", ns, "port-forward", "--address", "127.0.0.1", target,
              f":{remote_port}"],
@@ -109,10 +110,10 @@ class Kube:
         )
         try:
             def port() -> int | None:
-                log.seek(0)
+                log.seek(start)
                 m = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", log.read())
                 if p.poll() is not None:
-                    log.seek(0)
+                    log.seek(start)
                     raise AssertionError(f"port-forward {target} exited: {log.read()[-2000:]}")
                 return int(m.group(1)) if m else None
 
@@ -169,12 +170,25 @@ def deploy_minio(node: RealNode, kube: Kube) -> dict[str, str]:
     ])
     kube.kubectl("-n", MINIO_NS, "rollout", "status", "deployment/minio", "--timeout=180s", timeout=200)
     svc = kube.get("-n", MINIO_NS, "service", "minio")
+    ip = svc["spec"]["clusterIP"]
+    # Ready pod != programmed Service: kube-proxy rejects until its next sync sees the endpoint
+    wait_for(f"kube-proxy to route {ip}:9000", lambda: _connects(ip, 9000), 60, 0.2)
     return {
         "endpoint": f"http://minio.{MINIO_NS}.svc:9000",
         "host_endpoint": f"http://{svc['spec']['clusterIP']}:9000",
         "access_key": MINIO_USER,
         "secret_key": MINIO_PASSWORD,
     }
+
+
+def _connects(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def s3_client(minio: dict[str, str]) -> Any:
