@@ -85,3 +85,11 @@ class JobAlreadyTerminal(WhisperOpError):
 
 class BlobNotFound(WhisperOpError):
     """No blob under this key."""
+
+
+class UnsafeURLError(WhisperOpError, ValueError):
+    """A URL the server must not fetch or POST to (``whisperop.core.urlguard``): not
+    http(s), credentials in it, or a host that is or resolves to an internal address.
+    The facade answers 400 with this message."""
+
+    http_status = 400
