@@ -67,7 +67,7 @@ def create_app(
         jobs=jobstore,
         blobs=blobstore,
         hub=EventHub(jobstore, runtime),
-        webhooks=WebhookNotifier(webhook_sender or WebhookSender(), jobstore, runtime),
+        webhooks=WebhookNotifier(webhook_sender or WebhookSender(allow=settings.outbound_allow), jobstore, runtime),
         metrics=Metrics(jobstore, runtime),
     )
 

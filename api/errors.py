@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, UnsafeURLError
 
 
 class ApiError(Exception):
@@ -39,6 +39,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(JobAlreadyTerminal)
     async def _terminal(_: Request, exc: JobAlreadyTerminal) -> JSONResponse:
         return error_response(409, str(exc))
+
+    @app.exception_handler(UnsafeURLError)
+    async def _unsafe_url(_: Request, exc: UnsafeURLError) -> JSONResponse:
+        return error_response(exc.http_status, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

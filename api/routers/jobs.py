@@ -15,7 +15,6 @@ import logging
 import re
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -25,6 +24,7 @@ from whisperop.api.deps import Services, ServicesDep
 from whisperop.api.errors import ApiError
 from whisperop.api.upload import MultipartError, Upload, receive_upload
 from whisperop.core.languages import UnknownLanguageError, normalize_language
+from whisperop.core.urlguard import aresolve_url, check_url
 from whisperop.core.models import ErrorResponse, Job, JobStatus, ModelNotReady, ModelState, SubmitResponse, Task
 
 log = logging.getLogger("whisperop.api.jobs")
@@ -70,17 +70,14 @@ def retry_after(state: ModelState, svc: Services) -> int:
     return int(svc.settings.gpu_poll_interval_secs)
 
 
-def _webhook_url(value: str | None) -> str | None:
+def _webhook_url(value: str | None, allow: str) -> str | None:
+    """The syntactic half of the outbound URL guard (the DNS half runs in :func:`submit_job`)."""
     if value is None or not value.strip():
         return None
-    url = value.strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ApiError(400, f"webhook_url must be an http(s) URL, got {value!r}")
-    return url
+    return check_url(value, allow=allow, what="webhook_url")
 
 
-def validate(upload: Upload, job_id: str) -> Job:
+def validate(upload: Upload, job_id: str, allow: str = "") -> Job:
     """The contract's 400s, in the original's order."""
     if not upload.audio_seen:
         raise ApiError(400, "missing 'audio' field")
@@ -93,7 +90,7 @@ def validate(upload: Upload, job_id: str) -> Job:
         language = normalize_language(upload.fields.get("language"))
     except UnknownLanguageError as exc:
         raise ApiError(400, str(exc)) from None
-    webhook = _webhook_url(upload.fields.get("webhook_url"))
+    webhook = _webhook_url(upload.fields.get("webhook_url"), allow)
     return Job(id=job_id, task=Task(task), language=language, webhook_url=webhook, filename=upload.filename)
 
 
@@ -103,7 +100,8 @@ def validate(upload: Upload, job_id: str) -> Job:
     summary="Submit an audio file for transcription",
     response_model=SubmitResponse,
     responses={
-        400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, bad webhook_url, multipart error"},
+        400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, multipart error, "
+                                                     "webhook_url not http(s), with credentials, or reaching an internal address"},
         503: {"model": ModelNotReady, "description": "model not ready (a load is triggered when unloaded)",
               "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
     },
@@ -129,8 +127,9 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
 
     committed = False
     try:
-        job = validate(upload, job_id)
+        job = validate(upload, job_id, svc.settings.outbound_allow)
         if job.webhook_url:
+            await aresolve_url(job.webhook_url, allow=svc.settings.outbound_allow, what="webhook_url")
             await asyncio.to_thread(svc.jobs.register_webhook, job.webhook_url)
         state = svc.runtime.state
         if state != ModelState.ready and not svc.settings.queue_while_loading:

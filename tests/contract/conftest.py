@@ -45,6 +45,8 @@ BASE_ENV = {
     "QUEUE_WHILE_LOADING": "false",
     # the tiny model's noise makes every temperature fallback fire: 3x slower jobs for nothing
     "TEMPERATURE_INC": "0",
+    # the tests' webhook receivers listen on loopback, which the outbound URL guard refuses unless listed
+    "WHISPEROP_OUTBOUND_ALLOW": "127.0.0.1",
 }
 
 

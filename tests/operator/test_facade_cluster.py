@@ -126,6 +126,7 @@ class InProcessFacade:
         self.runtime = ClusterModelRuntime(cluster.api, cluster.ns, watch_timeout_seconds=30)
         self.runtime.observe_jobs(self.jobs.informer)
         self.jobs.start()
+        settings.setdefault("outbound_allow", "127.0.0.1")  # the tests' receivers: allowed explicitly
         st = ServerSettings(model_name="default", queue_while_loading=True, **settings)
         app = create_app(st, self.runtime, self.jobs, self.blobs, send_webhooks=False)  # type: ignore[arg-type]
         self.port = free_port()

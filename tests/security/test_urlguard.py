@@ -62,7 +62,7 @@ INTERNAL = [
 MALFORMED = {
     "ftp://example.com/x": "http(s)",
     "file:///etc/passwd": "http(s)",
-    "http:///nohost": "no host",
+    "http:///nohost": "with a host",
     "http://user:pass@example.com/": "credentials",
     "http://user@example.com/": "credentials",
     "http://example.com:99999/": "not a valid URL",

@@ -204,7 +204,7 @@ def parse_target(url: str, *, allow: AllowSpec = None, what: str = "URL") -> Tar
         raise UnsafeURLError(f"{what} must not contain credentials (user:password@)")
     host = (parts.hostname or "").rstrip(".")
     if not host:
-        raise UnsafeURLError(f"{what} has no host")
+        raise UnsafeURLError(f"{what} must be an http(s) URL with a host")
     if port == 0:
         raise UnsafeURLError(f"{what} has port 0")
     literal = parse_ip_host(host)
