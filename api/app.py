@@ -105,8 +105,23 @@ def create_app(
     install_error_handlers(app)
     for r in (jobs.router, model.router, health.router, metrics.router):
         app.include_router(r)
+    install_guards(app, settings, auth_tokens_file)
+    return app
+
+
+def install_guards(app: FastAPI, settings: ServerSettings, auth_tokens_file: str | None) -> None:
+    """Outermost first: CORS (only when origins are configured, so a preflight is answered
+    before auth), the browser guard (Host allow-list, cross-origin writes), bearer auth."""
+    from whisperop.api.browser import BrowserGuard, default_allowed_hosts, split_list
+
     if auth_tokens_file:
         from whisperop.api.auth import BearerAuth, TokenSource
 
         app.add_middleware(BearerAuth, source=TokenSource(auth_tokens_file))
-    return app
+    origins = split_list(settings.cors_origins)
+    app.add_middleware(BrowserGuard, allowed_hosts=split_list(settings.allowed_hosts) or default_allowed_hosts(settings.host),
+                       cors_origins=origins)
+    if origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"])

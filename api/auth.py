@@ -11,6 +11,7 @@ responses (SSE) and streaming uploads pass through untouched.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -71,7 +72,13 @@ class TokenSource:
             return self._tokens
 
     def valid(self, token: str) -> bool:
-        return any(hmac.compare_digest(token.encode(), t.encode()) for t in self.tokens())
+        """Constant time in the token's content: every known token is compared (no early
+        exit), as SHA-256 digests (so not even the lengths are compared)."""
+        offered = hashlib.sha256(token.encode()).digest()
+        found = False
+        for t in self.tokens():
+            found |= hmac.compare_digest(offered, hashlib.sha256(t.encode()).digest())
+        return found
 
 
 class BearerAuth:

@@ -21,7 +21,7 @@ def _client(tmp_path: Path, tiny_model: Path, tokens: Path) -> tuple[TestClient,
     d = tmp_path / "data"
     jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
     runtime = LocalModelRuntime(tiny_model, jobs, blobs, EngineSettings(USE_GPU=False), idle_timeout_secs=0)
-    app = create_app(ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d), runtime, jobs, blobs,
+    app = create_app(ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, WHISPEROP_ALLOWED_HOSTS="testserver"), runtime, jobs, blobs,
                      auth_tokens_file=str(tokens))
     return TestClient(app), jobs
 

@@ -66,6 +66,12 @@ class ServerSettings(BaseSettings):
     gpu_poll_interval_secs: int = Field(30, ge=1, alias="GPU_POLL_INTERVAL_SECS")
     data_dir: Path = Field(Path("./data"), alias="DATA_DIR")
     queue_while_loading: bool = Field(False, alias="QUEUE_WHILE_LOADING")
+    allowed_hosts: str = Field(
+        "", alias="WHISPEROP_ALLOWED_HOSTS",
+        description="Host header values served (comma-separated, * = any); empty = the loopback names on a loopback bind, any otherwise",
+    )
+    cors_origins: str = Field("", alias="WHISPEROP_CORS_ORIGINS", description="origins allowed cross-origin (CORS on only when set)")
+    insecure: bool = Field(False, alias="WHISPEROP_INSECURE", description="allow a non-loopback bind without bearer tokens")
     outbound_allow: str = Field(
         "", alias="WHISPEROP_OUTBOUND_ALLOW",
         description="internal hosts/addresses/CIDRs that webhook and audio URLs may reach (whisperop.core.urlguard); empty = public addresses only",

@@ -1,0 +1,139 @@
+"""Issue 16's attacks against a real ``whisperop serve`` process (loopback only).
+
+Each test asserts the refusal (status + JSON error) and that nothing else was
+affected: no job, no blob, no registry entry, other users' jobs complete.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.security.conftest import Servers, files_under, registered_webhooks
+from tests.support.client import ApiClient
+from tests.support.server import free_port, serve_command
+from tests.support.webhooks import WebhookReceiver, is_job_payload
+
+# the webhook URLs issue 16 found accepted (the receiver's port is appended where it has none)
+SSRF_URLS = [
+    "http://127.0.0.1:{port}/h",
+    "http://localhost:{port}/h",
+    "http://[::1]:{port}/h",
+    "http://0x7f000001:{port}/h",
+    "http://2130706433:{port}/h",
+    "http://127.1:{port}/h",
+    "http://[::ffff:127.0.0.1]:{port}/h",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://10.0.0.1:6443/api",
+    "http://127.0.0.1:2379/v3/kv/range",
+    "http://user:pass@example.com/h",
+    "http://example.com:99999/h",
+]
+
+
+def test_webhook_ssrf_refused_at_submit_and_nothing_kept(servers: Servers, short_wav: Path) -> None:
+    srv = servers.make("ssrf")
+    with WebhookReceiver() as receiver, ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=120)
+        for pattern in SSRF_URLS:
+            url = pattern.format(port=receiver.port)
+            r = c.post_job(short_wav, webhook_url=url)
+            assert r.status_code == 400, (url, r.status_code, r.text)
+            assert set(r.json()) == {"error"} and r.json()["error"].startswith("webhook_url "), (url, r.json())
+        # another user's job, with no webhook, is served as usual
+        other = c.submit(short_wav)
+        assert c.wait_terminal(other, timeout=120)["status"] == "done"
+        assert receiver.received() == [], "nothing may reach the internal receiver"
+    assert registered_webhooks(srv) == []
+    assert files_under(srv.data_dir / "blobs") == []
+    log = srv.log_text()
+    assert "user:pass" not in log
+
+
+def test_allow_listed_loopback_receiver_gets_a_signed_delivery(servers: Servers, short_wav: Path) -> None:
+    from whisperop.core.signing import verify
+
+    secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
+    srv = servers.make("allowed", WHISPEROP_OUTBOUND_ALLOW="127.0.0.1", WHISPEROP_WEBHOOK_SECRET=secret)
+    with WebhookReceiver() as receiver, ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=120)
+        job = c.submit(short_wav, webhook_url=receiver.url("/done?token=s3cr3t-in-query"))
+        c.wait_terminal(job, timeout=120)
+        [d] = receiver.wait_for("/done", lambda d: is_job_payload(d, job), timeout=60)
+    assert verify([secret], d.headers, d.body) == f"job-{job}-done"
+    assert d.headers["x-whisperop-delivery"] == d.headers["webhook-id"]
+    assert "s3cr3t-in-query" not in srv.log_text(), "webhook URLs are redacted in logs"
+
+
+def test_local_mode_honours_the_tokens_file(servers: Servers, security_work: Path) -> None:
+    tokens = security_work / "tokens"
+    tokens.write_text("tok-a\n")
+    srv = servers.make("auth", WHISPEROP_AUTH_TOKENS_FILE=str(tokens))
+    with httpx.Client(base_url=srv.base_url, timeout=30) as h:
+        assert h.get("/health").status_code == 200
+        for method, path in [("GET", "/metrics"), ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/model/status"),
+                             ("GET", "/model/events"), ("GET", "/jobs/x/stream"), ("GET", "/jobs/x"),
+                             ("POST", "/model/unload"), ("POST", "/model/load"), ("DELETE", "/jobs/x"), ("POST", "/jobs")]:
+            r = h.request(method, path)
+            assert (r.status_code, r.json()) == (401, {"error": "unauthorized"}), (method, path, r.text)
+        assert h.get("/model/status").status_code == 401
+        ok = {"Authorization": "Bearer tok-a"}
+        assert h.get("/model/status", headers=ok).json()["state"] == "unloaded", "refused requests changed nothing"
+        assert h.get("/metrics", headers=ok).status_code == 200
+        assert h.get("/model/status", headers={"Authorization": "Bearer tok-b"}).status_code == 401
+
+
+def test_non_loopback_bind_without_tokens_refuses_to_start(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path / "d"), "HOME": str(Path.home()),
+           "WHISPEROP_AUTH_TOKENS_FILE": ""}
+    p = subprocess.run(serve_command() + ["--host", "0.0.0.0", "--port", str(port)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    assert "refusing to listen on 0.0.0.0 without bearer tokens" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "d").exists(), "nothing was created before the refusal"
+
+
+def test_cross_origin_writes_and_rebinding_hosts_refused(servers: Servers) -> None:
+    srv = servers.make("browser")
+    evil = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    with httpx.Client(base_url=srv.base_url, timeout=30) as h:
+        assert h.post("/model/load").status_code == 202
+        ApiClient(srv.base_url).wait_model("ready", timeout=120)
+        # the simple-request CSRF of the issue: answered 200 and unloaded the model before
+        r = h.post("/model/unload", headers=evil, content=b"x")
+        assert r.status_code == 403 and "cross-origin" in r.json()["error"], r.text
+        r = h.post("/jobs", headers={"Origin": "https://evil.example"}, files={"audio": ("a.wav", b"RIFF")})
+        assert r.status_code == 403, r.text
+        r = h.post("/model/unload", headers={"Sec-Fetch-Site": "cross-site"})
+        assert r.status_code == 403, r.text
+        assert h.get("/model/status").json()["state"] == "ready", "the refused requests changed nothing"
+        # DNS rebinding: same address, foreign Host header
+        r = h.get("/model/status", headers={"Host": "evil.example"})
+        assert r.status_code == 421 and set(r.json()) == {"error"}, r.text
+        assert h.get("/health", headers={"Host": "evil.example"}).status_code == 200, "probes by any name"
+        # same-origin (the server's own page) and non-browser clients still work
+        same = {"Origin": srv.base_url}
+        assert h.post("/model/unload", headers=same).status_code == 200
+        assert h.get("/model/status", headers={"Host": f"localhost:{srv.port}"}).status_code == 200
+        assert h.get("/model/status").json()["state"] in ("ready", "unloaded")
+        assert "access-control-allow-origin" not in h.options(
+            "/jobs", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}).headers
+
+
+def test_cors_only_for_configured_origins(servers: Servers) -> None:
+    srv = servers.make("cors", WHISPEROP_CORS_ORIGINS="https://app.example")
+    with httpx.Client(base_url=srv.base_url, timeout=30) as h:
+        pre = h.options("/model/load", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+        assert pre.headers.get("access-control-allow-origin") == "https://app.example", pre.headers
+        assert h.post("/model/load", headers={"Origin": "https://app.example"}).status_code == 202
+        assert h.post("/model/load", headers={"Origin": "https://evil.example"}).status_code == 403
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
