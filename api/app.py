@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from whisperop.api.deps import Services
 from whisperop.api.errors import install_error_handlers
-from whisperop.api.routers import health, jobs, metrics, model
+from whisperop.api.routers import health, jobs, metrics, model, webhooks as webhook_routes
 from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
 from whisperop.api.webhooks import WebhookNotifier, WebhookSender
@@ -103,7 +103,7 @@ def create_app(
     )
     app.state.services = services
     install_error_handlers(app)
-    for r in (jobs.router, model.router, health.router, metrics.router):
+    for r in (jobs.router, model.router, webhook_routes.router, health.router, metrics.router):
         app.include_router(r)
     install_guards(app, settings, auth_tokens_file)
     return app

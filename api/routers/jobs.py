@@ -130,11 +130,12 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         job = validate(upload, job_id, svc.settings.outbound_allow)
         if job.webhook_url:
             await aresolve_url(job.webhook_url, allow=svc.settings.outbound_allow, what="webhook_url")
-            await asyncio.to_thread(svc.jobs.register_webhook, job.webhook_url)
         state = svc.runtime.state
         if state != ModelState.ready and not svc.settings.queue_while_loading:
             if state == ModelState.unloaded:
                 svc.runtime.request_load()
+            if job.webhook_url:  # the contract registers it anyway, so the client hears model_ready: briefly
+                await asyncio.to_thread(svc.jobs.register_webhook, job.webhook_url, True)
             upload.abort()
             svc.metrics.uploads.labels("not_ready").inc()
             n = retry_after(state, svc)
@@ -154,6 +155,11 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         raise
     svc.metrics.uploads.labels("accepted").inc()
     svc.runtime.notify_job_queued()
+    if job.webhook_url:
+        try:  # the job is accepted whatever happens here; its completion webhook does not need the registry
+            await asyncio.to_thread(svc.jobs.register_webhook, job.webhook_url)
+        except Exception:
+            log.warning("could not register the webhook URL", extra={"job_id": job_id}, exc_info=True)
     log.info("job queued", extra={"job_id": job_id, "bytes": upload.audio_bytes, "task": job.task.value,
                                   "language": job.language, "audio_filename": job.filename})
     return JSONResponse(SubmitResponse(job_id=job_id).model_dump(), status_code=202)

@@ -135,5 +135,31 @@ def test_cors_only_for_configured_origins(servers: Servers) -> None:
         assert h.post("/model/load", headers={"Origin": "https://evil.example"}).status_code == 403
 
 
+def test_registry_abuse_by_rejected_submissions_is_bounded(servers: Servers, short_wav: Path) -> None:
+    """Issue 16: 1000 rejected (503) submissions with distinct URLs were all stored and each
+    model event fanned out to all of them, forever. Here 40 (bounded loop) against a cap of 5."""
+    srv = servers.make("registry", WHISPEROP_OUTBOUND_ALLOW="127.0.0.1", WEBHOOK_PENDING_MAX="5",
+                       WHISPEROP_FAULT_LOAD_DELAY_SECS="5")
+    with WebhookReceiver() as receiver, ApiClient(srv.base_url) as c:
+        for i in range(40):
+            r = c.post_job(short_wav, webhook_url=receiver.url(f"/rejected/{i}?q={i}"))
+            assert r.status_code == 503, r.text
+        assert len(registered_webhooks(srv)) == 5
+        c.wait_model("ready", timeout=120)
+        job = c.submit(short_wav, webhook_url=receiver.url("/accepted"))
+        c.wait_terminal(job, timeout=120)
+        receiver.wait_for("/accepted", lambda d: is_job_payload(d, job), timeout=60)
+        ready = receiver.wait_for(None, lambda d: d.path.startswith("/rejected/"), count=5, timeout=60)
+        assert len(ready) == 5 and len(receiver.received(None, lambda d: d.path.startswith("/rejected/"))) == 5
+        assert receiver.url("/accepted") in registered_webhooks(srv)
+        # unregistering stops lifecycle deliveries at once
+        r = c.http.request("DELETE", "/webhooks", params={"url": receiver.url("/accepted")})
+        assert (r.status_code, r.json()) == (200, {"status": "unregistered"}), r.text
+        r = c.http.request("DELETE", "/webhooks", params={"url": receiver.url("/accepted")})
+        assert r.status_code == 404 and set(r.json()) == {"error"}
+        assert receiver.url("/accepted") not in registered_webhooks(srv)
+    assert files_under(srv.data_dir / "blobs") == []
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

@@ -125,12 +125,18 @@ class JobStore(Protocol):
         """Call ``callback`` after every committed change (from the writer's thread)."""
         ...
 
-    def register_webhook(self, url: str) -> None:
-        """Remember ``url`` for model lifecycle webhooks (persisted; idempotent)."""
+    def register_webhook(self, url: str, pending: bool = False) -> bool:
+        """Remember ``url`` for model lifecycle webhooks (persisted; idempotent; bounded and
+        expiring, :class:`whisperop.core.settings.WebhookRegistrySettings`). ``pending``: the URL
+        of a submission that was not accepted (short-lived). False when the registry is full."""
+        ...
+
+    def unregister_webhook(self, url: str) -> bool:
+        """Forget ``url``; False when it was not registered."""
         ...
 
     def webhook_urls(self) -> list[str]:
-        """Every URL ever registered, oldest first."""
+        """Every registered URL that has not expired, oldest first."""
         ...
 
     def close(self) -> None:

@@ -76,3 +76,24 @@ class ServerSettings(BaseSettings):
         "", alias="WHISPEROP_OUTBOUND_ALLOW",
         description="internal hosts/addresses/CIDRs that webhook and audio URLs may reach (whisperop.core.urlguard); empty = public addresses only",
     )
+
+
+class WebhookRegistrySettings(BaseSettings):
+    """Bounds of the lifecycle-webhook registry (both modes; docs/security.md).
+
+    The original kept every URL ever seen, forever — including those of
+    rejected submissions, so 1000 rejected requests with distinct URLs made
+    every model event fan out 1000 POSTs. Now a job's URL stays registered for
+    ``WEBHOOK_REGISTRY_TTL_SECS`` after its last submission; the URL of a
+    submission answered 503 (the contract still registers it, so the client
+    hears ``model_ready``) only for ``WEBHOOK_PENDING_TTL_SECS``, and at most
+    ``WEBHOOK_PENDING_MAX`` of those at a time; the registry never holds more
+    than ``WEBHOOK_REGISTRY_MAX`` URLs (the one closest to expiry makes room).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    ttl_secs: float = Field(7 * 86400.0, gt=0, alias="WEBHOOK_REGISTRY_TTL_SECS")
+    pending_ttl_secs: float = Field(3600.0, gt=0, alias="WEBHOOK_PENDING_TTL_SECS")
+    max_entries: int = Field(1000, ge=1, alias="WEBHOOK_REGISTRY_MAX")
+    max_pending: int = Field(100, ge=0, alias="WEBHOOK_PENDING_MAX")

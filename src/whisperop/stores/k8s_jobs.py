@@ -226,8 +226,11 @@ class K8sJobStore:
     def watch(self, callback: JobWatcher) -> Unsubscribe:
         return self._watchers.add(callback)
 
-    def register_webhook(self, url: str) -> None:
-        cluster_webhooks.register(self.api, self.namespace, url)
+    def register_webhook(self, url: str, pending: bool = False) -> bool:
+        return cluster_webhooks.register(self.api, self.namespace, url, pending=pending)
+
+    def unregister_webhook(self, url: str) -> bool:
+        return cluster_webhooks.unregister(self.api, self.namespace, url)
 
     def webhook_urls(self) -> list[str]:
         return cluster_webhooks.registered(self.api, self.namespace)

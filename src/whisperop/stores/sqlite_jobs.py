@@ -18,6 +18,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
 from whisperop.core.models import Job, JobStatus, TranscriptionResult, utcnow
+from whisperop.core.settings import WebhookRegistrySettings
 from whisperop.core.ports import ChangeKind, ClaimedJob, JobChange, JobWatcher, Unsubscribe
 
 from whisperop.core.subscribers import Subscribers
@@ -87,8 +89,9 @@ def _row_to_job(row: sqlite3.Row) -> Job:
 class SqliteJobStore:
     """The local JobStore: ``<data_dir>/jobs.sqlite3``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, registry: WebhookRegistrySettings | None = None) -> None:
         self.path = Path(path)
+        self.registry = registry or WebhookRegistrySettings()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
@@ -98,6 +101,7 @@ class SqliteJobStore:
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(_SCHEMA)
+        self._migrate_registry(conn)
         self._conn = conn
 
     @classmethod
@@ -267,14 +271,47 @@ class SqliteJobStore:
 
     # ── webhook registry ─────────────────────────────────────────────────
 
-    def register_webhook(self, url: str) -> None:
+    def _migrate_registry(self, conn: sqlite3.Connection) -> None:
+        """Databases from before the registry was bounded: add the expiry columns; old rows get a full TTL."""
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(webhook_urls)")}
+        if "expires_at" not in cols:
+            conn.execute("ALTER TABLE webhook_urls ADD COLUMN expires_at REAL")
+            conn.execute("ALTER TABLE webhook_urls ADD COLUMN pending INTEGER NOT NULL DEFAULT 0")
+            conn.execute("UPDATE webhook_urls SET expires_at = ?", (time.time() + self.registry.ttl_secs,))
+
+    def register_webhook(self, url: str, pending: bool = False) -> bool:
+        lim, now = self.registry, time.time()
+        expires = now + (lim.pending_ttl_secs if pending else lim.ttl_secs)
         with self._lock:
             with self._write() as c:
-                c.execute("INSERT OR IGNORE INTO webhook_urls (url, registered_at) VALUES (?, ?)", (url, _ts(utcnow())))
+                c.execute("DELETE FROM webhook_urls WHERE expires_at <= ?", (now,))
+                row = c.execute("SELECT pending FROM webhook_urls WHERE url = ?", (url,)).fetchone()
+                if row is not None:
+                    if not pending or row[0]:
+                        c.execute("UPDATE webhook_urls SET expires_at = MAX(expires_at, ?), pending = ? WHERE url = ?",
+                                  (expires, int(pending and bool(row[0])), url))
+                    return True
+                count, pendings = c.execute("SELECT COUNT(*), COALESCE(SUM(pending), 0) FROM webhook_urls").fetchone()
+                if pending and (pendings >= lim.max_pending or count >= lim.max_entries):
+                    log.warning("webhook registry: URL of a rejected submission not registered (full)",
+                                extra={"pending": pendings, "entries": count})
+                    return False
+                if count >= lim.max_entries:
+                    c.execute("DELETE FROM webhook_urls WHERE seq IN (SELECT seq FROM webhook_urls "
+                              "ORDER BY pending DESC, expires_at LIMIT ?)", (count - lim.max_entries + 1,))
+                c.execute("INSERT INTO webhook_urls (url, registered_at, expires_at, pending) VALUES (?, ?, ?, ?)",
+                          (url, _ts(utcnow()), expires, int(pending)))
+                return True
+
+    def unregister_webhook(self, url: str) -> bool:
+        with self._lock:
+            with self._write() as c:
+                return c.execute("DELETE FROM webhook_urls WHERE url = ?", (url,)).rowcount > 0
 
     def webhook_urls(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._conn.execute("SELECT url FROM webhook_urls ORDER BY seq")]
+            return [r[0] for r in self._conn.execute("SELECT url FROM webhook_urls WHERE expires_at > ? ORDER BY seq",
+                                                     (time.time(),))]
 
     def close(self) -> None:
         with self._lock:
