@@ -21,6 +21,7 @@ from whisperop.api.errors import install_error_handlers
 from whisperop.api.routers import health, jobs, metrics, model, webhooks as webhook_routes
 from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
+from whisperop.api.upload import UploadSlots
 from whisperop.api.webhooks import WebhookNotifier, WebhookSender
 from whisperop.core.ports import BlobStore, JobStore, ModelRuntime
 from whisperop.core.settings import ServerSettings
@@ -69,6 +70,7 @@ def create_app(
         hub=EventHub(jobstore, runtime),
         webhooks=WebhookNotifier(webhook_sender or WebhookSender(allow=settings.outbound_allow), jobstore, runtime),
         metrics=Metrics(jobstore, runtime),
+        uploads=UploadSlots(settings.max_concurrent_uploads),
     )
 
     @asynccontextmanager

@@ -92,6 +92,28 @@ def exposure_refused(host: str, tokens_file: str | None, insecure: bool, cluster
             "(docs/security.md), bind 127.0.0.1, or pass --insecure (WHISPEROP_INSECURE=true) to allow it anyway")
 
 
+def prepare_work_dir(path: Path) -> Path:
+    """The decode work dir (``DATA_DIR/tmp`` unless ``WHISPEROP_TMP_DIR``), emptied of the
+    temp files a crash left behind (a job running at kill -9 never cleans its own)."""
+    path = Path(path).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    removed = 0
+    for leftover in path.glob("whisperop-*"):
+        try:
+            if leftover.is_dir():
+                import shutil
+
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+            removed += 1
+        except OSError:
+            log.warning("could not remove a leftover temp file", extra={"path": str(leftover)})
+    if removed:
+        log.info("removed leftover decode temp files", extra={"count": removed, "dir": str(path)})
+    return path
+
+
 def _tokens_file(args: argparse.Namespace) -> str | None:
     import os
 
@@ -182,6 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_path = resolve_server_model(settings.model_path, settings.model_name, engine_settings.model_cache_dir)
     data_dir = settings.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    engine_settings = engine_settings.model_copy(update={"tmp_dir": prepare_work_dir(engine_settings.tmp_dir or data_dir / "tmp")})
     jobstore = SqliteJobStore.in_data_dir(data_dir)
     blobstore = LocalBlobStore.in_data_dir(data_dir)
     blobstore.clean_incoming()

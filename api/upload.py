@@ -14,7 +14,7 @@ the writer is aborted, so nothing is left behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -32,6 +32,30 @@ FLUSH_BYTES = 1 << 20
 
 class MultipartError(Exception):
     """The body is not usable multipart (answered ``400 multipart error: …``)."""
+
+
+class UploadStalled(Exception):
+    """No body bytes for ``idle_timeout`` seconds (answered 408): a client that opens an
+    upload and goes quiet must not hold a socket, a file descriptor and a temp blob forever."""
+
+
+class UploadSlots:
+    """A cap on uploads being received at once (``MAX_CONCURRENT_UPLOADS``; 0 = no cap).
+
+    Used only from the event loop, so a plain counter is enough."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def try_acquire(self) -> bool:
+        if self.limit and self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
 
 
 @dataclass
@@ -129,14 +153,29 @@ class _Collector:
         self.ended = True
 
 
+async def _chunks(request: Request, idle_timeout: float | None) -> AsyncIterator[bytes]:
+    """``request.stream()``, failing with :class:`UploadStalled` when a read waits longer than ``idle_timeout``."""
+    it = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(it.__anext__(), idle_timeout) if idle_timeout else await it.__anext__()
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise UploadStalled(f"upload stalled: no data for {idle_timeout:g} s") from None
+        yield chunk
+
+
 async def receive_upload(
     request: Request,
     open_writer: Callable[[str | None], BlobWriter],
     on_bytes: Callable[[int], None] | None = None,
+    idle_timeout: float | None = None,
 ) -> Upload:
     """Read the whole multipart body, streaming ``audio`` into a writer from ``open_writer(filename)``.
 
-    Raises :class:`MultipartError` for a malformed body; lets
+    Raises :class:`MultipartError` for a malformed body and :class:`UploadStalled` when the
+    client sends nothing for ``idle_timeout`` seconds; lets
     ``starlette.requests.ClientDisconnect`` through. Either way the writer is aborted.
     """
     mime, params = parse_options_header(request.headers.get("content-type", ""))
@@ -161,7 +200,7 @@ async def receive_upload(
                 on_bytes(len(data))
 
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, idle_timeout):
             if chunk:
                 parser.write(chunk)
             if len(collector.pending) >= FLUSH_BYTES:

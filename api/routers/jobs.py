@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 
 from whisperop.api.deps import Services, ServicesDep
 from whisperop.api.errors import ApiError
-from whisperop.api.upload import MultipartError, Upload, receive_upload
+from whisperop.api.upload import MultipartError, Upload, UploadStalled, receive_upload
 from whisperop.core.languages import UnknownLanguageError, normalize_language
 from whisperop.core.urlguard import aresolve_url, check_url
 from whisperop.core.models import ErrorResponse, Job, JobStatus, ModelNotReady, ModelState, SubmitResponse, Task
@@ -33,6 +33,7 @@ router = APIRouter(tags=["jobs"])
 
 RETRY_UNLOADED_SECS = 30
 RETRY_LOADING_SECS = 10
+RETRY_BUSY_SECS = 5
 
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}$")
 
@@ -100,6 +101,8 @@ def validate(upload: Upload, job_id: str, allow: str = "") -> Job:
     summary="Submit an audio file for transcription",
     response_model=SubmitResponse,
     responses={
+        408: {"model": ErrorResponse, "description": "the upload stalled (no data for UPLOAD_IDLE_TIMEOUT_SECS)"},
+        429: {"model": ErrorResponse, "description": "MAX_CONCURRENT_UPLOADS uploads already in progress (Retry-After)"},
         400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, multipart error, "
                                                      "webhook_url not http(s), with credentials, or reaching an internal address"},
         503: {"model": ModelNotReady, "description": "model not ready (a load is triggered when unloaded)",
@@ -115,15 +118,26 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         key.append(audio_key(job_id, filename))
         return svc.blobs.writer(key[0])
 
+    if not svc.uploads.try_acquire():
+        svc.metrics.uploads.labels("rejected").inc()
+        raise ApiError(429, f"too many uploads in progress (MAX_CONCURRENT_UPLOADS={svc.uploads.limit}); retry later",
+                       headers={"Retry-After": str(RETRY_BUSY_SECS), "Connection": "close"})
     try:
-        upload = await receive_upload(request, open_writer, svc.metrics.upload_bytes.inc)
+        upload = await receive_upload(request, open_writer, svc.metrics.upload_bytes.inc,
+                                      idle_timeout=svc.settings.upload_idle_timeout_secs or None)
     except MultipartError as exc:
         svc.metrics.uploads.labels("rejected").inc()
         raise ApiError(400, f"multipart error: {exc}") from None
+    except UploadStalled as exc:
+        svc.metrics.uploads.labels("aborted").inc()
+        log.info("upload stalled; nothing kept", extra={"job_id": job_id})
+        raise ApiError(408, str(exc), headers={"Connection": "close"}) from None
     except ClientDisconnect:
         svc.metrics.uploads.labels("aborted").inc()
         log.info("client disconnected mid-upload; nothing kept", extra={"job_id": job_id})
         return Response(status_code=400)
+    finally:
+        svc.uploads.release()
 
     committed = False
     try:

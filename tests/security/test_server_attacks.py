@@ -161,5 +161,71 @@ def test_registry_abuse_by_rejected_submissions_is_bounded(servers: Servers, sho
     assert files_under(srv.data_dir / "blobs") == []
 
 
+def test_audio_bombs_fail_fast_with_a_clear_message_and_leave_nothing(servers: Servers, short_wav: Path,
+                                                                       security_work: Path) -> None:
+    from tests.security.test_audio_bombs import silent_flac, wav_claiming
+
+    srv = servers.make("bombs")
+    slow = wav_claiming(security_work / "slow-1hz.wav", 1, 80_000)
+    flac = silent_flac(security_work / "silence-30min.flac", 1800)
+    with ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=120)
+        a = c.submit(slow)
+        b = c.submit(flac)
+        other = c.submit(short_wav)  # another user's job, queued behind the bombs
+        ja, jb = c.wait_terminal(a, timeout=120), c.wait_terminal(b, timeout=120)
+        assert (ja["status"], jb["status"]) == ("failed", "failed"), (ja, jb)
+        assert "implausible sample rate 1 Hz" in ja["error"]
+        assert "decompression bomb" in jb["error"] and "AUDIO_MAX_SECS_PER_MB" in jb["error"]
+        assert c.wait_terminal(other, timeout=120)["status"] == "done"
+    tmp = srv.data_dir / "tmp"
+    assert tmp.is_dir() and files_under(tmp) == [], "decode temp files live under DATA_DIR/tmp and are removed"
+
+
+def test_decode_leftovers_of_a_crash_are_removed_at_start(servers: Servers) -> None:
+    srv = servers.make("leftovers", start=False)
+    tmp = srv.data_dir / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / "whisperop-pcm-crashed.f32").write_bytes(b"\0" * 4096)
+    srv.start()
+    assert files_under(tmp) == []
+
+
+def test_stalled_uploads_time_out_and_excess_uploads_are_refused(servers: Servers, short_wav: Path) -> None:
+    """Issue 16: 600 idle uploads stayed open 60 s with no body-read timeout (1 024 descriptors
+    exhausted). Here: cap 4, idle timeout 2 s, 8 idle uploads (bounded)."""
+    import socket
+    import time
+
+    srv = servers.make("slowloris", MAX_CONCURRENT_UPLOADS="4", UPLOAD_IDLE_TIMEOUT_SECS="2")
+    head = (f"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+            f"Content-Length: 100000000\r\n\r\n--B\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"a.wav\"\r\n\r\n")
+    socks = []
+    answers: list[bytes] = []
+    try:
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+            s.sendall(head.encode() + b"RIFF")
+            socks.append(s)
+            time.sleep(0.05)
+        for s in socks:  # every one is answered: 429 at once for the excess, 408 after the idle timeout
+            data = b""
+            while b"\r\n\r\n" not in data:
+                more = s.recv(4096)
+                if not more:
+                    break
+                data += more
+            answers.append(data)
+    finally:
+        for s in socks:
+            s.close()
+    codes = sorted(int(a.split(b" ", 2)[1]) for a in answers)
+    assert codes.count(408) >= 1 and codes.count(429) >= 1 and set(codes) <= {408, 429}, answers
+    with ApiClient(srv.base_url) as c:  # the server is fine and nothing was kept
+        c.ensure_ready(timeout=120)
+        assert c.wait_terminal(c.submit(short_wav), timeout=120)["status"] == "done"
+    assert files_under(srv.data_dir / "blobs") == []
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

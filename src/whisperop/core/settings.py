@@ -49,7 +49,11 @@ class EngineSettings(BaseSettings):
         0, ge=0, le=32, alias="PARALLELISM",
         description="concurrent whisper.cpp decoders; 0 = GPU_DEFAULT_PARALLELISM on a GPU, 1 on CPU (docs/benchmarks-gpu.md)",
     )
-    tmp_dir: Path | None = Field(None, alias="WHISPEROP_TMP_DIR")
+    max_secs_per_mb: float = Field(
+        3600.0, ge=0.0, alias="AUDIO_MAX_SECS_PER_MB",
+        description="decompression-bomb rule: at most this many seconds of audio per MB of input beyond 600 s (0 = off)",
+    )
+    tmp_dir: Path | None = Field(None, alias="WHISPEROP_TMP_DIR", description="decode temp files; whisperop serve: DATA_DIR/tmp")
 
 
 class ServerSettings(BaseSettings):
@@ -72,6 +76,10 @@ class ServerSettings(BaseSettings):
     )
     cors_origins: str = Field("", alias="WHISPEROP_CORS_ORIGINS", description="origins allowed cross-origin (CORS on only when set)")
     insecure: bool = Field(False, alias="WHISPEROP_INSECURE", description="allow a non-loopback bind without bearer tokens")
+    upload_idle_timeout_secs: float = Field(
+        30.0, ge=0, alias="UPLOAD_IDLE_TIMEOUT_SECS", description="408 when an upload sends no data for this long (0 = never)")
+    max_concurrent_uploads: int = Field(
+        256, ge=0, alias="MAX_CONCURRENT_UPLOADS", description="429 beyond this many uploads being received at once (0 = no cap)")
     outbound_allow: str = Field(
         "", alias="WHISPEROP_OUTBOUND_ALLOW",
         description="internal hosts/addresses/CIDRs that webhook and audio URLs may reach (whisperop.core.urlguard); empty = public addresses only",
