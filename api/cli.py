@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -114,6 +115,16 @@ def prepare_work_dir(path: Path) -> Path:
     return path
 
 
+def database_problem(path: Path, exc: Exception) -> str:
+    """What to tell the operator about a job database SQLite cannot open (instead of a traceback)."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (f"the job database {path} is locked by another process ({text}); stop the other "
+                "whisperop serve (or tool) using this DATA_DIR, or choose another DATA_DIR")
+    return (f"the job database {path} cannot be used: {text}. It is not a SQLite database or it is damaged; "
+            "move it away to start with an empty one (its jobs are lost), or restore a backup")
+
+
 def _tokens_file(args: argparse.Namespace) -> str | None:
     import os
 
@@ -205,7 +216,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir = settings.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     engine_settings = engine_settings.model_copy(update={"tmp_dir": prepare_work_dir(engine_settings.tmp_dir or data_dir / "tmp")})
-    jobstore = SqliteJobStore.in_data_dir(data_dir)
+    try:
+        jobstore = SqliteJobStore.in_data_dir(data_dir)
+    except sqlite3.DatabaseError as exc:
+        why = database_problem(data_dir / "jobs.sqlite3", exc)
+        log.error(why)
+        print(f"whisperop serve: {why}", file=sys.stderr)
+        return 3
     blobstore = LocalBlobStore.in_data_dir(data_dir)
     blobstore.clean_incoming()
     runtime = LocalModelRuntime(

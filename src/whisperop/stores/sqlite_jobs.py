@@ -33,6 +33,8 @@ from whisperop.core.subscribers import Subscribers
 log = logging.getLogger("whisperop.stores.sqlite")
 
 RESTART_MESSAGE = "server restarted while job was running"
+DEPTH_WAIT_SECS = 0.5
+OPEN_TIMEOUT_SECS = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -92,16 +94,23 @@ class SqliteJobStore:
     def __init__(self, path: str | Path, registry: WebhookRegistrySettings | None = None) -> None:
         self.path = Path(path)
         self.registry = registry or WebhookRegistrySettings()
+        self._last_depth = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
-        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.executescript(_SCHEMA)
-        self._migrate_registry(conn)
+        # opening waits at most OPEN_TIMEOUT_SECS for another process's lock: a server that
+        # cannot get at its database says so at start (whisperop.api.cli) instead of hanging
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=OPEN_TIMEOUT_SECS)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            conn.executescript(_SCHEMA)
+            self._migrate_registry(conn)
+            conn.execute("PRAGMA busy_timeout=30000")
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     @classmethod
@@ -176,8 +185,16 @@ class SqliteJobStore:
         return counts
 
     def queue_depth(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0])
+        """Queued jobs; the last value read when the store is busy for more than
+        :data:`DEPTH_WAIT_SECS` — ``/health`` (a liveness probe) must not wait for a writer
+        stuck on a database another process has locked (up to its 30 s busy timeout)."""
+        if not self._lock.acquire(timeout=DEPTH_WAIT_SECS):
+            return self._last_depth
+        try:
+            self._last_depth = int(self._conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0])
+            return self._last_depth
+        finally:
+            self._lock.release()
 
     def cancel(self, job_id: str) -> Job:
         with self._lock:
