@@ -70,7 +70,7 @@ def create_app(
         hub=EventHub(jobstore, runtime),
         webhooks=WebhookNotifier(webhook_sender or WebhookSender(allow=settings.outbound_allow), jobstore, runtime),
         metrics=Metrics(jobstore, runtime),
-        uploads=UploadSlots(settings.max_concurrent_uploads),
+        uploads=UploadSlots(settings.max_concurrent_uploads, settings.max_uploads_per_token),
     )
 
     @asynccontextmanager

@@ -7,6 +7,11 @@ file's content (a Secret mounted as a volume: one key per token). The
 source is re-read when it changes (checked at most every few seconds), so
 rotating the Secret needs no restart. A pure ASGI middleware: streaming
 responses (SSE) and streaming uploads pass through untouched.
+
+Ownership: the middleware records the token's principal (a digest,
+:func:`principal_of`) on the request; a job remembers who submitted it, and
+another token gets 404 for it (read, stream, cancel). Jobs submitted without
+auth, or created outside the facade (kubectl), are visible to every token.
 """
 
 from __future__ import annotations
@@ -25,6 +30,18 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/health"})
+
+
+def principal_of(token: str) -> str:
+    """Who a token is, as stored with the jobs it submits: a digest, never the token itself
+    (a database or a TranscriptionJob annotation must not hand out working credentials)."""
+    return "tok-" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def principal(scope_or_request: Any) -> str | None:
+    """The authenticated principal of a request (None when auth is off)."""
+    scope = getattr(scope_or_request, "scope", scope_or_request)
+    return (scope.get("state") or {}).get("principal")
 RELOAD_SECS = 5.0
 
 
@@ -97,6 +114,7 @@ class BearerAuth:
                 break
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip() and self.source.valid(token.strip()):
+            scope.setdefault("state", {})["principal"] = principal_of(token.strip())
             await self.app(scope, receive, send)
             return
         body = json.dumps({"error": "unauthorized"}).encode()

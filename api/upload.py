@@ -40,22 +40,36 @@ class UploadStalled(Exception):
 
 
 class UploadSlots:
-    """A cap on uploads being received at once (``MAX_CONCURRENT_UPLOADS``; 0 = no cap).
+    """Caps on uploads being received at once: ``limit`` in all (``MAX_CONCURRENT_UPLOADS``)
+    and ``per_key`` per principal (``MAX_UPLOADS_PER_TOKEN``); 0 = no cap.
 
-    Used only from the event loop, so a plain counter is enough."""
+    Used only from the event loop, so plain counters are enough."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_key: int = 0) -> None:
         self.limit = limit
+        self.per_key = per_key
         self.active = 0
+        self._by_key: dict[str, int] = {}
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, key: str | None = None) -> str | None:
+        """None when a slot was taken, else which cap is full."""
         if self.limit and self.active >= self.limit:
-            return False
+            return f"too many uploads in progress (MAX_CONCURRENT_UPLOADS={self.limit})"
+        if key is not None and self.per_key and self._by_key.get(key, 0) >= self.per_key:
+            return f"too many uploads in progress for this token (MAX_UPLOADS_PER_TOKEN={self.per_key})"
         self.active += 1
-        return True
+        if key is not None:
+            self._by_key[key] = self._by_key.get(key, 0) + 1
+        return None
 
-    def release(self) -> None:
+    def release(self, key: str | None = None) -> None:
         self.active -= 1
+        if key is not None:
+            left = self._by_key.get(key, 1) - 1
+            if left > 0:
+                self._by_key[key] = left
+            else:
+                self._by_key.pop(key, None)
 
 
 @dataclass

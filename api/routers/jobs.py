@@ -21,8 +21,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from whisperop.api.deps import Services, ServicesDep
+from whisperop.api.auth import principal
 from whisperop.api.errors import ApiError
 from whisperop.api.upload import MultipartError, Upload, UploadStalled, receive_upload
+from whisperop.core.errors import JobNotFound
 from whisperop.core.languages import UnknownLanguageError, normalize_language
 from whisperop.core.urlguard import aresolve_url, check_url
 from whisperop.core.models import ErrorResponse, Job, JobStatus, ModelNotReady, ModelState, SubmitResponse, Task
@@ -102,7 +104,8 @@ def validate(upload: Upload, job_id: str, allow: str = "") -> Job:
     response_model=SubmitResponse,
     responses={
         408: {"model": ErrorResponse, "description": "the upload stalled (no data for UPLOAD_IDLE_TIMEOUT_SECS)"},
-        429: {"model": ErrorResponse, "description": "MAX_CONCURRENT_UPLOADS uploads already in progress (Retry-After)"},
+        429: {"model": ErrorResponse, "description": "MAX_CONCURRENT_UPLOADS / MAX_UPLOADS_PER_TOKEN uploads in progress, or "
+                                                     "MAX_QUEUED_JOBS_PER_TOKEN queued jobs (Retry-After)"},
         400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, multipart error, "
                                                      "webhook_url not http(s), with credentials, or reaching an internal address"},
         503: {"model": ModelNotReady, "description": "model not ready (a load is triggered when unloaded)",
@@ -118,10 +121,15 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         key.append(audio_key(job_id, filename))
         return svc.blobs.writer(key[0])
 
-    if not svc.uploads.try_acquire():
+    who = principal(request)
+    busy = svc.uploads.try_acquire(who)
+    if busy is None and who is not None and svc.settings.max_queued_per_token:
+        if await asyncio.to_thread(svc.jobs.count_queued, who) >= svc.settings.max_queued_per_token:
+            svc.uploads.release(who)
+            busy = f"this token already has {svc.settings.max_queued_per_token} queued jobs (MAX_QUEUED_JOBS_PER_TOKEN)"
+    if busy is not None:
         svc.metrics.uploads.labels("rejected").inc()
-        raise ApiError(429, f"too many uploads in progress (MAX_CONCURRENT_UPLOADS={svc.uploads.limit}); retry later",
-                       headers={"Retry-After": str(RETRY_BUSY_SECS), "Connection": "close"})
+        raise ApiError(429, f"{busy}; retry later", headers={"Retry-After": str(RETRY_BUSY_SECS), "Connection": "close"})
     try:
         upload = await receive_upload(request, open_writer, svc.metrics.upload_bytes.inc,
                                       idle_timeout=svc.settings.upload_idle_timeout_secs or None)
@@ -137,7 +145,7 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         log.info("client disconnected mid-upload; nothing kept", extra={"job_id": job_id})
         return Response(status_code=400)
     finally:
-        svc.uploads.release()
+        svc.uploads.release(who)
 
     committed = False
     try:
@@ -158,7 +166,7 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         assert upload.writer is not None
         await asyncio.to_thread(upload.writer.commit)
         committed = True
-        await asyncio.to_thread(svc.jobs.create, job, key[0])
+        await asyncio.to_thread(svc.jobs.create, job, key[0], who)
     except BaseException:
         if committed:
             await asyncio.to_thread(svc.blobs.delete, key[0])
@@ -179,6 +187,15 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
     return JSONResponse(SubmitResponse(job_id=job_id).model_dump(), status_code=202)
 
 
+def check_owner(svc: Services, job_id: str, who: str | None) -> None:
+    """Another token's job does not exist for this token (404, the same answer as an unknown id)."""
+    if who is None:
+        return
+    owner = svc.jobs.owner(job_id)
+    if owner is not None and owner != who:
+        raise JobNotFound(job_id)
+
+
 def _job_response(job: Job, status_code: int = 200) -> JSONResponse:
     return JSONResponse(job.model_dump(mode="json"), status_code=status_code)
 
@@ -189,7 +206,8 @@ def _job_response(job: Job, status_code: int = 200) -> JSONResponse:
     response_model=Job,
     responses={404: {"model": ErrorResponse}},
 )
-def get_job(job_id: str, svc: ServicesDep) -> Response:
+def get_job(job_id: str, request: Request, svc: ServicesDep) -> Response:
+    check_owner(svc, job_id, principal(request))
     return _job_response(svc.jobs.get(job_id))
 
 
@@ -200,7 +218,8 @@ def get_job(job_id: str, svc: ServicesDep) -> Response:
     responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}, 404: {"model": ErrorResponse}},
     response_class=StreamingResponse,
 )
-async def stream_job(job_id: str, svc: ServicesDep) -> Response:
+async def stream_job(job_id: str, request: Request, svc: ServicesDep) -> Response:
+    await asyncio.to_thread(check_owner, svc, job_id, principal(request))
     await asyncio.to_thread(svc.jobs.get, job_id)  # 404 before any streaming starts
     return StreamingResponse(
         svc.hub.job_stream(job_id, svc.jobs.get),
@@ -216,7 +235,8 @@ async def stream_job(job_id: str, svc: ServicesDep) -> Response:
     response_model=Job,
     responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse, "description": "already in a terminal state"}},
 )
-def cancel_job(job_id: str, svc: ServicesDep) -> Response:
+def cancel_job(job_id: str, request: Request, svc: ServicesDep) -> Response:
+    check_owner(svc, job_id, principal(request))
     before = svc.jobs.get(job_id)
     job = svc.jobs.cancel(job_id)
     if before.status == JobStatus.queued:

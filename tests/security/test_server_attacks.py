@@ -227,5 +227,31 @@ def test_stalled_uploads_time_out_and_excess_uploads_are_refused(servers: Server
     assert files_under(srv.data_dir / "blobs") == []
 
 
+def test_a_token_cannot_see_or_cancel_another_tokens_jobs(servers: Servers, security_work: Path, short_wav: Path) -> None:
+    tokens = security_work / "tokens-owners"
+    tokens.write_text("tok-alice\ntok-bob\n")
+    srv = servers.make("owners", WHISPEROP_AUTH_TOKENS_FILE=str(tokens), QUEUE_WHILE_LOADING="true",
+                       WHISPEROP_FAULT_LOAD_DELAY_SECS="3600", MAX_QUEUED_JOBS_PER_TOKEN="2")
+    alice, bob = ({"Authorization": f"Bearer {t}"} for t in ("tok-alice", "tok-bob"))
+    audio = {"audio": ("s.wav", short_wav.read_bytes(), "audio/wav")}
+    with httpx.Client(base_url=srv.base_url, timeout=60) as h:
+        r = h.post("/jobs", headers=alice, files=audio)
+        assert r.status_code == 202, r.text
+        job = r.json()["job_id"]
+        assert h.get(f"/jobs/{job}", headers=alice).json()["status"] == "queued"
+        for method, path in (("GET", f"/jobs/{job}"), ("GET", f"/jobs/{job}/stream"), ("DELETE", f"/jobs/{job}")):
+            r = h.request(method, path, headers=bob)
+            assert (r.status_code, r.json()) == (404, {"error": f"job {job} not found"}), (method, r.text)
+        assert h.get(f"/jobs/{job}", headers=alice).json()["status"] == "queued", "bob's cancel did nothing"
+        # per-token queue limit: alice has 1 queued, may add 1 more; bob is not affected by alice's queue
+        assert h.post("/jobs", headers=alice, files=audio).status_code == 202
+        r = h.post("/jobs", headers=alice, files=audio)
+        assert r.status_code == 429 and "MAX_QUEUED_JOBS_PER_TOKEN" in r.json()["error"], r.text
+        assert r.headers["retry-after"] == "5"
+        assert h.post("/jobs", headers=bob, files=audio).status_code == 202
+        assert h.delete(f"/jobs/{job}", headers=alice).json()["status"] == "cancelled"
+    assert "tok-alice" not in (srv.data_dir / "jobs.sqlite3").read_bytes().decode("latin-1"), "tokens are never stored"
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

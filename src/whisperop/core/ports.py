@@ -75,8 +75,17 @@ Unsubscribe = Callable[[], None]
 class JobStore(Protocol):
     """Durable jobs plus the webhook-URL registry."""
 
-    def create(self, job: Job, audio_key: str) -> Job:
+    def create(self, job: Job, audio_key: str, owner: str | None = None) -> Job:
         """Store a new ``queued`` job whose audio lies under ``audio_key``."""
+        ...
+
+    def owner(self, job_id: str) -> str | None:
+        """Who submitted the job (a bearer token's principal, :func:`whisperop.api.auth.principal_of`);
+        None when submitted without auth or from outside the facade. Raises ``JobNotFound``."""
+        ...
+
+    def count_queued(self, owner: str) -> int:
+        """Queued jobs of ``owner`` (the per-token queue limit)."""
         ...
 
     def get(self, job_id: str) -> Job:

@@ -80,6 +80,10 @@ class ServerSettings(BaseSettings):
         30.0, ge=0, alias="UPLOAD_IDLE_TIMEOUT_SECS", description="408 when an upload sends no data for this long (0 = never)")
     max_concurrent_uploads: int = Field(
         256, ge=0, alias="MAX_CONCURRENT_UPLOADS", description="429 beyond this many uploads being received at once (0 = no cap)")
+    max_uploads_per_token: int = Field(
+        16, ge=0, alias="MAX_UPLOADS_PER_TOKEN", description="429 beyond this many uploads at once per bearer token (0 = no cap)")
+    max_queued_per_token: int = Field(
+        500, ge=0, alias="MAX_QUEUED_JOBS_PER_TOKEN", description="429 when a bearer token already has this many queued jobs (0 = no cap)")
     outbound_allow: str = Field(
         "", alias="WHISPEROP_OUTBOUND_ALLOW",
         description="internal hosts/addresses/CIDRs that webhook and audio URLs may reach (whisperop.core.urlguard); empty = public addresses only",

@@ -58,6 +58,7 @@ from whisperop.stores.s3_blobs import S3BlobStore
 log = logging.getLogger("whisperop.stores.k8s_jobs")
 
 ANN_FILENAME = "whisperop.io/filename"
+ANN_OWNER = "whisperop.io/owner"  # the submitting token's principal (never the token itself)
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 TERMINAL_PHASES = ("Done", "Failed", "Cancelled")
 READ_YOUR_WRITES_SECS = 5.0  # how long create waits for its own job to reach the watch cache
@@ -137,7 +138,7 @@ class K8sJobStore:
 
     # ── JobStore: facade side ────────────────────────────────────────────
 
-    def create(self, job: Job, audio_key: str) -> Job:
+    def create(self, job: Job, audio_key: str, owner: str | None = None) -> Job:
         spec: dict[str, Any] = {"audio": self.s3_uri(audio_key), "model": self.model, "task": job.task.value}
         if job.language:
             spec["language"] = job.language
@@ -146,6 +147,8 @@ class K8sJobStore:
         annotations = {crds.ANN_AUDIO_OWNED: "true", crds.ANN_SUBMITTED: crds.submitted_now()}
         if job.filename:
             annotations[ANN_FILENAME] = job.filename
+        if owner:
+            annotations[ANN_OWNER] = owner
         body = {
             "apiVersion": crds.API_VERSION, "kind": crds.JOB_KIND,
             "metadata": {"name": job.id, "annotations": annotations, "labels": {crds.LABEL_MODEL: self.model}},
@@ -158,6 +161,14 @@ class K8sJobStore:
 
     def get(self, job_id: str) -> Job:
         return self.to_job(self._read(job_id))
+
+    def owner(self, job_id: str) -> str | None:
+        return ((self._read(job_id)["metadata"].get("annotations") or {}).get(ANN_OWNER)) or None
+
+    def count_queued(self, owner: str) -> int:
+        return sum(1 for o in self.informer.items()
+                   if _phase(o) in (None, "Queued") and not (o.get("spec") or {}).get("cancel")
+                   and (o["metadata"].get("annotations") or {}).get(ANN_OWNER) == owner)
 
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
         objs = sorted(self.informer.items(), key=lambda o: (crds.submission_order(o), o["metadata"]["name"]))

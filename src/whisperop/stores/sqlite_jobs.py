@@ -142,22 +142,34 @@ class SqliteJobStore:
 
     # ── jobs ─────────────────────────────────────────────────────────────
 
-    def create(self, job: Job, audio_key: str) -> Job:
+    def create(self, job: Job, audio_key: str, owner: str | None = None) -> Job:
         with self._lock:
             with self._write() as c:
                 c.execute(
                     "INSERT INTO jobs (id, status, task, language, progress, duration_secs, segments, error,"
-                    " webhook_url, filename, created_at, completed_at, audio_key)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " webhook_url, filename, created_at, completed_at, audio_key, owner)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.id, job.status.value, job.task.value, job.language, job.progress, job.duration_secs,
                         json.dumps([s.model_dump(mode="json") for s in job.segments]), job.error, job.webhook_url,
-                        job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key,
+                        job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key, owner,
                     ),
                 )
                 row = self._one(job.id)
             assert row is not None
             return self._notify("created", row)
+
+    def owner(self, job_id: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT owner FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return row[0]  # type: ignore[no-any-return]
+
+    def count_queued(self, owner: str) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND owner = ?",
+                                          (owner,)).fetchone()[0])
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -289,7 +301,10 @@ class SqliteJobStore:
     # ── webhook registry ─────────────────────────────────────────────────
 
     def _migrate_registry(self, conn: sqlite3.Connection) -> None:
-        """Databases from before the registry was bounded: add the expiry columns; old rows get a full TTL."""
+        """Databases from before issue 16: add the job owner column and the registry's expiry
+        columns (old registry rows get a full TTL)."""
+        if "owner" not in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}:
+            conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
         cols = {r[1] for r in conn.execute("PRAGMA table_info(webhook_urls)")}
         if "expires_at" not in cols:
             conn.execute("ALTER TABLE webhook_urls ADD COLUMN expires_at REAL")
