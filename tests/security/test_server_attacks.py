@@ -253,5 +253,18 @@ def test_a_token_cannot_see_or_cancel_another_tokens_jobs(servers: Servers, secu
     assert "tok-alice" not in (srv.data_dir / "jobs.sqlite3").read_bytes().decode("latin-1"), "tokens are never stored"
 
 
+def test_control_characters_in_file_names_are_escaped_in_the_log(servers: Servers, short_wav: Path) -> None:
+    srv = servers.make("logs")
+    evil = "talk\x1b[2J\x1b]0;pwned\x07\x00.wav"
+    with ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=120)
+        job = c.submit((evil, short_wav.read_bytes()))
+        c.wait_terminal(job, timeout=120)
+    log = srv.log_text()
+    assert job in log
+    assert "\x1b" not in log and "\x00" not in log and "\x07" not in log, "raw control characters reached the log"
+    assert "talk\\x1b[2J" in log
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
