@@ -130,6 +130,28 @@ def _bomb_error(secs: float, size: int, limit: float) -> AudioDecodeError:
     )
 
 
+def _wav_shortfall(src: Path, size: int) -> tuple[int, int] | None:
+    """(declared, present) data bytes of a RIFF/WAVE file cut short, else None.
+
+    ffmpeg derives a WAV's duration from the file size when the header's data
+    size is larger, so a cut-off WAV decoded "fine" into a partial transcript
+    (issue 16). Streaming writers put 0 or 0xFFFFFFFF there: not a claim."""
+    with open(src, "rb") as f:
+        head = f.read(64 * 1024)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        cid, csize = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            present = size - (pos + 8)
+            if csize in (0, 0xFFFFFFFF) or csize <= present:
+                return None
+            return csize, present
+        pos += 8 + csize + (csize & 1)
+    return None
+
+
 def _check_format(stream: av.audio.stream.AudioStream) -> None:
     rate = stream.codec_context.sample_rate or stream.sample_rate or 0
     if rate and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
@@ -170,6 +192,10 @@ def decode_audio(source: str | os.PathLike[str], max_secs: float = 12 * 3600.0, 
                 raise AudioDecodeError("no audio stream found in the file")
             stream = audio_streams[0]
             _check_format(stream)
+            short = _wav_shortfall(src, size)
+            if short is not None:
+                raise AudioDecodeError(f"audio is truncated: the WAV header declares {short[0]} bytes of audio "
+                                       f"but the file holds {short[1]}")
             declared = _declared_duration(container, stream)
             if declared is not None and declared > max_secs:
                 raise AudioTooLongError(declared, max_secs)

@@ -353,9 +353,9 @@ class Worker:
             return self.s3.download(audio, dest)
         # http(s): through the outbound URL guard (WHISPEROP_OUTBOUND_ALLOW); each redirect hop is
         # checked again at connect time, and a refused address fails the job with the guard's message
-        with guarded_client(os.environ.get(ALLOW_ENV, ""), follow_redirects=True, max_redirects=5,
-                            timeout=httpx.Timeout(60.0)) as client, \
-                client.stream("GET", check_url(audio, what="audio URL")) as resp, open(dest, "wb") as f:
+        allow = os.environ.get(ALLOW_ENV, "")
+        with guarded_client(allow, follow_redirects=True, max_redirects=5, timeout=httpx.Timeout(60.0)) as client, \
+                client.stream("GET", check_url(audio, allow=allow, what="audio URL")) as resp, open(dest, "wb") as f:
             resp.raise_for_status()
             for chunk in resp.iter_bytes(1 << 20):
                 f.write(chunk)

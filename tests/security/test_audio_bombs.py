@@ -71,3 +71,14 @@ def test_ordinary_speech_sized_input_passes(tmp_path: Path) -> None:
     with decode_audio(src, tmp_dir=tmp_path, max_secs_per_mb=3600) as audio:
         assert audio.duration_secs == pytest.approx(11, abs=0.01)
     assert bomb_limit_secs(1000, 3600) == 600.0
+
+
+def test_truncated_wav_is_refused_not_transcribed_in_part(tmp_path: Path) -> None:
+    full = wav_claiming(tmp_path / "full.wav", 16000, 16000 * 2 * 60)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])  # an interrupted download: header says 60 s, 30 s present
+    with pytest.raises(AudioDecodeError, match="audio is truncated: the WAV header declares 1920000 bytes"):
+        decode_audio(cut, tmp_dir=tmp_path, max_secs_per_mb=3600)
+    with decode_audio(full, tmp_dir=tmp_path, max_secs_per_mb=3600) as audio:  # the whole file is fine
+        assert audio.duration_secs == pytest.approx(60, abs=0.01)
