@@ -30,6 +30,7 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/health"})
+RELOAD_SECS = 5.0
 
 
 def principal_of(token: str) -> str:
@@ -42,7 +43,6 @@ def principal(scope_or_request: Any) -> str | None:
     """The authenticated principal of a request (None when auth is off)."""
     scope = getattr(scope_or_request, "scope", scope_or_request)
     return (scope.get("state") or {}).get("principal")
-RELOAD_SECS = 5.0
 
 
 def read_tokens(path: Path) -> frozenset[str]:

@@ -76,13 +76,13 @@ class BrowserGuard:
             await _refuse(send, 421 if host else 400, f"host {host!r} is not served here (WHISPEROP_ALLOWED_HOSTS)")
             return
         if scope.get("method", "GET").upper() in UNSAFE_METHODS:
-            why = self._cross_site(headers, host, scope.get("scheme", "http"))
+            why = self._cross_site(headers, host)
             if why:
                 await _refuse(send, 403, why)
                 return
         await self.app(scope, receive, send)
 
-    def _cross_site(self, headers: dict[str, str], host: str, scheme: str) -> str | None:
+    def _cross_site(self, headers: dict[str, str], host: str) -> str | None:
         origin = headers.get("origin")
         if origin is not None:
             o = origin.rstrip("/").lower()

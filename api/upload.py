@@ -172,10 +172,11 @@ async def _chunks(request: Request, idle_timeout: float | None) -> AsyncIterator
     it = request.stream().__aiter__()
     while True:
         try:
-            chunk = await asyncio.wait_for(it.__anext__(), idle_timeout) if idle_timeout else await it.__anext__()
+            async with asyncio.timeout(idle_timeout):  # no task per chunk, unlike wait_for
+                chunk = await it.__anext__()
         except StopAsyncIteration:
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UploadStalled(f"upload stalled: no data for {idle_timeout:g} s") from None
         yield chunk
 
