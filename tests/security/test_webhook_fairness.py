@@ -33,3 +33,27 @@ def test_a_hanging_receiver_does_not_delay_another_destination() -> None:
         assert all(f.result(timeout=120) for f in held), "every slow delivery completes once the receiver answers"
         sender.stop()
     assert took < 20
+
+
+def test_many_hanging_destinations_do_not_exhaust_a_connection_pool() -> None:
+    """120 hanging destinations (15 receivers x 8 spellings of 127.0.0.1, each its own
+    destination): more than a 100-connection pool, and another receiver is still served."""
+    spellings = ["127.0.0.1", "127.1", "2130706433", "0x7f000001", "127.0.1", "0x7f.1", "127.0.0.1.", "localhost"]
+    receivers = [WebhookReceiver().start() for _ in range(15)]
+    releases = [r.hold("/hang") for r in receivers]
+    sender = WebhookSender(allow="127.0.0.0/8", signer=WebhookSigner(), timeout=120)
+    sender.start()
+    try:
+        with WebhookReceiver() as fast:
+            held = [sender.send(f"http://{host}:{r.port}/hang", {"i": 1}) for r in receivers for host in spellings]
+            for r in receivers:
+                r.wait_for("/hang", count=len(spellings), timeout=60)
+            assert sum(len(r.received("/hang")) for r in receivers) == 120
+            assert sender.send(fast.url("/other"), {"id": "j", "status": "done"}).result(timeout=30) is True
+            assert not any(f.done() for f in held)
+    finally:
+        for e in releases:
+            e.set()
+        sender.stop()
+        for r in receivers:
+            r.stop()

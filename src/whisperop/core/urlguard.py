@@ -57,6 +57,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$", re.IGNORECASE)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
+_LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
 
 # ── allow-list ───────────────────────────────────────────────────────────────
@@ -102,8 +103,17 @@ class AllowList:
     def allows_address(self, ip: IPAddress) -> bool:
         return any(ip in net for net in self.networks if net.version == ip.version)
 
+    def allows_loopback_name(self, host: str) -> bool:
+        """``localhost`` names: listed by name, or loopback allowed by address."""
+        return self.allows_host(host) or any(self.allows_address(ip) for ip in _LOOPBACK)
+
     def __bool__(self) -> bool:
         return bool(self.hosts or self.networks)
+
+
+def _is_localhost(host: str) -> bool:
+    h = host.rstrip(".").lower()
+    return h == "localhost" or h.endswith(".localhost")
 
 
 AllowSpec = Union[AllowList, str, Sequence[str], None]
@@ -210,7 +220,7 @@ def parse_target(url: str, *, allow: AllowSpec = None, what: str = "URL") -> Tar
     literal = parse_ip_host(host)
     if literal is not None:
         _check_address(literal, allow, f"{what} host {host!r}")
-    elif (host == "localhost" or host.endswith(".localhost")) and not allow.allows_host(host):
+    elif _is_localhost(host) and not allow.allows_loopback_name(host):
         raise UnsafeURLError(f"{what} host {host!r} is loopback; internal receivers must be listed in {ALLOW_ENV}")
     return Target(url, scheme, host, port or DEFAULT_PORTS[scheme], literal)
 
@@ -296,9 +306,8 @@ def _resolve_connect(host: str, port: int, allow: AllowList) -> list[str]:
         if not allow.allows_host(host):
             _check_address(literal, allow, f"host {host!r}")
         return [str(literal)]
-    if host in ("localhost",) or host.endswith(".localhost"):
-        if not allow.allows_host(host):
-            raise UnsafeURLError(f"host {host!r} is loopback; internal receivers must be listed in {ALLOW_ENV}")
+    if _is_localhost(host) and not allow.allows_loopback_name(host):
+        raise UnsafeURLError(f"host {host!r} is loopback; internal receivers must be listed in {ALLOW_ENV}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
@@ -370,7 +379,8 @@ def guarded_async_client(allow: AllowSpec = None, **kwargs: Any) -> httpx.AsyncC
     though ``follow_redirects`` stays off unless asked for) and never uses a proxy."""
     import httpx
 
-    transport = httpx.AsyncHTTPTransport(retries=0)
+    # a client ignores ``limits`` when given a transport: they belong to the transport
+    transport = httpx.AsyncHTTPTransport(retries=0, limits=kwargs.pop("limits", httpx.Limits(max_connections=100, max_keepalive_connections=20)))
     pool = transport._pool
     pool._network_backend = _guarded_backends(AllowList.parse(allow), async_inner=pool._network_backend)[1]
     return httpx.AsyncClient(transport=transport, trust_env=False, **kwargs)
@@ -380,19 +390,8 @@ def guarded_client(allow: AllowSpec = None, **kwargs: Any) -> httpx.Client:
     """The synchronous :func:`guarded_async_client`."""
     import httpx
 
-    transport = httpx.HTTPTransport(retries=0)
+    transport = httpx.HTTPTransport(retries=0, limits=kwargs.pop("limits", httpx.Limits(max_connections=100, max_keepalive_connections=20)))
     pool = transport._pool
     pool._network_backend = _guarded_backends(AllowList.parse(allow), sync_inner=pool._network_backend)[0]
     return httpx.Client(transport=transport, trust_env=False, **kwargs)
 
-
-def is_unsafe(exc: BaseException) -> UnsafeURLError | None:
-    """The guard's refusal behind an httpx error (httpx wraps what the backend raises)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, UnsafeURLError):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
