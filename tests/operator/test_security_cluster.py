@@ -84,3 +84,27 @@ def test_cluster_facade_refuses_internal_webhooks_and_separates_tokens(cluster: 
             assert not cluster.jobs.get(job)["spec"].get("cancel"), "bob's cancel did nothing"
     finally:
         f.close()
+
+
+def test_cluster_registry_is_bounded_expires_and_unregisters(cluster: Cluster) -> None:
+    """The namespace registry ConfigMap (both the facade and the operator write it)."""
+    import time
+
+    from kubernetes import client
+
+    from whisperop.cluster import webhooks as wh
+    from whisperop.core.settings import WebhookRegistrySettings
+
+    lim = WebhookRegistrySettings(WEBHOOK_REGISTRY_MAX=4, WEBHOOK_PENDING_MAX=2, WEBHOOK_PENDING_TTL_SECS=1)
+    api, ns = cluster.api, cluster.ns
+    assert [wh.register(api, ns, f"http://r/x?n={i}", pending=True, limits=lim) for i in range(4)] == [True, True, False, False]
+    assert wh.register(api, ns, "http://job/1", limits=lim) and wh.register(api, ns, "http://job/2", limits=lim)
+    assert wh.register(api, ns, "http://job/3", limits=lim)  # full: a pending entry makes room
+    assert [u for u in wh.registered(api, ns) if u.startswith("http://job/")] == ["http://job/1", "http://job/2", "http://job/3"]
+    assert len(wh.registered(api, ns)) == 4
+    # an entry written by an older version (a bare URL) is still read
+    client.CoreV1Api(api).patch_namespaced_config_map(wh.WEBHOOK_CONFIGMAP, ns, {"data": {"legacy0000000000": "http://old/1"}})
+    time.sleep(1.5)  # pending entries live 1 s here
+    assert wh.registered(api, ns) == ["http://job/1", "http://job/2", "http://job/3", "http://old/1"]
+    assert wh.unregister(api, ns, "http://job/2") and not wh.unregister(api, ns, "http://job/2")
+    assert "http://job/2" not in wh.registered(api, ns)
