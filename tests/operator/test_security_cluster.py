@@ -79,6 +79,12 @@ def test_cluster_facade_refuses_internal_webhooks_and_separates_tokens(cluster: 
             assert h.get(f"/jobs/{job}", headers=alice).status_code == 200
             assert h.get(f"/jobs/{job}", headers=bob).status_code == 404
             assert h.delete(f"/jobs/{job}", headers=bob).status_code == 404
+            # issue 19's routes keep the tokens apart too (the watch cache's listing is filtered by owner)
+            assert h.delete(f"/jobs/{job}?purge=true", headers=bob).status_code == 404
+            assert h.get(f"/jobs/{job}/transcript.srt", headers=bob).status_code == 404
+            assert h.get(f"/jobs/{job}/transcript.srt", headers=alice).status_code == 409  # not done yet
+            assert [j["id"] for j in h.get("/jobs", headers=alice).json()["jobs"]] == [job]
+            assert h.get("/jobs", headers=bob).json() == {"jobs": [], "next_cursor": None}
             ann = cluster.jobs.get(job)["metadata"]["annotations"]
             assert ann["whisperop.io/owner"].startswith("tok-") and "tok-alice" not in str(ann)
             assert not cluster.jobs.get(job)["spec"].get("cancel"), "bob's cancel did nothing"
