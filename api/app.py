@@ -20,8 +20,10 @@ from whisperop.api.deps import Services
 from whisperop.api.errors import install_error_handlers
 from whisperop.api.retention import Retention
 from whisperop.api.routers import health, joblist, jobs, metrics, model, openai_compat, transcripts, web
+from whisperop.api.routers import webhooks as webhook_routes
 from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
+from whisperop.api.upload import UploadSlots
 from whisperop.api.webhooks import WebhookNotifier, WebhookSender
 from whisperop.core.ports import BlobStore, JobStore, ModelRuntime
 from whisperop.core.settings import ServerSettings
@@ -70,8 +72,9 @@ def create_app(
         jobs=jobstore,
         blobs=blobstore,
         hub=EventHub(jobstore, runtime),
-        webhooks=WebhookNotifier(webhook_sender or WebhookSender(), jobstore, runtime),
+        webhooks=WebhookNotifier(webhook_sender or WebhookSender(allow=settings.outbound_allow), jobstore, runtime),
         metrics=Metrics(jobstore, runtime),
+        uploads=UploadSlots(settings.max_concurrent_uploads, settings.max_uploads_per_token),
     )
     retention = Retention(jobstore, blobstore, settings.job_ttl_secs if run_retention else 0)
 
@@ -112,12 +115,27 @@ def create_app(
     )
     app.state.services = services
     install_error_handlers(app)
-    for r in (joblist.router, jobs.router, transcripts.router, openai_compat.router, model.router, health.router,
-              metrics.router):
+    for r in (joblist.router, jobs.router, transcripts.router, openai_compat.router, model.router,
+              webhook_routes.router, health.router, metrics.router):
         app.include_router(r)
     web.install(app)
+    install_guards(app, settings, auth_tokens_file)
+    return app
+
+
+def install_guards(app: FastAPI, settings: ServerSettings, auth_tokens_file: str | None) -> None:
+    """Outermost first: CORS (only when origins are configured, so a preflight is answered
+    before auth), the browser guard (Host allow-list, cross-origin writes), bearer auth."""
+    from whisperop.api.browser import BrowserGuard, default_allowed_hosts, split_list
+
     if auth_tokens_file:
         from whisperop.api.auth import BearerAuth, TokenSource
 
         app.add_middleware(BearerAuth, source=TokenSource(auth_tokens_file))
-    return app
+    origins = split_list(settings.cors_origins)
+    app.add_middleware(BrowserGuard, allowed_hosts=split_list(settings.allowed_hosts) or default_allowed_hosts(settings.host),
+                       cors_origins=origins)
+    if origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"])

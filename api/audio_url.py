@@ -61,7 +61,7 @@ async def fetch(url: str, svc: Services, key_for: Any) -> FetchedAudio:
         return await _s3(url, svc)
     if scheme not in ("http", "https"):
         raise ApiError(400, "audio_url must be an http(s) URL" + (" or s3:// URI" if _bucket(svc) else ""))
-    allow = AllowList.from_env()
+    allow = AllowList.parse(svc.settings.outbound_allow)  # the one setting, as webhooks use it
     try:
         await aresolve_url(url, allow=allow, what="audio_url")
     except UnsafeURLError as exc:

@@ -7,10 +7,18 @@ file's content (a Secret mounted as a volume: one key per token). The
 source is re-read when it changes (checked at most every few seconds), so
 rotating the Secret needs no restart. A pure ASGI middleware: streaming
 responses (SSE) and streaming uploads pass through untouched.
+
+Ownership: the middleware records the token's principal (a digest,
+:func:`principal_of`) on the request; a job remembers who submitted it (through
+``POST /jobs`` or ``/v1/audio/*``), and another token gets 404 for it (read,
+stream, transcript files, cancel, purge); ``GET /jobs`` lists the caller's own
+jobs only. Jobs submitted without auth, or created outside the facade
+(kubectl), are readable by id by every token but listed to none.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -29,6 +37,18 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 #: the page, its assets and the docs carry no data and must load before the page can ask for a token
 PUBLIC_PATHS = frozenset({"/health"}) | WEB_PATHS
 RELOAD_SECS = 5.0
+
+
+def principal_of(token: str) -> str:
+    """Who a token is, as stored with the jobs it submits: a digest, never the token itself
+    (a database or a TranscriptionJob annotation must not hand out working credentials)."""
+    return "tok-" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def principal(scope_or_request: Any) -> str | None:
+    """The authenticated principal of a request (None when auth is off)."""
+    scope = getattr(scope_or_request, "scope", scope_or_request)
+    return (scope.get("state") or {}).get("principal")
 
 
 def read_tokens(path: Path) -> frozenset[str]:
@@ -75,7 +95,13 @@ class TokenSource:
             return self._tokens
 
     def valid(self, token: str) -> bool:
-        return any(hmac.compare_digest(token.encode(), t.encode()) for t in self.tokens())
+        """Constant time in the token's content: every known token is compared (no early
+        exit), as SHA-256 digests (so not even the lengths are compared)."""
+        offered = hashlib.sha256(token.encode()).digest()
+        found = False
+        for t in self.tokens():
+            found |= hmac.compare_digest(offered, hashlib.sha256(t.encode()).digest())
+        return found
 
 
 class BearerAuth:
@@ -95,6 +121,7 @@ class BearerAuth:
                 break
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip() and self.source.valid(token.strip()):
+            scope.setdefault("state", {})["principal"] = principal_of(token.strip())
             await self.app(scope, receive, send)
             return
         if str(scope.get("path", "")).startswith("/v1/"):  # OpenAI's error shape for the OpenAI-compatible API

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
+import sys
 from pathlib import Path
 
 log = logging.getLogger("whisperop.serve")
@@ -29,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--port", type=int, default=None, help="env PORT (default 8080)")
     p.add_argument("--data-dir", default=None, help="env DATA_DIR (default ./data)")
     p.add_argument("--model", default=None, help="catalog name or GGML path (env WHISPER_MODEL_PATH / WHISPER_MODEL)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="env WHISPEROP_INSECURE=true: allow a non-loopback HOST without bearer tokens "
+                        "(WHISPEROP_AUTH_TOKENS_FILE); anyone who can reach the port can use the server")
     p.add_argument("--cluster", action="store_true", default=None,
                    help="cluster mode (env WHISPEROP_MODE=cluster): jobs are TranscriptionJobs, audio goes to S3, "
                         "the model is a WhisperModel; no in-process worker (see docs/serve.md)")
@@ -69,6 +74,63 @@ def _listen_overrides(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
+def exposure_refused(host: str, tokens_file: str | None, insecure: bool, cluster: bool = False) -> str | None:
+    """Why the server must not start on ``host`` (None when it may), logging loudly when allowed anyway.
+
+    Local mode refuses a non-loopback bind without tokens unless ``--insecure``; the
+    cluster facade (whose pod binds all interfaces behind a Service and a
+    NetworkPolicy) only warns."""
+    from whisperop.api.browser import is_loopback_bind
+
+    if tokens_file or is_loopback_bind(host):
+        return None
+    if insecure or cluster:
+        log.critical("serving on a non-loopback address WITHOUT authentication: anyone who can reach "
+                     f"{host} can submit jobs, read transcripts and unload the model "
+                     "(set WHISPEROP_AUTH_TOKENS_FILE; docs/security.md)", extra={"host": host})
+        return None
+    return (f"refusing to listen on {host} without bearer tokens: set WHISPEROP_AUTH_TOKENS_FILE "
+            "(docs/security.md), bind 127.0.0.1, or pass --insecure (WHISPEROP_INSECURE=true) to allow it anyway")
+
+
+def prepare_work_dir(path: Path) -> Path:
+    """The decode work dir (``DATA_DIR/tmp`` unless ``WHISPEROP_TMP_DIR``), emptied of the
+    temp files a crash left behind (a job running at kill -9 never cleans its own)."""
+    path = Path(path).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    removed = 0
+    for leftover in path.glob("whisperop-*"):
+        try:
+            if leftover.is_dir():
+                import shutil
+
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+            removed += 1
+        except OSError:
+            log.warning("could not remove a leftover temp file", extra={"path": str(leftover)})
+    if removed:
+        log.info("removed leftover decode temp files", extra={"count": removed, "dir": str(path)})
+    return path
+
+
+def database_problem(path: Path, exc: Exception) -> str:
+    """What to tell the operator about a job database SQLite cannot open (instead of a traceback)."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (f"the job database {path} is locked by another process ({text}); stop the other "
+                "whisperop serve (or tool) using this DATA_DIR, or choose another DATA_DIR")
+    return (f"the job database {path} cannot be used: {text}. It is not a SQLite database or it is damaged; "
+            "move it away to start with an empty one (its jobs are lost), or restore a backup")
+
+
+def _tokens_file(args: argparse.Namespace) -> str | None:
+    import os
+
+    return os.environ.get("WHISPEROP_AUTH_TOKENS_FILE") or None
+
+
 def cmd_serve_cluster(args: argparse.Namespace) -> int:
     """The stateless facade: TranscriptionJobs + S3 + one WhisperModel (docs/serve.md, cluster mode)."""
     import os
@@ -100,8 +162,9 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     runtime = ClusterModelRuntime(api, namespace, model, watch_timeout_seconds=watch_timeout)
     runtime.observe_jobs(jobstore.informer)
     jobstore.start()
+    exposure_refused(settings.host, _tokens_file(args), True, cluster=True)
     app = create_app(settings, runtime, jobstore, blobs, send_webhooks=False, run_retention=False,  # type: ignore[arg-type]
-                     auth_tokens_file=os.environ.get("WHISPEROP_AUTH_TOKENS_FILE") or None)
+                     auth_tokens_file=_tokens_file(args))
     app.state.cluster = {"jobs": jobstore, "runtime": runtime}
     log.info("starting whisperop serve --cluster", extra={"host": settings.host, "port": settings.port,
                                                           "namespace": namespace, "model": model, "bucket": s3.bucket})
@@ -137,7 +200,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             overrides["model_name"] = args.model
             overrides["model_path"] = None
+    if args.insecure:
+        overrides["insecure"] = True
     settings = settings.model_copy(update=overrides)
+    refused = exposure_refused(settings.host, _tokens_file(args), settings.insecure)
+    if refused:
+        log.error(refused)
+        print(f"whisperop serve: {refused}", file=sys.stderr)
+        return 2
     engine_settings = EngineSettings()
     faults = FaultHooks()
     if faults.load_oom_count or faults.load_delay_secs:
@@ -146,7 +216,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_path = resolve_server_model(settings.model_path, settings.model_name, engine_settings.model_cache_dir)
     data_dir = settings.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    jobstore = SqliteJobStore.in_data_dir(data_dir)
+    engine_settings = engine_settings.model_copy(update={"tmp_dir": prepare_work_dir(engine_settings.tmp_dir or data_dir / "tmp")})
+    try:
+        jobstore = SqliteJobStore.in_data_dir(data_dir)
+    except sqlite3.DatabaseError as exc:
+        why = database_problem(data_dir / "jobs.sqlite3", exc)
+        log.error(why)
+        print(f"whisperop serve: {why}", file=sys.stderr)
+        return 3
     blobstore = LocalBlobStore.in_data_dir(data_dir)
     blobstore.clean_incoming()
     runtime = LocalModelRuntime(
@@ -158,8 +235,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gpu_poll_interval_secs=settings.gpu_poll_interval_secs,
         faults=faults,
     )
-    app = create_app(settings, runtime, jobstore, blobstore,
-                     auth_tokens_file=os.environ.get("WHISPEROP_AUTH_TOKENS_FILE") or None)
+    app = create_app(settings, runtime, jobstore, blobstore, auth_tokens_file=_tokens_file(args))
     log.info("starting whisperop serve", extra={"host": settings.host, "port": settings.port, "data_dir": str(data_dir),
                                                 "model": settings.model_name, "model_path": str(model_path)})
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,

@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 
 from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
+from whisperop.api.upload import UploadSlots
 from whisperop.api.webhooks import WebhookNotifier
 from whisperop.core.ports import BlobStore, JobStore, ModelRuntime
 from whisperop.core.settings import ServerSettings
@@ -29,6 +30,7 @@ class Services:
     hub: EventHub
     webhooks: WebhookNotifier
     metrics: Metrics
+    uploads: UploadSlots
 
 
 def get_services(request: Request) -> Services:

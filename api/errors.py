@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from whisperop.api.openai_shapes import OpenAIError
 from whisperop.api.openai_shapes import error_response as openai_error_response
-from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive, UnsafeURLError
 
 
 class ApiError(Exception):
@@ -58,6 +58,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(JobStillActive)
     async def _active(r: Request, exc: JobStillActive) -> JSONResponse:
         return error_response(409, str(exc), request=r)
+
+    @app.exception_handler(UnsafeURLError)
+    async def _unsafe_url(r: Request, exc: UnsafeURLError) -> JSONResponse:
+        return error_response(exc.http_status, str(exc), request=r)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(r: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -14,7 +14,7 @@ the writer is aborted, so nothing is left behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -32,6 +32,44 @@ FLUSH_BYTES = 1 << 20
 
 class MultipartError(Exception):
     """The body is not usable multipart (answered ``400 multipart error: …``)."""
+
+
+class UploadStalled(Exception):
+    """No body bytes for ``idle_timeout`` seconds (answered 408): a client that opens an
+    upload and goes quiet must not hold a socket, a file descriptor and a temp blob forever."""
+
+
+class UploadSlots:
+    """Caps on uploads being received at once: ``limit`` in all (``MAX_CONCURRENT_UPLOADS``)
+    and ``per_key`` per principal (``MAX_UPLOADS_PER_TOKEN``); 0 = no cap.
+
+    Used only from the event loop, so plain counters are enough."""
+
+    def __init__(self, limit: int, per_key: int = 0) -> None:
+        self.limit = limit
+        self.per_key = per_key
+        self.active = 0
+        self._by_key: dict[str, int] = {}
+
+    def try_acquire(self, key: str | None = None) -> str | None:
+        """None when a slot was taken, else which cap is full."""
+        if self.limit and self.active >= self.limit:
+            return f"too many uploads in progress (MAX_CONCURRENT_UPLOADS={self.limit})"
+        if key is not None and self.per_key and self._by_key.get(key, 0) >= self.per_key:
+            return f"too many uploads in progress for this token (MAX_UPLOADS_PER_TOKEN={self.per_key})"
+        self.active += 1
+        if key is not None:
+            self._by_key[key] = self._by_key.get(key, 0) + 1
+        return None
+
+    def release(self, key: str | None = None) -> None:
+        self.active -= 1
+        if key is not None:
+            left = self._by_key.get(key, 1) - 1
+            if left > 0:
+                self._by_key[key] = left
+            else:
+                self._by_key.pop(key, None)
 
 
 @dataclass
@@ -135,16 +173,32 @@ class _Collector:
         self.ended = True
 
 
+async def _chunks(request: Request, idle_timeout: float | None) -> AsyncIterator[bytes]:
+    """``request.stream()``, failing with :class:`UploadStalled` when a read waits longer than ``idle_timeout``."""
+    it = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):  # no task per chunk, unlike wait_for
+                chunk = await it.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadStalled(f"upload stalled: no data for {idle_timeout:g} s") from None
+        yield chunk
+
+
 async def receive_upload(
     request: Request,
     open_writer: Callable[[str | None], BlobWriter],
     on_bytes: Callable[[int], None] | None = None,
     audio_field: str = AUDIO_FIELD,
     text_fields: frozenset[str] = TEXT_FIELDS,
+    idle_timeout: float | None = None,
 ) -> Upload:
     """Read the whole multipart body, streaming ``audio`` into a writer from ``open_writer(filename)``.
 
-    Raises :class:`MultipartError` for a malformed body; lets
+    Raises :class:`MultipartError` for a malformed body and :class:`UploadStalled` when the
+    client sends nothing for ``idle_timeout`` seconds; lets
     ``starlette.requests.ClientDisconnect`` through. Either way the writer is aborted.
     """
     mime, params = parse_options_header(request.headers.get("content-type", ""))
@@ -169,7 +223,7 @@ async def receive_upload(
                 on_bytes(len(data))
 
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, idle_timeout):
             if chunk:
                 parser.write(chunk)
             if len(collector.pending) >= FLUSH_BYTES:

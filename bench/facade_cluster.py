@@ -74,7 +74,7 @@ def watch_count(api: object) -> dict[str, float]:
 async def subscribe(url: str, job_id: str, out: dict[str, list[str]], connected: list[int]) -> None:
     host, port = re.match(r"http://([^:]+):(\d+)", url).groups()  # type: ignore[union-attr]
     r, w = await asyncio.open_connection(host, int(port))
-    w.write(f"GET /jobs/{job_id}/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    w.write(f"GET /jobs/{job_id}/stream HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
     await w.drain()
     events: list[str] = []
     first = True

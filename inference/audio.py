@@ -31,6 +31,14 @@ FRAME_SAMPLES = 160  # 10 ms energy frames
 TRUNCATION_RATIO = 0.9
 TRUNCATION_MIN_MISSING_SECS = 1.0
 _SILENCE_DB = -100.0
+#: Plausible input formats, checked before decoding: issue 16's 80 KB WAV whose
+#: header claimed 1 sample/s decoded to 11 h of audio (a 2.56 GB temp file,
+#: ~50 minutes of worker time). No real recording is outside these bounds.
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64
+#: Decompression-bomb rule: audio this short is never refused for its ratio.
+BOMB_FLOOR_SECS = 600.0
 
 
 @dataclass
@@ -102,13 +110,67 @@ def _declared_duration(container: av.container.InputContainer, stream: av.audio.
     return None
 
 
-def decode_audio(source: str | os.PathLike[str], max_secs: float = 12 * 3600.0, tmp_dir: str | os.PathLike[str] | None = None) -> DecodedAudio:
+def bomb_limit_secs(size_bytes: int, max_secs_per_mb: float | None) -> float | None:
+    """The longest audio ``size_bytes`` of input may decode to (None: no limit).
+
+    ``max_secs_per_mb`` (``AUDIO_MAX_SECS_PER_MB``, default 3600) is an average
+    bitrate floor of ~2.3 kbit/s: speech codecs at their lowest rates (Opus 6
+    kbit/s, AMR-NB 4.75 kbit/s) stay below 1 800 s per MB, while issue 16's
+    11-hour silent FLAC of 7.5 MB is 5 280 s per MB and the 1-sample/s WAV
+    500 000. Anything up to :data:`BOMB_FLOOR_SECS` passes whatever its size."""
+    if not max_secs_per_mb:
+        return None
+    return max(BOMB_FLOOR_SECS, size_bytes / 1e6 * max_secs_per_mb)
+
+
+def _bomb_error(secs: float, size: int, limit: float) -> AudioDecodeError:
+    return AudioDecodeError(
+        f"audio would decode to {secs:.0f} s from only {size} bytes (more than {limit:.0f} s for this size: "
+        "a decompression bomb or a corrupt header; raise AUDIO_MAX_SECS_PER_MB to allow it)"
+    )
+
+
+def _wav_shortfall(src: Path, size: int) -> tuple[int, int] | None:
+    """(declared, present) data bytes of a RIFF/WAVE file cut short, else None.
+
+    ffmpeg derives a WAV's duration from the file size when the header's data
+    size is larger, so a cut-off WAV decoded "fine" into a partial transcript
+    (issue 16). Streaming writers put 0 or 0xFFFFFFFF there: not a claim."""
+    with open(src, "rb") as f:
+        head = f.read(64 * 1024)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        cid, csize = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            present = size - (pos + 8)
+            if csize in (0, 0xFFFFFFFF) or csize <= present:
+                return None
+            return csize, present
+        pos += 8 + csize + (csize & 1)
+    return None
+
+
+def _check_format(stream: av.audio.stream.AudioStream) -> None:
+    rate = stream.codec_context.sample_rate or stream.sample_rate or 0
+    if rate and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(f"implausible sample rate {rate} Hz (accepted: {MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz)")
+    channels = stream.codec_context.channels or 0
+    if channels > MAX_CHANNELS:
+        raise AudioDecodeError(f"implausible channel count {channels} (at most {MAX_CHANNELS})")
+
+
+def decode_audio(source: str | os.PathLike[str], max_secs: float = 12 * 3600.0, tmp_dir: str | os.PathLike[str] | None = None,
+                 max_secs_per_mb: float | None = None) -> DecodedAudio:
     """Decode ``source`` to 16 kHz mono float32 in a temp file.
 
     Raises :class:`EmptyAudioError`, :class:`AudioDecodeError` (corrupt,
-    truncated or non-audio input) or :class:`AudioTooLongError` (checked
-    against the container's declared duration before decoding, and again
-    while decoding for containers that declare none).
+    truncated or non-audio input; an implausible sample rate or channel count;
+    a duration out of proportion to the file's size, :func:`bomb_limit_secs`)
+    or :class:`AudioTooLongError` (checked against the container's declared
+    duration before decoding, and again while decoding for containers that
+    declare none).
     """
     src = Path(source)
     try:
@@ -129,10 +191,23 @@ def decode_audio(source: str | os.PathLike[str], max_secs: float = 12 * 3600.0, 
             if not audio_streams:
                 raise AudioDecodeError("no audio stream found in the file")
             stream = audio_streams[0]
+            _check_format(stream)
+            short = _wav_shortfall(src, size)
+            if short is not None:
+                raise AudioDecodeError(f"audio is truncated: the WAV header declares {short[0]} bytes of audio "
+                                       f"but the file holds {short[1]}")
             declared = _declared_duration(container, stream)
             if declared is not None and declared > max_secs:
                 raise AudioTooLongError(declared, max_secs)
-            n_samples, frame_db = _decode_stream(container, stream, out, max_secs)
+            bomb = bomb_limit_secs(size, max_secs_per_mb)
+            if bomb is not None and declared is not None and declared > bomb:
+                raise _bomb_error(declared, size, bomb)
+            try:
+                n_samples, frame_db = _decode_stream(container, stream, out, min(max_secs, bomb) if bomb else max_secs)
+            except AudioTooLongError as exc:
+                if bomb is not None and bomb < max_secs and exc.duration_secs > bomb:
+                    raise _bomb_error(exc.duration_secs, size, bomb) from None
+                raise
         if n_samples == 0:
             raise EmptyAudioError("the audio stream holds no samples")
         decoded_secs = n_samples / SAMPLE_RATE

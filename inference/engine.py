@@ -257,7 +257,7 @@ class WhisperEngine:
         """Transcribe an audio file. ``on_decoded(duration_secs, chunks_total)``
         is called once the audio is decoded and planned (before any inference)."""
         tmp_dir = str(self.settings.tmp_dir) if self.settings.tmp_dir else None
-        with decode_audio(path, self.settings.max_audio_secs, tmp_dir) as audio:
+        with decode_audio(path, self.settings.max_audio_secs, tmp_dir, self.settings.max_secs_per_mb) as audio:
             chunks = plan_chunks(audio.frame_db, audio.n_samples, self.chunking_config())
             if on_decoded:
                 on_decoded(audio.duration_secs, len(chunks))

@@ -43,12 +43,12 @@ import signal
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from whisperop.cluster import kube
@@ -60,6 +60,7 @@ from whisperop.core.gpu import GpuInfo, local_gpu
 from whisperop.core.models import Task, TranscriptionResult
 from whisperop.core.ports import DecodeHints
 from whisperop.core.settings import EngineSettings
+from whisperop.core.urlguard import ALLOW_ENV, check_url, guarded_client
 
 log = logging.getLogger("whisperop.worker")
 
@@ -362,8 +363,13 @@ class Worker:
         dest = tmp / name
         if audio.startswith("s3://"):
             return self.s3.download(audio, dest)
-        with urllib.request.urlopen(audio, timeout=60) as resp, open(dest, "wb") as f:
-            while chunk := resp.read(1 << 20):
+        # http(s): through the outbound URL guard (WHISPEROP_OUTBOUND_ALLOW); each redirect hop is
+        # checked again at connect time, and a refused address fails the job with the guard's message
+        allow = os.environ.get(ALLOW_ENV, "")
+        with guarded_client(allow, follow_redirects=True, max_redirects=5, timeout=httpx.Timeout(60.0)) as client, \
+                client.stream("GET", check_url(audio, allow=allow, what="audio URL")) as resp, open(dest, "wb") as f:
+            resp.raise_for_status()
+            for chunk in resp.iter_bytes(1 << 20):
                 f.write(chunk)
         return dest
 

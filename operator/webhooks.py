@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from typing import Any
 
 from whisperop.cluster import kube
 from whisperop.cluster import webhooks as wh
 from whisperop.core import crds
 from whisperop.core.models import Segment, to_json_dict
+from whisperop.core.urlguard import redact
 
 from . import metrics
 from .config import api, config
@@ -63,9 +65,9 @@ def deliver_job(res: kube.Resources, obj: dict[str, Any]) -> None:
     except kube.NotFound:
         return
     if result.ok:
-        kube.post_event(api(), obj, "Normal", "WebhookDelivered", f"POST {url}: HTTP {result.code}", "whisperop-operator")
+        kube.post_event(api(), obj, "Normal", "WebhookDelivered", f"POST {redact(url)}: HTTP {result.code}", "whisperop-operator")
     else:
-        kube.post_event(api(), obj, "Warning", "WebhookFailed", f"POST {url} failed after {result.attempts} attempts: "
+        kube.post_event(api(), obj, "Warning", "WebhookFailed", f"POST {redact(url)} failed after {result.attempts} attempts: "
                         f"{result.error}", "whisperop-operator")
 
 
@@ -77,8 +79,10 @@ def send_model_event(namespace: str, payload: dict[str, Any]) -> None:
         log.warning("could not read the webhook registry", exc_info=True)
         return
 
+    event_id = f"model-{payload.get('type')}-{uuid.uuid4().hex}"  # one id per event, whatever the URL or attempt
+
     def send(url: str) -> None:
-        r = wh.post_json(url, payload, attempts=config().webhook_attempts)
+        r = wh.post_json(url, payload, delivery_id=event_id, attempts=config().webhook_attempts)
         metrics.WEBHOOKS.labels("model", "delivered" if r.ok else "failed").inc()
 
     for url in urls:

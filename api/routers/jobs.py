@@ -15,7 +15,6 @@ import logging
 import re
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -23,11 +22,13 @@ from starlette.requests import ClientDisconnect
 
 from whisperop.api.deps import Services, ServicesDep
 from whisperop.api import audio_url
+from whisperop.api.auth import principal
 from whisperop.api.errors import ApiError
 from whisperop.api.retention import purge_job
-from whisperop.api.upload import MultipartError, Upload, receive_upload
-from whisperop.core.errors import JobAlreadyTerminal
+from whisperop.api.upload import MultipartError, Upload, UploadStalled, receive_upload
+from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
 from whisperop.core.languages import UnknownLanguageError, normalize_language
+from whisperop.core.urlguard import aresolve_url, check_url
 from whisperop.core.models import ErrorResponse, Job, JobStatus, ModelNotReady, ModelState, SubmitResponse, Task
 
 log = logging.getLogger("whisperop.api.jobs")
@@ -36,6 +37,7 @@ router = APIRouter(tags=["jobs"])
 
 RETRY_UNLOADED_SECS = 30
 RETRY_LOADING_SECS = 10
+RETRY_BUSY_SECS = 5
 
 MAX_PRIORITY = 1_000_000  # as TranscriptionJob spec.priority
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}$")
@@ -80,14 +82,11 @@ def retry_after(state: ModelState, svc: Services) -> int:
     return int(svc.settings.gpu_poll_interval_secs)
 
 
-def _webhook_url(value: str | None) -> str | None:
+def _webhook_url(value: str | None, allow: str) -> str | None:
+    """The syntactic half of the outbound URL guard (the DNS half runs in :func:`submit_job`)."""
     if value is None or not value.strip():
         return None
-    url = value.strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ApiError(400, f"webhook_url must be an http(s) URL, got {value!r}")
-    return url
+    return check_url(value, allow=allow, what="webhook_url")
 
 
 def parse_priority(value: str | None) -> int:
@@ -99,7 +98,7 @@ def parse_priority(value: str | None) -> int:
     return int(v)
 
 
-def validate(upload: Upload, job_id: str, by_url: bool = False) -> Job:
+def validate(upload: Upload, job_id: str, allow: str = "", by_url: bool = False) -> Job:
     """The contract's 400s, in the original's order (the audio checks wait for the fetch with ``audio_url``)."""
     if by_url and upload.audio_seen:
         raise ApiError(400, "give either 'audio' or 'audio_url', not both")
@@ -114,7 +113,7 @@ def validate(upload: Upload, job_id: str, by_url: bool = False) -> Job:
         language = normalize_language(upload.fields.get("language"))
     except UnknownLanguageError as exc:
         raise ApiError(400, str(exc)) from None
-    webhook = _webhook_url(upload.fields.get("webhook_url"))
+    webhook = _webhook_url(upload.fields.get("webhook_url"), allow)
     return Job(id=job_id, task=Task(task), language=language, webhook_url=webhook, filename=upload.filename)
 
 
@@ -124,9 +123,12 @@ def validate(upload: Upload, job_id: str, by_url: bool = False) -> Job:
     summary="Submit an audio file for transcription",
     response_model=SubmitResponse,
     responses={
-        400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, bad webhook_url, "
-                                                    "multipart error, bad priority, audio_url refused/unreachable/"
-                                                    "oversized/not audio"},
+        408: {"model": ErrorResponse, "description": "the upload stalled (no data for UPLOAD_IDLE_TIMEOUT_SECS)"},
+        429: {"model": ErrorResponse, "description": "MAX_CONCURRENT_UPLOADS / MAX_UPLOADS_PER_TOKEN uploads in progress, or "
+                                                     "MAX_QUEUED_JOBS_PER_TOKEN queued jobs (Retry-After)"},
+        400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, multipart error, bad priority, "
+                                                     "webhook_url not http(s), with credentials, or reaching an internal address, "
+                                                     "audio_url refused/unreachable/oversized/not audio"},
         503: {"model": ModelNotReady, "description": "model not ready (a load is triggered when unloaded)",
               "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
     },
@@ -140,27 +142,41 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         key.append(audio_key(job_id, filename))
         return svc.blobs.writer(key[0])
 
+    who = principal(request)
+    busy = await take_upload_slot(svc, who)
+    if busy is not None:
+        svc.metrics.uploads.labels("rejected").inc()
+        raise ApiError(429, f"{busy}; retry later", headers={"Retry-After": str(RETRY_BUSY_SECS), "Connection": "close"})
     try:
-        upload = await receive_upload(request, open_writer, svc.metrics.upload_bytes.inc)
+        upload = await receive_upload(request, open_writer, svc.metrics.upload_bytes.inc,
+                                      idle_timeout=svc.settings.upload_idle_timeout_secs or None)
     except MultipartError as exc:
         svc.metrics.uploads.labels("rejected").inc()
         raise ApiError(400, f"multipart error: {exc}") from None
+    except UploadStalled as exc:
+        svc.metrics.uploads.labels("aborted").inc()
+        log.info("upload stalled; nothing kept", extra={"job_id": job_id})
+        raise ApiError(408, str(exc), headers={"Connection": "close"}) from None
     except ClientDisconnect:
         svc.metrics.uploads.labels("aborted").inc()
         log.info("client disconnected mid-upload; nothing kept", extra={"job_id": job_id})
         return Response(status_code=400)
+    finally:
+        svc.uploads.release(who)
 
     committed = False
     url = (upload.fields.get("audio_url") or "").strip()
     try:
-        job = validate(upload, job_id, by_url=bool(url))
+        job = validate(upload, job_id, svc.settings.outbound_allow, by_url=bool(url))
         priority = parse_priority(upload.fields.get("priority"))
         if job.webhook_url:
-            await asyncio.to_thread(svc.jobs.register_webhook, job.webhook_url)
+            await aresolve_url(job.webhook_url, allow=svc.settings.outbound_allow, what="webhook_url")
         state = svc.runtime.state
         if state != ModelState.ready and not svc.settings.queue_while_loading:
             if state == ModelState.unloaded:
                 svc.runtime.request_load()
+            if job.webhook_url:  # the contract registers it anyway, so the client hears model_ready: briefly
+                await asyncio.to_thread(svc.jobs.register_webhook, job.webhook_url, True)
             upload.abort()
             svc.metrics.uploads.labels("not_ready").inc()
             n = retry_after(state, svc)
@@ -175,7 +191,7 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
             assert upload.writer is not None
             await asyncio.to_thread(upload.writer.commit)
             committed = True
-        await asyncio.to_thread(svc.jobs.create, job, key[0], priority)
+        await asyncio.to_thread(svc.jobs.create, job, key[0], priority, None, who)
     except BaseException:
         if committed:
             await asyncio.to_thread(svc.blobs.delete, key[0])
@@ -186,10 +202,36 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
         raise
     svc.metrics.uploads.labels("accepted").inc()
     svc.runtime.notify_job_queued()
+    if job.webhook_url:
+        try:  # the job is accepted whatever happens here; its completion webhook does not need the registry
+            await asyncio.to_thread(svc.jobs.register_webhook, job.webhook_url)
+        except Exception:
+            log.warning("could not register the webhook URL", extra={"job_id": job_id}, exc_info=True)
     log.info("job queued", extra={"job_id": job_id, "bytes": upload.audio_bytes, "task": job.task.value,
                                   "priority": priority,
                                   "language": job.language, "audio_filename": job.filename})
     return JSONResponse(SubmitResponse(job_id=job_id).model_dump(), status_code=202)
+
+
+async def take_upload_slot(svc: Services, who: str | None) -> str | None:
+    """Take an upload slot (MAX_CONCURRENT_UPLOADS, MAX_UPLOADS_PER_TOKEN) unless ``who`` already has
+    MAX_QUEUED_JOBS_PER_TOKEN queued jobs; None when taken (release it with ``svc.uploads.release``),
+    else why not (answered 429). Shared by ``POST /jobs`` and the ``/v1`` uploads."""
+    busy = svc.uploads.try_acquire(who)
+    if busy is None and who is not None and svc.settings.max_queued_per_token:
+        if await asyncio.to_thread(svc.jobs.count_queued, who) >= svc.settings.max_queued_per_token:
+            svc.uploads.release(who)
+            busy = f"this token already has {svc.settings.max_queued_per_token} queued jobs (MAX_QUEUED_JOBS_PER_TOKEN)"
+    return busy
+
+
+def check_owner(svc: Services, job_id: str, who: str | None) -> None:
+    """Another token's job does not exist for this token (404, the same answer as an unknown id)."""
+    if who is None:
+        return
+    owner = svc.jobs.owner(job_id)
+    if owner is not None and owner != who:
+        raise JobNotFound(job_id)
 
 
 def _job_response(job: Job, status_code: int = 200) -> JSONResponse:
@@ -202,7 +244,8 @@ def _job_response(job: Job, status_code: int = 200) -> JSONResponse:
     response_model=Job,
     responses={404: {"model": ErrorResponse}},
 )
-def get_job(job_id: str, svc: ServicesDep) -> Response:
+def get_job(job_id: str, request: Request, svc: ServicesDep) -> Response:
+    check_owner(svc, job_id, principal(request))
     return _job_response(svc.jobs.get(job_id))
 
 
@@ -213,7 +256,8 @@ def get_job(job_id: str, svc: ServicesDep) -> Response:
     responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}, 404: {"model": ErrorResponse}},
     response_class=StreamingResponse,
 )
-async def stream_job(job_id: str, svc: ServicesDep) -> Response:
+async def stream_job(job_id: str, request: Request, svc: ServicesDep) -> Response:
+    await asyncio.to_thread(check_owner, svc, job_id, principal(request))
     await asyncio.to_thread(svc.jobs.get, job_id)  # 404 before any streaming starts
     return StreamingResponse(
         svc.hub.job_stream(job_id, svc.jobs.get),
@@ -232,9 +276,14 @@ async def stream_job(job_id: str, svc: ServicesDep) -> Response:
     responses={204: {"description": "purged"}, 404: {"model": ErrorResponse},
                409: {"model": ErrorResponse, "description": "already in a terminal state (without purge)"}},
 )
-def cancel_job(job_id: str, svc: ServicesDep, purge: bool = False) -> Response:
+def cancel_job(job_id: str, request: Request, svc: ServicesDep, purge: bool = False) -> Response:
+    check_owner(svc, job_id, principal(request))
     if purge:
         return _purge(job_id, svc)
+    return cancel(job_id, svc)
+
+
+def cancel(job_id: str, svc: Services) -> Response:
     before = svc.jobs.get(job_id)
     job = svc.jobs.cancel(job_id)
     if before.status == JobStatus.queued:
@@ -249,7 +298,7 @@ def cancel_job(job_id: str, svc: ServicesDep, purge: bool = False) -> Response:
 def _purge(job_id: str, svc: Services) -> Response:
     if not svc.jobs.get(job_id).status.terminal:
         try:
-            cancel_job(job_id, svc)
+            cancel(job_id, svc)
         except JobAlreadyTerminal:
             pass  # it finished meanwhile
     purge_job(svc.jobs, svc.blobs, job_id)

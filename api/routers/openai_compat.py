@@ -31,6 +31,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from whisperop.api.auth import principal
 from whisperop.api.deps import Services, ServicesDep
 from whisperop.api.openai_shapes import (
     GRANULARITIES,
@@ -39,8 +40,8 @@ from whisperop.api.openai_shapes import (
     full_text,
     verbose_json,
 )
-from whisperop.api.routers.jobs import audio_key, cancel_job, retry_after
-from whisperop.api.upload import MultipartError, Upload, receive_upload
+from whisperop.api.routers.jobs import RETRY_BUSY_SECS, audio_key, cancel, retry_after, take_upload_slot
+from whisperop.api.upload import MultipartError, Upload, UploadStalled, receive_upload
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
 from whisperop.core.languages import UnknownLanguageError, normalize_language
 from whisperop.core.models import Job, JobStatus, ModelState, Task, TranscriptionResult
@@ -81,6 +82,9 @@ def _body(task: str) -> dict[str, Any]:
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "invalid request (OpenAI error shape)"},
     404: {"description": "unknown model"},
+    408: {"description": "the upload stalled (no data for UPLOAD_IDLE_TIMEOUT_SECS)"},
+    429: {"description": "MAX_CONCURRENT_UPLOADS / MAX_UPLOADS_PER_TOKEN uploads in progress, or MAX_QUEUED_JOBS_PER_TOKEN "
+                         "queued jobs (Retry-After)"},
     503: {"description": "the model did not become ready within SYNC_LOAD_WAIT_SECS", "headers": {"Retry-After": {
         "schema": {"type": "integer"}}}},
 }
@@ -208,7 +212,7 @@ async def _await_job(request: Request, svc: Services, job_id: str, finished: asy
             finished.clear()
         if await request.is_disconnected():
             try:
-                await asyncio.to_thread(cancel_job, job_id, svc)
+                await asyncio.to_thread(cancel, job_id, svc)
             except (JobAlreadyTerminal, JobNotFound):
                 pass
             log.info("client went away; its job was cancelled", extra={"job_id": job_id})
@@ -242,15 +246,26 @@ async def run_sync(request: Request, svc: Services, task: Task) -> Response:
         key.append(audio_key(job_id, filename))
         return svc.blobs.writer(key[0])
 
+    who = principal(request)
+    busy = await take_upload_slot(svc, who)
+    if busy is not None:
+        svc.metrics.uploads.labels("rejected").inc()
+        raise OpenAIError(429, f"{busy}; retry later", type_="rate_limit_error", code="rate_limit_exceeded",
+                          headers={"Retry-After": str(RETRY_BUSY_SECS), "Connection": "close"})
     try:
         upload = await receive_upload(request, open_writer, svc.metrics.upload_bytes.inc, audio_field="file",
-                                      text_fields=FIELDS)
+                                      text_fields=FIELDS, idle_timeout=svc.settings.upload_idle_timeout_secs or None)
     except MultipartError as exc:
         svc.metrics.uploads.labels("rejected").inc()
         raise OpenAIError(400, f"multipart error: {exc}", code="invalid_multipart") from None
+    except UploadStalled as exc:
+        svc.metrics.uploads.labels("aborted").inc()
+        raise OpenAIError(408, str(exc), code="upload_stalled", headers={"Connection": "close"}) from None
     except ClientDisconnect:
         svc.metrics.uploads.labels("aborted").inc()
         return Response(status_code=400)
+    finally:
+        svc.uploads.release(who)
     loop = asyncio.get_running_loop()
     finished = asyncio.Event()
 
@@ -260,7 +275,7 @@ async def run_sync(request: Request, svc: Services, task: Task) -> Response:
 
     unsubscribe = svc.jobs.watch(on_change)
     try:
-        job, params = await _submit(request, svc, upload, key, job_id, task)
+        job, params = await _submit(request, svc, upload, key, job_id, task, who)
         svc.runtime.notify_job_queued()
         done = await _await_job(request, svc, job.id, finished)
     except ClientDisconnect:  # gone while waiting for the model: nothing was queued
@@ -274,7 +289,7 @@ async def run_sync(request: Request, svc: Services, task: Task) -> Response:
 
 
 async def _submit(request: Request, svc: Services, upload: Upload, key: list[str], job_id: str,
-                  task: Task) -> tuple[Job, Params]:
+                  task: Task, who: str | None) -> tuple[Job, Params]:
     """Validate, wait for the model, commit the audio and queue the job; nothing is kept on failure."""
     committed = False
     try:
@@ -290,7 +305,7 @@ async def _submit(request: Request, svc: Services, upload: Upload, key: list[str
         await asyncio.to_thread(upload.writer.commit)
         committed = True
         job = Job(id=job_id, task=task, language=p.language, filename=upload.filename)
-        await asyncio.to_thread(svc.jobs.create, job, key[0], 0, p.hints)
+        await asyncio.to_thread(svc.jobs.create, job, key[0], 0, p.hints, who)
     except BaseException as exc:
         if committed:
             await asyncio.to_thread(svc.blobs.delete, key[0])

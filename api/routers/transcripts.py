@@ -15,11 +15,13 @@ import re
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from whisperop.api.auth import principal
 from whisperop.api.deps import ServicesDep
 from whisperop.api.errors import ApiError
+from whisperop.api.routers.jobs import check_owner
 from whisperop.core.models import ErrorResponse, Job, JobStatus, TranscriptionResult
 from whisperop.inference.writers import FORMATS, MEDIA_TYPES, CueOptions, render
 
@@ -82,6 +84,7 @@ def cue_options(max_line_chars: int, max_lines: int, max_cue_secs: float) -> Cue
 async def get_transcript(
     job_id: str,
     fmt: str,
+    request: Request,
     svc: ServicesDep,
     max_line_chars: Annotated[int, Query(ge=10, le=500, description="characters per subtitle line")] = 42,
     max_lines: Annotated[int, Query(ge=1, le=10, description="lines per subtitle cue")] = 2,
@@ -90,5 +93,6 @@ async def get_transcript(
     if fmt not in FORMATS:
         raise ApiError(404, f"unknown transcript format {fmt!r}; choose one of {', '.join(FORMATS)}")
     opts = cue_options(max_line_chars, max_lines, max_cue_secs)
+    await asyncio.to_thread(check_owner, svc, job_id, principal(request))
     job = await asyncio.to_thread(svc.jobs.get, job_id)
     return transcript_response(job, fmt, opts)

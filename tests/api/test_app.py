@@ -50,6 +50,8 @@ def make_app(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., App]]:
 
     def make(faults: FaultHooks | None = None, **server: object) -> App:
         d = tmp_path / f"data{len(stack)}"
+        server.setdefault("WHISPEROP_OUTBOUND_ALLOW", "127.0.0.1")  # the tests' receivers: allowed explicitly
+        server.setdefault("WHISPEROP_ALLOWED_HOSTS", "testserver")  # TestClient's Host header
         settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, GPU_POLL_INTERVAL_SECS=7, IDLE_TIMEOUT_SECS=0, **server)
         jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
         engine = EngineSettings(CHUNK_MAX_SECS=3.0, CHUNK_MIN_SECS=0.5, WHISPER_THREADS=2, USE_GPU=False, TEMPERATURE_INC=0.0)

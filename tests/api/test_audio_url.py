@@ -80,6 +80,7 @@ def make_app(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., App]]:
 
     def make(**server: object) -> App:
         d = tmp_path / f"data{len(made)}"
+        server.setdefault("WHISPEROP_ALLOWED_HOSTS", "testserver")  # TestClient's Host header (issue 16's Host allow-list)
         settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, IDLE_TIMEOUT_SECS=0, QUEUE_WHILE_LOADING=True,
                                   **server)
         jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
@@ -148,8 +149,8 @@ def test_blocked_and_unreachable_addresses_are_refused(make_app, files: Files, s
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     files.routes["/a.wav"] = (200, "audio/wav", short_wav.read_bytes(), {})
     files.routes["/to-metadata"] = (302, "text/plain", b"", {"Location": "http://169.254.169.254/latest/meta-data"})
-    app = make_app()
     monkeypatch.delenv("WHISPEROP_OUTBOUND_ALLOW", raising=False)
+    app = make_app()
     for url, why in [(files.url + "/a.wav", "loopback"), ("http://169.254.169.254/latest", "link-local"),
                      ("http://10.1.2.3/a.wav", "private"), ("http://2130706433/a.wav", "loopback"),
                      ("file:///etc/passwd", "audio_url must be an http(s) URL"),
@@ -157,7 +158,8 @@ def test_blocked_and_unreachable_addresses_are_refused(make_app, files: Files, s
         r = app.submit(url)
         assert r.status_code == 400 and why in r.json()["error"], (url, r.text)
     assert files.hits == []  # nothing was fetched from a refused address
-    monkeypatch.setenv("WHISPEROP_OUTBOUND_ALLOW", "127.0.0.1")
+    assert app.blob_files() == [] and app.jobs.list_jobs() == []
+    app = make_app(WHISPEROP_OUTBOUND_ALLOW="127.0.0.1")  # the server's setting, read at start
     r = app.submit(files.url + "/to-metadata")  # an allowed host redirecting to a blocked one
     assert r.status_code == 400 and "link-local" in r.json()["error"], r.text
     with_closed_port = f"http://127.0.0.1:{_closed_port()}/a.wav"

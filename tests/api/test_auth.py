@@ -21,7 +21,7 @@ def _client(tmp_path: Path, tiny_model: Path, tokens: Path) -> tuple[TestClient,
     d = tmp_path / "data"
     jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
     runtime = LocalModelRuntime(tiny_model, jobs, blobs, EngineSettings(USE_GPU=False), idle_timeout_secs=0)
-    app = create_app(ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d), runtime, jobs, blobs,
+    app = create_app(ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, WHISPEROP_ALLOWED_HOSTS="testserver"), runtime, jobs, blobs,
                      auth_tokens_file=str(tokens))
     return TestClient(app), jobs
 
@@ -58,3 +58,36 @@ def test_empty_token_source_is_refused(tmp_path: Path) -> None:
     f.write_text("\n# nothing\n")
     with pytest.raises(ValueError):
         auth.TokenSource(f)
+
+
+def test_ownership_holds_on_listing_transcripts_purge_and_v1(tmp_path: Path, tiny_model: Path, short_wav: Path) -> None:
+    """Issue 16's per-token ownership on issue 19's routes: GET /jobs lists the caller's jobs only,
+    another token's transcript file and purge are 404, and a /v1 request's job belongs to its token."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok-alice\ntok-bob\n")
+    client, jobs = _client(tmp_path, tiny_model, tokens)
+    alice, bob = ({"Authorization": f"Bearer {t}"} for t in ("tok-alice", "tok-bob"))
+    audio = short_wav.read_bytes()
+    with client:
+        assert client.post("/model/load", headers=alice).status_code in (200, 202)
+        r = client.post("/v1/audio/transcriptions", headers=alice, data={"model": "whisper-1"},
+                        files={"file": ("s.wav", audio, "audio/wav")})
+        assert r.status_code == 200, r.text
+        listed = client.get("/jobs", headers=alice).json()["jobs"]
+        assert len(listed) == 1 and listed[0]["status"] == "done", listed
+        job = listed[0]["id"]
+        assert jobs.owner(job) == auth.principal_of("tok-alice")
+        assert client.get("/jobs", headers=bob).json() == {"jobs": [], "next_cursor": None}
+        assert client.get(f"/jobs/{job}/transcript.srt", headers=alice).status_code == 200
+        for method, path in (("GET", f"/jobs/{job}/transcript.srt"), ("GET", f"/jobs/{job}/transcript.json"),
+                             ("DELETE", f"/jobs/{job}?purge=true"), ("GET", f"/jobs/{job}")):
+            r = client.request(method, path, headers=bob)
+            assert (r.status_code, r.json()) == (404, {"error": f"job {job} not found"}), (method, path, r.text)
+        assert client.get(f"/jobs/{job}", headers=alice).status_code == 200, "bob's purge did nothing"
+        r = client.post("/jobs", headers=bob, files={"audio": ("s.wav", audio, "audio/wav")})
+        assert r.status_code == 202, r.text
+        assert [j["id"] for j in client.get("/jobs", headers=bob).json()["jobs"]] == [r.json()["job_id"]]
+        assert [j["id"] for j in client.get("/jobs", headers=alice).json()["jobs"]] == [job]
+        assert client.delete(f"/jobs/{job}?purge=true", headers=alice).status_code == 204
+        assert client.get(f"/jobs/{job}", headers=alice).status_code == 404
+    jobs.close()

@@ -60,6 +60,7 @@ def make_env(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., Env]]:
 
     def make(faults: FaultHooks | None = None, **server: object) -> Env:
         d = tmp_path / f"data{len(made)}"
+        server.setdefault("WHISPEROP_ALLOWED_HOSTS", "testserver")  # TestClient's Host header (issue 16's Host allow-list)
         settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, IDLE_TIMEOUT_SECS=0, **server)
         jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
         engine = EngineSettings(WHISPER_THREADS=1, USE_GPU=False)

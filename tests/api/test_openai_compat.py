@@ -45,6 +45,7 @@ def make_app(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., App]]:
 
     def make(faults: FaultHooks | None = None, **server: object) -> App:
         d = tmp_path / f"data{len(made)}"
+        server.setdefault("WHISPEROP_ALLOWED_HOSTS", "testserver")  # TestClient's Host header (issue 16's Host allow-list)
         settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, IDLE_TIMEOUT_SECS=0, GPU_POLL_INTERVAL_SECS=7,
                                   **server)
         jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
@@ -288,7 +289,7 @@ def test_bearer_auth_applies_and_the_sdk_api_key_is_the_token(tmp_path: Path, ti
     d = tmp_path / "auth"
     tokens = tmp_path / "tokens"
     tokens.write_text("s3cret\n")
-    settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, IDLE_TIMEOUT_SECS=0)
+    settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, IDLE_TIMEOUT_SECS=0, WHISPEROP_ALLOWED_HOSTS="testserver")
     jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
     runtime = LocalModelRuntime(tiny_model, jobs, blobs, EngineSettings(USE_GPU=False, WHISPER_THREADS=1),
                                 idle_timeout_secs=0, gpu_poll_interval_secs=7)

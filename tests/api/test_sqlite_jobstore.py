@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,35 @@ def test_webhook_registry_is_persisted_and_deduplicated(tmp_path: Path) -> None:
     s2 = SqliteJobStore(path)
     assert s2.webhook_urls() == ["http://a/1", "http://b/2"]
     s2.close()
+
+
+def test_webhook_registry_is_bounded_and_expires(tmp_path: Path) -> None:
+    from whisperop.core.settings import WebhookRegistrySettings
+
+    lim = WebhookRegistrySettings(WEBHOOK_REGISTRY_MAX=4, WEBHOOK_PENDING_MAX=2, WEBHOOK_PENDING_TTL_SECS=0.5)
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3", registry=lim)
+    # rejected submissions (pending): at most 2, whatever the query string does to the URL
+    assert [s.register_webhook(f"http://r/x?n={i}", pending=True) for i in range(5)] == [True, True, False, False, False]
+    assert s.register_webhook("http://job/1") and s.register_webhook("http://job/2")
+    assert len(s.webhook_urls()) == 4
+    # full: a job's URL makes room by dropping a pending one, never another job's
+    assert s.register_webhook("http://job/3")
+    assert [u for u in s.webhook_urls() if u.startswith("http://job/")] == ["http://job/1", "http://job/2", "http://job/3"]
+    time.sleep(1.0)  # pending entries live 0.5 s here
+    assert s.webhook_urls() == ["http://job/1", "http://job/2", "http://job/3"]
+    assert s.unregister_webhook("http://job/2") and not s.unregister_webhook("http://job/2")
+    assert s.webhook_urls() == ["http://job/1", "http://job/3"]
+    s.close()
+
+
+def test_webhook_registry_of_an_older_database_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "jobs.sqlite3"
+    con = sqlite3.connect(path)
+    con.executescript("CREATE TABLE webhook_urls (seq INTEGER PRIMARY KEY AUTOINCREMENT, url TEXT NOT NULL UNIQUE,"
+                      " registered_at TEXT NOT NULL); INSERT INTO webhook_urls (url, registered_at) VALUES ('http://old/1', 'x');")
+    con.close()
+    s = SqliteJobStore(path)
+    assert s.webhook_urls() == ["http://old/1"]
+    s.close()

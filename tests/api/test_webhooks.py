@@ -82,7 +82,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def sender() -> Iterator[WebhookSender]:
-    s = WebhookSender()
+    s = WebhookSender(allow="127.0.0.1")
     s.start()
     yield s
     s.stop()
@@ -100,7 +100,7 @@ def test_three_attempts_with_1s_then_2s_backoff(receiver: Receiver, sender: Webh
 
 
 def test_gives_up_after_three_failed_attempts(receiver: Receiver) -> None:
-    s = WebhookSender(backoff=(0.05, 0.1))
+    s = WebhookSender(backoff=(0.05, 0.1), allow="127.0.0.1")
     s.start()
     try:
         receiver.fail["/down"] = 100

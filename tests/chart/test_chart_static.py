@@ -59,8 +59,19 @@ def test_template_all_features() -> None:
     fac = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-facade"))
     env = {e["name"]: e.get("value") for e in fac["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["WHISPEROP_AUTH_TOKENS_FILE"] == "/var/run/secrets/whisperop/auth" and env["QUEUE_WHILE_LOADING"] == "false"
+    assert env["WHISPEROP_OUTBOUND_ALLOW"] == "hooks.internal,10.20.0.0/16"
+    op_pod = op["spec"]["template"]["spec"]
+    op_env = {e["name"]: e.get("value") for e in op_pod["containers"][0]["env"]}
+    assert op_env["WHISPEROP_OUTBOUND_ALLOW"] == "hooks.internal,10.20.0.0/16"
+    assert op_env["WHISPEROP_WEBHOOK_SECRETS_FILE"] == "/var/run/secrets/whisperop/webhook"
+    assert {"name": "webhook-signing", "secret": {"secretName": "whisperop-webhook-signing"}} in op_pod["volumes"]
+    # the secret file path is what whisperop.core.signing reads (keys current / previous)
+    from whisperop.core import signing
+
+    assert signing.FILE_ENV == "WHISPEROP_WEBHOOK_SECRETS_FILE"
     wm = next(d for d in docs if d["kind"] == "WhisperModel")
-    assert "modelURI" not in wm["spec"] and wm["spec"]["env"] == {"WHISPER_THREADS": "8"}
+    assert "modelURI" not in wm["spec"]
+    assert wm["spec"]["env"] == {"WHISPER_THREADS": "8", "WHISPEROP_OUTBOUND_ALLOW": "hooks.internal,10.20.0.0/16"}
     assert wm["spec"]["source"] == {"pvc": {"claimName": "whisper-models", "path": "large-v3/ggml-large-v3.bin"}}
     assert wm["spec"]["runtimeClassName"] == "nvidia"
     assert wm["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"

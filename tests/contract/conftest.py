@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 from tests.support import audio as audio_mod  # noqa: E402
 from tests.support.client import ApiClient  # noqa: E402
-from tests.support.server import LIVE_SERVERS, ServerProcess  # noqa: E402
+from tests.support.server import LIVE_SERVERS, TINY_SERVER_ENV, ServerProcess  # noqa: E402
 from tests.support.sse import SSEStream  # noqa: E402
 from tests.support.webhooks import WebhookReceiver  # noqa: E402
 
@@ -38,13 +38,9 @@ from tests.support.mode import EXTERNAL_URL, MANAGED, MANAGED_ONLY_REASON  # noq
 
 #: settings every suite-started server gets, unless a test overrides them
 BASE_ENV = {
-    "WHISPER_MODEL": "tiny-test",
-    "CHUNK_MAX_SECS": "20",
-    "IDLE_TIMEOUT_SECS": "0",
-    "GPU_POLL_INTERVAL_SECS": "2",
-    "QUEUE_WHILE_LOADING": "false",
-    # the tiny model's noise makes every temperature fallback fire: 3x slower jobs for nothing
-    "TEMPERATURE_INC": "0",
+    **TINY_SERVER_ENV,
+    # the tests' webhook receivers listen on loopback, which the outbound URL guard refuses unless listed
+    "WHISPEROP_OUTBOUND_ALLOW": "127.0.0.1",
 }
 
 

@@ -39,6 +39,8 @@ FAST_ENV = {
     "WHISPEROP_HEARTBEAT_SECS": "1",
     "WHISPEROP_METRICS_PORT": "0",
     "WHISPEROP_WEBHOOK_ATTEMPTS": "3",
+    # the tests' webhook receivers listen on loopback, which the outbound URL guard refuses unless listed
+    "WHISPEROP_OUTBOUND_ALLOW": "127.0.0.1",
     "WHISPER_THREADS": "1",
     # Pacing, not behaviour: several tests must watch a job while it runs
     # (reconnects mid-job, unload waits for the running job). With flash

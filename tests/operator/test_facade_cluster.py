@@ -127,6 +127,7 @@ class InProcessFacade:
         self.runtime = ClusterModelRuntime(cluster.api, cluster.ns, watch_timeout_seconds=30)
         self.runtime.observe_jobs(self.jobs.informer)
         self.jobs.start()
+        settings.setdefault("outbound_allow", "127.0.0.1")  # the tests' receivers: allowed explicitly
         st = ServerSettings(model_name="default", queue_while_loading=True, **settings)
         app = create_app(st, self.runtime, self.jobs, self.blobs, send_webhooks=False)  # type: ignore[arg-type]
         self.port = free_port()
@@ -359,7 +360,7 @@ def test_client_abort_mid_upload_leaves_no_job_and_no_object(cluster: Cluster) -
                 "Content-Type: audio/wav\r\n\r\n").encode()
         total = 200 * 1024 * 1024
         with socket.create_connection(("127.0.0.1", f.port)) as s:
-            s.sendall((f"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+            s.sendall((f"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1:{f.port}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
                        f"Content-Length: {total}\r\n\r\n").encode() + head)
             chunk = os.urandom(1 << 20)
             for _ in range(24):  # 24 MB: several multipart parts already in S3

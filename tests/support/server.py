@@ -21,6 +21,17 @@ import httpx
 #: every server started by this process that has not been stopped for good
 LIVE_SERVERS: list["ServerProcess"] = []
 
+#: settings of the suites' servers with the tiny random-weight model (contract, security)
+TINY_SERVER_ENV = {
+    "WHISPER_MODEL": "tiny-test",
+    "CHUNK_MAX_SECS": "20",
+    "IDLE_TIMEOUT_SECS": "0",
+    "GPU_POLL_INTERVAL_SECS": "2",
+    "QUEUE_WHILE_LOADING": "false",
+    # the tiny model's noise makes every temperature fallback fire: 3x slower jobs for nothing
+    "TEMPERATURE_INC": "0",
+}
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

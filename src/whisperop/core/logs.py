@@ -42,10 +42,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
+
+def printable(value: object) -> str:
+    """``str(value)`` with control characters escaped: a user-chosen string (an upload's
+    file name with NUL or terminal escapes) must not reach a terminal or a log file raw."""
+    return str(value).translate(_CONTROL)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
-        line = f"{record.levelname.lower():7s} {record.name}: {record.getMessage()}" + (f" {extras}" if extras else "")
+        extras = " ".join(f"{k}={printable(v)}" for k, v in _extras(record).items())
+        line = f"{record.levelname.lower():7s} {record.name}: {printable(record.getMessage())}" + (f" {extras}" if extras else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -63,6 +72,10 @@ def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
         # a process that dies (a worker without credentials, an operator that cannot
         # log in) writes its traceback as one JSON line too, not 30 lines of text
         sys.excepthook = _log_uncaught
+    # httpx logs every request line at INFO, full URL included: webhook URLs carry secrets
+    # (whisperop's own lines show them redacted, whisperop.core.urlguard.redact)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

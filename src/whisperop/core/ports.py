@@ -105,9 +105,20 @@ Unsubscribe = Callable[[], None]
 class JobStore(Protocol):
     """Durable jobs plus the webhook-URL registry."""
 
-    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None) -> Job:
+    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None,
+               owner: str | None = None) -> Job:
         """Store a new ``queued`` job whose audio lies under ``audio_key``; higher ``priority`` runs
-        first, equal priorities in submission order (as TranscriptionJob ``spec.priority``)."""
+        first, equal priorities in submission order (as TranscriptionJob ``spec.priority``);
+        ``owner``: the submitting token's principal (:meth:`owner`)."""
+        ...
+
+    def owner(self, job_id: str) -> str | None:
+        """Who submitted the job (a bearer token's principal, :func:`whisperop.api.auth.principal_of`);
+        None when submitted without auth or from outside the facade. Raises ``JobNotFound``."""
+        ...
+
+    def count_queued(self, owner: str) -> int:
+        """Queued jobs of ``owner`` (the per-token queue limit)."""
         ...
 
     def get(self, job_id: str) -> Job:
@@ -118,9 +129,11 @@ class JobStore(Protocol):
         """Jobs in submission order (oldest first), optionally of one status."""
         ...
 
-    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None) -> JobPage:
+    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None,
+                  owner: str | None = None) -> JobPage:
         """Jobs newest first (segments left out), after ``cursor``; raises ``ValueError`` for a
-        cursor this store did not issue. Jobs created while paging never shift later pages."""
+        cursor this store did not issue. Jobs created while paging never shift later pages.
+        ``owner``: only the jobs that principal submitted (``GET /jobs`` under auth)."""
         ...
 
     def delete(self, job_id: str) -> str | None:
@@ -170,12 +183,18 @@ class JobStore(Protocol):
         """Call ``callback`` after every committed change (from the writer's thread)."""
         ...
 
-    def register_webhook(self, url: str) -> None:
-        """Remember ``url`` for model lifecycle webhooks (persisted; idempotent)."""
+    def register_webhook(self, url: str, pending: bool = False) -> bool:
+        """Remember ``url`` for model lifecycle webhooks (persisted; idempotent; bounded and
+        expiring, :class:`whisperop.core.settings.WebhookRegistrySettings`). ``pending``: the URL
+        of a submission that was not accepted (short-lived). False when the registry is full."""
+        ...
+
+    def unregister_webhook(self, url: str) -> bool:
+        """Forget ``url``; False when it was not registered."""
         ...
 
     def webhook_urls(self) -> list[str]:
-        """Every URL ever registered, oldest first."""
+        """Every registered URL that has not expired, oldest first."""
         ...
 
     def close(self) -> None:

@@ -49,7 +49,11 @@ class EngineSettings(BaseSettings):
         0, ge=0, le=32, alias="PARALLELISM",
         description="concurrent whisper.cpp decoders; 0 = GPU_DEFAULT_PARALLELISM on a GPU, 1 on CPU (docs/benchmarks-gpu.md)",
     )
-    tmp_dir: Path | None = Field(None, alias="WHISPEROP_TMP_DIR")
+    max_secs_per_mb: float = Field(
+        3600.0, ge=0.0, alias="AUDIO_MAX_SECS_PER_MB",
+        description="decompression-bomb rule: at most this many seconds of audio per MB of input beyond 600 s (0 = off)",
+    )
+    tmp_dir: Path | None = Field(None, alias="WHISPEROP_TMP_DIR", description="decode temp files; whisperop serve: DATA_DIR/tmp")
 
 
 class ServerSettings(BaseSettings):
@@ -83,3 +87,42 @@ class ServerSettings(BaseSettings):
         description="delete finished jobs (row and files) this long after they finished; 0 = keep them. "
                     "Cluster mode sets it as each job's spec.ttlSecondsAfterFinished",
     )
+    allowed_hosts: str = Field(
+        "", alias="WHISPEROP_ALLOWED_HOSTS",
+        description="Host header values served (comma-separated, * = any); empty = the loopback names on a loopback bind, any otherwise",
+    )
+    cors_origins: str = Field("", alias="WHISPEROP_CORS_ORIGINS", description="origins allowed cross-origin (CORS on only when set)")
+    insecure: bool = Field(False, alias="WHISPEROP_INSECURE", description="allow a non-loopback bind without bearer tokens")
+    upload_idle_timeout_secs: float = Field(
+        30.0, ge=0, alias="UPLOAD_IDLE_TIMEOUT_SECS", description="408 when an upload sends no data for this long (0 = never)")
+    max_concurrent_uploads: int = Field(
+        256, ge=0, alias="MAX_CONCURRENT_UPLOADS", description="429 beyond this many uploads being received at once (0 = no cap)")
+    max_uploads_per_token: int = Field(
+        16, ge=0, alias="MAX_UPLOADS_PER_TOKEN", description="429 beyond this many uploads at once per bearer token (0 = no cap)")
+    max_queued_per_token: int = Field(
+        500, ge=0, alias="MAX_QUEUED_JOBS_PER_TOKEN", description="429 when a bearer token already has this many queued jobs (0 = no cap)")
+    outbound_allow: str = Field(
+        "", alias="WHISPEROP_OUTBOUND_ALLOW",
+        description="internal hosts/addresses/CIDRs that webhook and audio URLs may reach (whisperop.core.urlguard); empty = public addresses only",
+    )
+
+
+class WebhookRegistrySettings(BaseSettings):
+    """Bounds of the lifecycle-webhook registry (both modes; docs/security.md).
+
+    The original kept every URL ever seen, forever — including those of
+    rejected submissions, so 1000 rejected requests with distinct URLs made
+    every model event fan out 1000 POSTs. Now a job's URL stays registered for
+    ``WEBHOOK_REGISTRY_TTL_SECS`` after its last submission; the URL of a
+    submission answered 503 (the contract still registers it, so the client
+    hears ``model_ready``) only for ``WEBHOOK_PENDING_TTL_SECS``, and at most
+    ``WEBHOOK_PENDING_MAX`` of those at a time; the registry never holds more
+    than ``WEBHOOK_REGISTRY_MAX`` URLs (the one closest to expiry makes room).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    ttl_secs: float = Field(7 * 86400.0, gt=0, alias="WEBHOOK_REGISTRY_TTL_SECS")
+    pending_ttl_secs: float = Field(3600.0, gt=0, alias="WEBHOOK_PENDING_TTL_SECS")
+    max_entries: int = Field(1000, ge=1, alias="WEBHOOK_REGISTRY_MAX")
+    max_pending: int = Field(100, ge=0, alias="WEBHOOK_PENDING_MAX")

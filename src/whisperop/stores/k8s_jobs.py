@@ -61,10 +61,15 @@ log = logging.getLogger("whisperop.stores.k8s_jobs")
 
 ANN_FILENAME = "whisperop.io/filename"
 ANN_DECODE_HINTS = "whisperop.io/decode-hints"  # {"prompt", "temperature"} of an OpenAI-compatible request; the worker applies them
+ANN_OWNER = "whisperop.io/owner"  # the submitting token's principal (never the token itself)
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 TERMINAL_PHASES = ("Done", "Failed", "Cancelled")
 READ_YOUR_WRITES_SECS = 5.0  # how long create waits for its own job to reach the watch cache
 SEGMENT_CACHE_SIZE = 256  # result documents kept in memory (GET of a finished job polled by clients)
+
+
+def _owner_of(obj: Obj) -> str | None:
+    return (obj["metadata"].get("annotations") or {}).get(ANN_OWNER) or None
 
 
 def _phase(obj: Obj | None) -> str | None:
@@ -141,7 +146,8 @@ class K8sJobStore:
 
     # ── JobStore: facade side ────────────────────────────────────────────
 
-    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None) -> Job:
+    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None,
+               owner: str | None = None) -> Job:
         """``audio_key``: an upload of ours (owned: the finalizer deletes it), or a user's ``s3://`` URI
         (an ``audio_url``: pointed at, never deleted)."""
         external = audio_key.startswith("s3://")
@@ -162,6 +168,8 @@ class K8sJobStore:
             annotations[ANN_DECODE_HINTS] = json.dumps(hints.to_dict())
         if job.filename:
             annotations[ANN_FILENAME] = job.filename
+        if owner:
+            annotations[ANN_OWNER] = owner
         body = {
             "apiVersion": crds.API_VERSION, "kind": crds.JOB_KIND,
             "metadata": {"name": job.id, "annotations": annotations, "labels": {crds.LABEL_MODEL: self.model}},
@@ -175,6 +183,14 @@ class K8sJobStore:
     def get(self, job_id: str) -> Job:
         return self.to_job(self._read(job_id))
 
+    def owner(self, job_id: str) -> str | None:
+        return _owner_of(self._read(job_id))
+
+    def count_queued(self, owner: str) -> int:
+        return sum(1 for o in self.informer.items()
+                   if _phase(o) in (None, "Queued") and not (o.get("spec") or {}).get("cancel")
+                   and _owner_of(o) == owner)
+
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
         objs = sorted(self.informer.items(), key=lambda o: (crds.submission_order(o), o["metadata"]["name"]))
         out = []
@@ -186,7 +202,8 @@ class K8sJobStore:
                 break
         return out
 
-    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None) -> JobPage:
+    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None,
+                  owner: str | None = None) -> JobPage:
         """Newest first from the watch cache; the cursor is the last job's ``submission order|name``
         (the queue's own order key), so jobs created while paging never shift later pages."""
         after: tuple[str, str] | None = None
@@ -200,6 +217,8 @@ class K8sJobStore:
         out: list[tuple[tuple[str, str], Job]] = []
         for key, o in reversed(keyed):
             if after is not None and key >= after:
+                continue
+            if owner is not None and _owner_of(o) != owner:
                 continue
             j = crds.job_from_resource(o)
             if wanted and j.status not in wanted:
@@ -282,8 +301,11 @@ class K8sJobStore:
     def watch(self, callback: JobWatcher) -> Unsubscribe:
         return self._watchers.add(callback)
 
-    def register_webhook(self, url: str) -> None:
-        cluster_webhooks.register(self.api, self.namespace, url)
+    def register_webhook(self, url: str, pending: bool = False) -> bool:
+        return cluster_webhooks.register(self.api, self.namespace, url, pending=pending)
+
+    def unregister_webhook(self, url: str) -> bool:
+        return cluster_webhooks.unregister(self.api, self.namespace, url)
 
     def webhook_urls(self) -> list[str]:
         return cluster_webhooks.registered(self.api, self.namespace)

@@ -18,6 +18,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -26,11 +27,14 @@ from pathlib import Path
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 from whisperop.core.models import Job, JobStatus, TranscriptionResult, utcnow
 from whisperop.core.ports import ChangeKind, ClaimedJob, DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
+from whisperop.core.settings import WebhookRegistrySettings
 from whisperop.core.subscribers import Subscribers
 
 log = logging.getLogger("whisperop.stores.sqlite")
 
 RESTART_MESSAGE = "server restarted while job was running"
+DEPTH_WAIT_SECS = 0.5
+OPEN_TIMEOUT_SECS = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -94,23 +98,32 @@ def _row_to_job(row: sqlite3.Row) -> Job:
 class SqliteJobStore:
     """The local JobStore: ``<data_dir>/jobs.sqlite3``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, registry: WebhookRegistrySettings | None = None) -> None:
         self.path = Path(path)
+        self.registry = registry or WebhookRegistrySettings()
+        self._last_depth = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
-        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.executescript(_SCHEMA)
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
-        if "priority" not in columns:  # a database from before priority
-            conn.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
-        if "hints" not in columns:
-            conn.execute("ALTER TABLE jobs ADD COLUMN hints TEXT")
-        conn.execute("CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(status, priority DESC, seq)")
+        # opening waits at most OPEN_TIMEOUT_SECS for another process's lock: a server that
+        # cannot get at its database says so at start (whisperop.api.cli) instead of hanging
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=OPEN_TIMEOUT_SECS)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            conn.executescript(_SCHEMA)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+            if "priority" not in columns:  # a database from before priority
+                conn.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+            if "hints" not in columns:
+                conn.execute("ALTER TABLE jobs ADD COLUMN hints TEXT")
+            conn.execute("CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(status, priority DESC, seq)")
+            self._migrate_registry(conn)
+            conn.execute("PRAGMA busy_timeout=30000")
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     @classmethod
@@ -142,23 +155,37 @@ class SqliteJobStore:
 
     # ── jobs ─────────────────────────────────────────────────────────────
 
-    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None) -> Job:
+    def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None,
+               owner: str | None = None) -> Job:
         hints_json = json.dumps(hints.to_dict()) if hints and hints.to_dict() else None
         with self._lock:
             with self._write() as c:
                 c.execute(
                     "INSERT INTO jobs (id, status, task, language, progress, duration_secs, segments, error,"
-                    " webhook_url, filename, created_at, completed_at, audio_key, priority, hints)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " webhook_url, filename, created_at, completed_at, audio_key, priority, hints, owner)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.id, job.status.value, job.task.value, job.language, job.progress, job.duration_secs,
                         json.dumps([s.model_dump(mode="json") for s in job.segments]), job.error, job.webhook_url,
                         job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key, priority, hints_json,
+                        owner,
                     ),
                 )
                 row = self._one(job.id)
             assert row is not None
             return self._notify("created", row)
+
+    def owner(self, job_id: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT owner FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return row[0]  # type: ignore[no-any-return]
+
+    def count_queued(self, owner: str) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND owner = ?",
+                                          (owner,)).fetchone()[0])
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -177,7 +204,8 @@ class SqliteJobStore:
                 ).fetchall()
         return [_row_to_job(r) for r in rows]
 
-    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None) -> JobPage:
+    def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None,
+                  owner: str | None = None) -> JobPage:
         """Newest first by ``seq``; the cursor is the last ``seq`` served (``s<seq>``), so jobs
         submitted meanwhile (higher seq) never shift the next page."""
         where: list[str] = ["1 = 1"]
@@ -190,6 +218,9 @@ class SqliteJobStore:
         if statuses:
             where.append(f"status IN ({','.join('?' * len(statuses))})")
             args.extend(s.value for s in statuses)
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         sql = f"SELECT {_SUMMARY} FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(sql, (*args, limit + 1)).fetchall()
@@ -223,8 +254,16 @@ class SqliteJobStore:
         return counts
 
     def queue_depth(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0])
+        """Queued jobs; the last value read when the store is busy for more than
+        :data:`DEPTH_WAIT_SECS` — ``/health`` (a liveness probe) must not wait for a writer
+        stuck on a database another process has locked (up to its 30 s busy timeout)."""
+        if not self._lock.acquire(timeout=DEPTH_WAIT_SECS):
+            return self._last_depth
+        try:
+            self._last_depth = int(self._conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0])
+            return self._last_depth
+        finally:
+            self._lock.release()
 
     def cancel(self, job_id: str) -> Job:
         with self._lock:
@@ -320,14 +359,50 @@ class SqliteJobStore:
 
     # ── webhook registry ─────────────────────────────────────────────────
 
-    def register_webhook(self, url: str) -> None:
+    def _migrate_registry(self, conn: sqlite3.Connection) -> None:
+        """Databases from before issue 16: add the job owner column and the registry's expiry
+        columns (old registry rows get a full TTL)."""
+        if "owner" not in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}:
+            conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(webhook_urls)")}
+        if "expires_at" not in cols:
+            conn.execute("ALTER TABLE webhook_urls ADD COLUMN expires_at REAL")
+            conn.execute("ALTER TABLE webhook_urls ADD COLUMN pending INTEGER NOT NULL DEFAULT 0")
+            conn.execute("UPDATE webhook_urls SET expires_at = ?", (time.time() + self.registry.ttl_secs,))
+
+    def register_webhook(self, url: str, pending: bool = False) -> bool:
+        lim, now = self.registry, time.time()
+        expires = now + (lim.pending_ttl_secs if pending else lim.ttl_secs)
         with self._lock:
             with self._write() as c:
-                c.execute("INSERT OR IGNORE INTO webhook_urls (url, registered_at) VALUES (?, ?)", (url, _ts(utcnow())))
+                c.execute("DELETE FROM webhook_urls WHERE expires_at <= ?", (now,))
+                row = c.execute("SELECT pending FROM webhook_urls WHERE url = ?", (url,)).fetchone()
+                if row is not None:
+                    if not pending or row[0]:
+                        c.execute("UPDATE webhook_urls SET expires_at = MAX(expires_at, ?), pending = ? WHERE url = ?",
+                                  (expires, int(pending and bool(row[0])), url))
+                    return True
+                count, pendings = c.execute("SELECT COUNT(*), COALESCE(SUM(pending), 0) FROM webhook_urls").fetchone()
+                if pending and (pendings >= lim.max_pending or count >= lim.max_entries):
+                    log.warning("webhook registry: URL of a rejected submission not registered (full)",
+                                extra={"pending": pendings, "entries": count})
+                    return False
+                if count >= lim.max_entries:
+                    c.execute("DELETE FROM webhook_urls WHERE seq IN (SELECT seq FROM webhook_urls "
+                              "ORDER BY pending DESC, expires_at LIMIT ?)", (count - lim.max_entries + 1,))
+                c.execute("INSERT INTO webhook_urls (url, registered_at, expires_at, pending) VALUES (?, ?, ?, ?)",
+                          (url, _ts(utcnow()), expires, int(pending)))
+                return True
+
+    def unregister_webhook(self, url: str) -> bool:
+        with self._lock:
+            with self._write() as c:
+                return c.execute("DELETE FROM webhook_urls WHERE url = ?", (url,)).rowcount > 0
 
     def webhook_urls(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._conn.execute("SELECT url FROM webhook_urls ORDER BY seq")]
+            return [r[0] for r in self._conn.execute("SELECT url FROM webhook_urls WHERE expires_at > ? ORDER BY seq",
+                                                     (time.time(),))]
 
     def close(self) -> None:
         with self._lock:
