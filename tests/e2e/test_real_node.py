@@ -81,11 +81,14 @@ def release(kube: Kube, images: dict[str, str], minio: dict[str, str], base_mode
     kube.apply(secret)
 
     t0 = time.monotonic()
-    # README, "On Kubernetes (Helm)", word for word, plus the CPU values file it documents
+    # README, "On Kubernetes (Helm)", word for word, plus the CPU values file it documents and
+    # the allow-list entry for this test's webhook receiver (the node address is private: the
+    # outbound guard refuses it by default, docs/security.md)
     kube.helm("install", RELEASE, "charts/whisper-operator", "-n", NS, "--create-namespace",
               "--set", "s3.existingSecret=whisperop-s3",
               "--set", f"model.uri=s3://whisperop-models/{MODEL_FILE}",
-              "-f", str(CPU_VALUES.relative_to(REPO)), "--wait", "--timeout", "5m")
+              "-f", str(CPU_VALUES.relative_to(REPO)),
+              "--set", f"outbound.allow={{{NODE_IP}}}", "--wait", "--timeout", "5m")
     timings["helm_install_wait_s"] = round(time.monotonic() - t0, 2)
     yield {"s3": s3, "minio": minio}
 
