@@ -48,9 +48,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_env() -> Iterator[Environment]:
-    """Control plane + the real node (no kwok), for the whole session."""
+    """Control plane + the real node (no kwok), for this folder's tests; stopped after the last one
+    (the rest of the session must not keep a kubelet, containerd and pods running)."""
     from whisperop.testenv.environment import MissingBinaries
     from whisperop.testenv.node import NodeUnavailable, check_host
 
@@ -75,26 +76,26 @@ def node_env() -> Iterator[Environment]:
         env.stop(remove=not keep)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_k8s(node_env: Environment) -> K8sEnv:
     assert node_env.k8s is not None
     return node_env.k8s
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kube(node_env: Environment) -> Kube:
     assert node_env.k8s is not None
     return Kube(node_env.k8s.kubeconfig, node_env.log_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def images(node_env: Environment) -> dict[str, str]:
     """Both images built from the Dockerfiles and imported into the node: name -> ref."""
     assert node_env.node is not None
     return build_images(node_env.node)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def minio(node_env: Environment, kube: Kube) -> dict[str, str]:
     """MinIO as a pod behind a Service; endpoints for pods and for this machine."""
     assert node_env.node is not None

@@ -85,4 +85,6 @@ def test_end_to_end_base_model_jfk(cluster: Cluster, recorder: PhaseRecorder, re
     norm = lambda s: re.sub(r"[^a-z ]", "", s.lower()).split()  # noqa: E731
     assert norm(text) == norm(ref_text), text
     assert out["status"]["language"] == "en"
-    assert "-->" in out["srt"] and "ask not what your country can do for you" in out["srt"].lower()
+    # cues are split to readable lengths (a sentence may span two cues): compare the cue text
+    cue_text = " ".join(ln for ln in out["srt"].splitlines() if ln and "-->" not in ln and not ln.isdigit())
+    assert "-->" in out["srt"] and "ask not what your country can do for you" in cue_text.lower()

@@ -158,6 +158,7 @@ class Environment:
         """Control plane advertising the node address, then kubelet & co on this machine."""
         self.check_binaries(tuple(n for n in binaries.KUBERNETES if n != "kwok"))
         realnode.check_host()
+        lock = realnode.take_machine_lock()  # before anything binds the node address
         t0 = time.monotonic()
         cp = ControlPlane(
             self.root,
@@ -169,7 +170,7 @@ class Environment:
             cp.start(detach=self.detach)
         finally:
             self.components.extend(cp.components)
-        self.node = realnode.RealNode(self.root, cp)
+        self.node = realnode.RealNode(self.root, cp, lock_fd=lock)
         try:
             self.node.start(detach=self.detach)
         finally:

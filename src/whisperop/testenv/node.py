@@ -63,7 +63,31 @@ SYSTEM_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptable
 
 
 class NodeUnavailable(RuntimeError):
-    """The machine cannot host the real node (not root, or a package is missing)."""
+    """The machine cannot host the real node (not root, a package is missing, or one already runs)."""
+
+
+LOCK_FILE = Path("/run/whisperop-node.lock")
+
+
+def take_machine_lock() -> int:
+    """Hold the one-node-per-machine lock for this process (released when it exits or on unlock).
+
+    The node uses fixed things of the machine (the node address, the kubelet's
+    port 10250, CoreDNS on :53, the pod address range), so a second node would
+    break the first; its start-up sweep would even kill the first one's pods.
+    """
+    import fcntl
+
+    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = LOCK_FILE.read_text().strip() or "?"
+        raise NodeUnavailable(f"another real node runs on this machine (pid {holder}); one at a time") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def _run(*argv: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -169,6 +193,7 @@ class RealNode:
     root: Path
     cp: ControlPlane | None  # None for a node adopted from a state file only to stop it
     components: list[Component] = field(default_factory=list)
+    lock_fd: int | None = None
     kubelet_healthz_port: int = field(default_factory=free_port)
     proxy_healthz_port: int = field(default_factory=free_port)
     proxy_metrics_port: int = field(default_factory=free_port)
@@ -383,6 +408,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         Call after the API server is ready (the kubelet registers the Node).
         """
         check_host()
+        if self.lock_fd is None:
+            self.lock_fd = take_machine_lock()
         self.dir.mkdir(parents=True, exist_ok=True)
         sweep_stale_node()
         setup_host_network()
@@ -449,6 +476,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         _kill_leftover_shims(str(self.containerd_socket))
         _delete_pod_netns()
         _unmount_under(self.dir)
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # releases the flock
+            self.lock_fd = None
 
 
 def _http_ok(url: str) -> bool:
