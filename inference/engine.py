@@ -36,7 +36,7 @@ from whisperop.core.models import Segment, Task, TranscriptionResult, Word
 from whisperop.core.settings import GPU_DEFAULT_PARALLELISM, EngineSettings
 from whisperop.inference.audio import SAMPLE_RATE, DecodedAudio, decode_audio
 from whisperop.inference.chunking import Chunk, ChunkingConfig, plan_chunks
-from whisperop.inference.normalize import normalize_segments
+from whisperop.inference.normalize import SpeechMap, normalize
 from whisperop.inference.whispercpp import DecodeOptions, RawSegment, WhisperContext
 
 log = logging.getLogger("whisperop.engine")
@@ -319,11 +319,13 @@ class WhisperEngine:
                         fut.cancel()
                     raise
         ordered = [seg for i in sorted(results) for seg in results[i]]
+        clean = normalize(ordered, SpeechMap.from_frame_db(audio.frame_db))
         return TranscriptionResult(
             language=language,
             duration_secs=round(audio.duration_secs, 3),
-            segments=normalize_segments(ordered),
+            segments=clean.segments,
             chunks=total,
+            removed=clean.removed,
         )
 
 

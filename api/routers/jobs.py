@@ -160,8 +160,9 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
     return JSONResponse(SubmitResponse(job_id=job_id).model_dump(), status_code=202)
 
 
-def _job_response(job: Job, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(job.model_dump(mode="json"), status_code=status_code)
+def _job_response(job: Job, status_code: int = 200, verbose: bool = False) -> JSONResponse:
+    body = job if verbose else job.model_copy(update={"removed": None})
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code)
 
 
 @router.get(
@@ -170,21 +171,23 @@ def _job_response(job: Job, status_code: int = 200) -> JSONResponse:
     response_model=Job,
     responses={404: {"model": ErrorResponse}},
 )
-def get_job(job_id: str, svc: ServicesDep) -> Response:
-    return _job_response(svc.jobs.get(job_id))
+def get_job(job_id: str, svc: ServicesDep, verbose: bool = False) -> Response:
+    """``?verbose=true`` adds ``removed``: the text repetition handling took out, with times and reason."""
+    return _job_response(svc.jobs.get(job_id), verbose=verbose)
 
 
 @router.get(
     "/jobs/{job_id}/stream",
     summary="Job progress as Server-Sent Events",
-    description="Events `progress`, `done` (with the full Job) and `error`; a finished job gets one `done` at once.",
+    description="Events `progress`, `done` (with the full Job) and `error`; a finished job gets one `done` at once; "
+    "a running job's stream starts with its current `progress` (chunks done so far).",
     responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}, 404: {"model": ErrorResponse}},
     response_class=StreamingResponse,
 )
 async def stream_job(job_id: str, svc: ServicesDep) -> Response:
     await asyncio.to_thread(svc.jobs.get, job_id)  # 404 before any streaming starts
     return StreamingResponse(
-        svc.hub.job_stream(job_id, svc.jobs.get),
+        svc.hub.job_stream(job_id, svc.jobs.get, svc.jobs.progress),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

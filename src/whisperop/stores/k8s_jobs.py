@@ -240,6 +240,14 @@ class K8sJobStore:
     def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
         raise NotImplementedError("whisperop worker writes progress")
 
+    def progress(self, job_id: str) -> tuple[int, int] | None:
+        obj = self._read(job_id)
+        st = obj.get("status") or {}
+        total = int(st.get("chunksTotal") or 0)
+        if _phase(obj) != "Running" or total < 1:
+            return None
+        return int(st.get("chunk") or 0), total
+
     def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
         raise NotImplementedError("whisperop worker writes results")
 

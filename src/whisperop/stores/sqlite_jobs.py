@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
-from whisperop.core.models import Job, JobStatus, TranscriptionResult, utcnow
+from whisperop.core.models import Job, JobStatus, RemovedText, TranscriptionResult, utcnow
 from whisperop.core.ports import ChangeKind, ClaimedJob, JobChange, JobWatcher, Unsubscribe
 
 from whisperop.core.subscribers import Subscribers
@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at    TEXT NOT NULL,
     started_at    TEXT,
     completed_at  TEXT,
-    audio_key     TEXT NOT NULL
+    audio_key     TEXT NOT NULL,
+    removed       TEXT NOT NULL DEFAULT '[]',
+    degraded      TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, seq);
 CREATE TABLE IF NOT EXISTS webhook_urls (
@@ -62,12 +64,27 @@ CREATE TABLE IF NOT EXISTS webhook_urls (
 
 _ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 
+#: Columns added after the first release: a database written by an older
+#: server gets them on open (``ALTER TABLE ... ADD COLUMN``, instant in SQLite).
+_ADDED_COLUMNS = {
+    "removed": "TEXT NOT NULL DEFAULT '[]'",
+    "degraded": "TEXT NOT NULL DEFAULT '[]'",
+}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    have = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    for name, decl in _ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+
 
 def _ts(dt: datetime | None) -> str | None:
     return None if dt is None else dt.astimezone(timezone.utc).isoformat()
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
+    removed = [RemovedText.model_validate(r) for r in json.loads(row["removed"])]
     return Job(
         id=row["id"],
         status=JobStatus(row["status"]),
@@ -81,6 +98,9 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         filename=row["filename"],
         created_at=datetime.fromisoformat(row["created_at"]),
         completed_at=datetime.fromisoformat(row["completed_at"]) if row["completed_at"] else None,
+        segments_removed=len(removed),
+        removed=removed,
+        degraded_chunks=json.loads(row["degraded"]),
     )
 
 
@@ -98,6 +118,7 @@ class SqliteJobStore:
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(_SCHEMA)
+        _migrate(conn)
         self._conn = conn
 
     @classmethod
@@ -217,14 +238,24 @@ class SqliteJobStore:
             self._notify("progress", row)
             return True
 
+    def progress(self, job_id: str) -> tuple[int, int] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT status, chunk, chunks_total FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or row["status"] != "running" or row["chunks_total"] < 1:
+            return None
+        return int(row["chunk"]), int(row["chunks_total"])
+
     def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
         segments = json.dumps([s.model_dump(mode="json") for s in result.segments])
+        removed = json.dumps([r.model_dump(mode="json") for r in result.removed])
+        degraded = json.dumps([d.model_dump(mode="json") for d in result.degraded_chunks])
         with self._lock:
             with self._write() as c:
                 cur = c.execute(
                     "UPDATE jobs SET status = 'done', progress = 100, chunk = chunks_total, language = COALESCE(?, language),"
-                    " duration_secs = ?, segments = ?, error = NULL, completed_at = ? WHERE id = ? AND status = 'running'",
-                    (result.language, result.duration_secs, segments, _ts(utcnow()), job_id),
+                    " duration_secs = ?, segments = ?, removed = ?, degraded = ?, error = NULL, completed_at = ?"
+                    " WHERE id = ? AND status = 'running'",
+                    (result.language, result.duration_secs, segments, removed, degraded, _ts(utcnow()), job_id),
                 )
                 row = self._one(job_id) if cur.rowcount else None
             return None if row is None else self._notify("finished", row)
