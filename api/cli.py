@@ -112,6 +112,17 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def clean_work_dir(work: Path) -> int:
+    """Create ``work`` and remove every file in it (it belongs to this data dir's one server)."""
+    work.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for p in work.iterdir():
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
@@ -145,9 +156,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_path = resolve_server_model(settings.model_path, settings.model_name, engine_settings.model_cache_dir)
     data_dir = settings.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    jobstore = SqliteJobStore.in_data_dir(data_dir)
+    jobstore = SqliteJobStore.in_data_dir(data_dir, settings.max_job_attempts)
     blobstore = LocalBlobStore.in_data_dir(data_dir)
     blobstore.clean_incoming()
+    if engine_settings.tmp_dir is None:
+        # decoded PCM of running jobs lives under the data dir, so the temp files of a job that a
+        # crash interrupted are found and removed at the next start (the job itself resumes)
+        work = data_dir / "work"
+        removed = clean_work_dir(work)
+        if removed:
+            log.info("removed temp files of interrupted jobs", extra={"files": removed, "dir": str(work)})
+        engine_settings = engine_settings.model_copy(update={"tmp_dir": work})
     runtime = LocalModelRuntime(
         model_path,
         jobstore,

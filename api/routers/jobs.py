@@ -49,6 +49,11 @@ SUBMIT_BODY: dict[str, Any] = {
                     "task": {"type": "string", "enum": ["transcribe", "translate"], "default": "transcribe"},
                     "webhook_url": {"type": "string", "format": "uri",
                                     "description": "http(s) URL for the completion webhook; also registers model webhooks"},
+                    "time_limit_secs": {"type": "number", "exclusiveMinimum": 0,
+                                        "description": "wall-time limit of one run of this job; default JOB_TIME_LIMIT_SECS"},
+                    "chunk_time_limit_factor": {"type": "number", "exclusiveMinimum": 0,
+                                                "description": "per-chunk limit: CHUNK_TIME_LIMIT_MIN_SECS + this x the chunk's "
+                                                               "duration; default CHUNK_TIME_LIMIT_FACTOR"},
                 },
             }
         }
@@ -94,7 +99,23 @@ def validate(upload: Upload, job_id: str) -> Job:
     except UnknownLanguageError as exc:
         raise ApiError(400, str(exc)) from None
     webhook = _webhook_url(upload.fields.get("webhook_url"))
-    return Job(id=job_id, task=Task(task), language=language, webhook_url=webhook, filename=upload.filename)
+    limit = _positive(upload.fields.get("time_limit_secs"), "time_limit_secs")
+    factor = _positive(upload.fields.get("chunk_time_limit_factor"), "chunk_time_limit_factor")
+    return Job(id=job_id, task=Task(task), language=language, webhook_url=webhook, filename=upload.filename,
+               time_limit_secs=limit, chunk_time_limit_factor=factor)
+
+
+def _positive(value: str | None, name: str) -> float | None:
+    """An optional positive number field (the per-job time limits); absent or blank = the server default."""
+    if value is None or not value.strip():
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a number, got {value!r}") from None
+    if not (0 < number < float("inf")):
+        raise ApiError(400, f"{name} must be greater than 0, got {value!r}")
+    return number
 
 
 @router.post(
@@ -103,7 +124,8 @@ def validate(upload: Upload, job_id: str) -> Job:
     summary="Submit an audio file for transcription",
     response_model=SubmitResponse,
     responses={
-        400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, bad webhook_url, multipart error"},
+        400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, bad webhook_url, "
+                                                    "time limit not a positive number, multipart error"},
         503: {"model": ModelNotReady, "description": "model not ready (a load is triggered when unloaded)",
               "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
     },

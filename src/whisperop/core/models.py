@@ -116,6 +116,13 @@ class Job(BaseModel):
     degraded_chunks: list[DegradedChunk] = Field(
         default_factory=list, description="chunks that ran over the per-chunk time limit (retried, or failed)",
     )
+    time_limit_secs: float | None = Field(
+        default=None, gt=0, description="this job's wall-time limit per run (submit field); null = the server's JOB_TIME_LIMIT_SECS",
+    )
+    chunk_time_limit_factor: float | None = Field(
+        default=None, gt=0,
+        description="this job's per-chunk limit factor (submit field); null = the server's CHUNK_TIME_LIMIT_FACTOR",
+    )
 
 
 class SubmitResponse(BaseModel):

@@ -50,6 +50,24 @@ class EngineSettings(BaseSettings):
         description="concurrent whisper.cpp decoders; 0 = GPU_DEFAULT_PARALLELISM on a GPU, 1 on CPU (docs/benchmarks-gpu.md)",
     )
     tmp_dir: Path | None = Field(None, alias="WHISPEROP_TMP_DIR")
+    chunk_time_limit_factor: float = Field(
+        5.0, gt=0.0, alias="CHUNK_TIME_LIMIT_FACTOR",
+        description="a chunk may take CHUNK_TIME_LIMIT_MIN_SECS + this x its duration; over it: one retry, then the chunk fails",
+    )
+    chunk_time_limit_min_secs: float = Field(60.0, ge=0.0, alias="CHUNK_TIME_LIMIT_MIN_SECS")
+    job_time_limit_secs: float = Field(0.0, ge=0.0, alias="JOB_TIME_LIMIT_SECS",
+                                       description="wall time of one run of a job; 0 = only the chunk limits")
+    fault_slow_chunk: str = Field(
+        "", alias="WHISPEROP_FAULT_SLOW_CHUNK",
+        description="test hook 'INDEX:ATTEMPTS': the first ATTEMPTS decodes of chunk INDEX do not end on their own (held in whisper.cpp's abort callback until the time limit or a cancel stops them)",
+    )
+
+    def fault_slow(self, index: int, attempt: int) -> bool:
+        """Whether the slow-chunk test hook applies to this chunk and attempt (0-based)."""
+        if not self.fault_slow_chunk:
+            return False
+        chunk, _, attempts = self.fault_slow_chunk.partition(":")
+        return int(chunk) == index and attempt < int(attempts or "1")
 
 
 class ServerSettings(BaseSettings):
@@ -66,3 +84,7 @@ class ServerSettings(BaseSettings):
     gpu_poll_interval_secs: int = Field(30, ge=1, alias="GPU_POLL_INTERVAL_SECS")
     data_dir: Path = Field(Path("./data"), alias="DATA_DIR")
     queue_while_loading: bool = Field(False, alias="QUEUE_WHILE_LOADING")
+    max_job_attempts: int = Field(
+        3, ge=1, alias="MAX_JOB_ATTEMPTS",
+        description="runs a job may start; one running at a crash is queued again (resuming) until then; 1 = fail it at once (original contract)",
+    )
