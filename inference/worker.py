@@ -52,6 +52,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from whisperop.cluster import kube
+from whisperop.cluster.checkpoint import S3Checkpoint, checkpoint_prefix
 from whisperop.cluster.informer import Informer
 from whisperop.cluster.s3 import S3Settings
 from whisperop.core import crds, modelsource
@@ -394,6 +395,7 @@ class Worker:
         hb.start()
         t0 = time.perf_counter()
         spec = obj["spec"]
+        checkpoint = S3Checkpoint(self.s3.client, self.s3.bucket, checkpoint_prefix(obj))
         try:
             with tempfile.TemporaryDirectory(prefix="whisperop-job-", dir=self.settings.tmp_dir) as tmp:
                 path = self._download(spec["audio"], Path(tmp))
@@ -412,7 +414,7 @@ class Worker:
 
                 req = TranscribeRequest(language=spec.get("language"), task=Task(spec.get("task", "transcribe")))
                 result = self.engine.transcribe_file(path, req, on_progress=on_progress, should_cancel=rj.should_stop,
-                                                     on_decoded=on_decoded)
+                                                     on_decoded=on_decoded, checkpoint=checkpoint)
             if rj.should_stop():
                 raise JobCancelled()
             uris = self._upload(obj, result)  # outputs first, then the status that points at them
@@ -432,6 +434,16 @@ class Worker:
             done.set()
             self.current = None
             JOB_SECS.observe(time.perf_counter() - t0)
+            if not rj.handback and not rj.lost:
+                self._drop_checkpoint(checkpoint, name)
+
+    def _drop_checkpoint(self, checkpoint: "S3Checkpoint", name: str) -> None:
+        """The job is terminal (or someone else's now): its checkpoint has served. A handed-back
+        or lost job keeps it — the next worker resumes from it."""
+        try:
+            checkpoint.clear()
+        except Exception:
+            log.warning("could not delete the job's checkpoint", extra={"job": name}, exc_info=True)
 
     def _fail(self, rj: RunningJob, message: str) -> None:
         try:
