@@ -82,3 +82,24 @@ def test_kill9_mid_job_requeues_and_resumes_by_default(start_server, audio) -> N
         second = c.wait_terminal(queued, timeout=120)
         assert_job(second, queued, status="done")
         assert parse_utc(first["completed_at"]) <= parse_utc(second["completed_at"]), "the resumed job lost its FIFO place"
+
+
+def test_sigterm_mid_job_keeps_the_job_and_resumes_it(start_server, audio) -> None:
+    """A graceful stop aborts the chunk in flight but neither fails the job nor deletes its audio:
+    the next start resumes it after its checkpointed chunks (counted from the "chunk decoded" log lines)."""
+    import re
+
+    srv = start_server.make("sigterm", LOG_FORMAT="text")
+    with ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=60)
+        job = c.submit(audio.medium)
+        c.wait_job(job, lambda j: j["status"] == "running" and j["progress"] >= 40, timeout=120, what="40 % done")
+    srv.stop()
+    offset = srv.log_size()
+    srv.start()
+    with ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=60)
+        final = c.wait_terminal(job, timeout=300)
+    assert_job(final, job, status="done")
+    after = [int(m.group(1)) for m in re.finditer(r"chunk decoded chunk=(\d+)", srv.log_text(offset, 10**7))]
+    assert after and min(after) >= 2, f"chunks decoded after the restart: {after} (40 % of ~5 chunks were saved)"
