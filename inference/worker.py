@@ -412,7 +412,10 @@ class Worker:
                         with rj.lock:
                             rj.pending.update(upd)
 
-                req = TranscribeRequest(language=spec.get("language"), task=Task(spec.get("task", "transcribe")))
+                factor = spec.get("chunkTimeLimitFactor")
+                req = TranscribeRequest(language=spec.get("language"), task=Task(spec.get("task", "transcribe")),
+                                        time_limit_secs=spec.get("timeLimitSeconds"),
+                                        chunk_time_limit_factor=float(factor) if factor else None)
                 result = self.engine.transcribe_file(path, req, on_progress=on_progress, should_cancel=rj.should_stop,
                                                      on_decoded=on_decoded, checkpoint=checkpoint)
             if rj.should_stop():

@@ -130,6 +130,16 @@ class TranscriptionJobSpec(_Base):
     priority: int = Field(0, ge=0, le=1000000, description="higher runs first; equal priorities run oldest first")
     ttlSecondsAfterFinished: int | None = Field(None, ge=0, description="delete the job this long after it finished")
     cancel: bool = Field(False, description="true cancels the job (queued: at once; running: the worker aborts it)")
+    timeLimitSeconds: int | None = Field(
+        None, ge=1, le=7 * 86400,
+        description="wall-time limit of one run of the job; over it the chunk in flight stops and the rest are reported failed "
+                    "(default: the worker's JOB_TIME_LIMIT_SECS)",
+    )
+    chunkTimeLimitFactor: str | None = Field(
+        None, max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?$",
+        description="per-chunk limit = CHUNK_TIME_LIMIT_MIN_SECS + this x max(chunk duration, 30 s), as a decimal string "
+                    "(CRDs avoid floats); over it a chunk is retried once, then failed (default: CHUNK_TIME_LIMIT_FACTOR)",
+    )
 
 
 class JobResult(_Base):
@@ -352,6 +362,8 @@ def job_from_resource(obj: dict[str, Any], segments: list[Segment] | None = None
         "webhook_url": spec.get("webhookUrl"),
         "filename": filename,
         "completed_at": parse_time(status.get("completionTime")),
+        "time_limit_secs": spec.get("timeLimitSeconds"),
+        "chunk_time_limit_factor": float(spec["chunkTimeLimitFactor"]) if spec.get("chunkTimeLimitFactor") else None,
     }
     if created:
         fields["created_at"] = created

@@ -158,6 +158,10 @@ class K8sJobStore:
             spec["language"] = job.language
         if job.webhook_url:
             spec["webhookUrl"] = job.webhook_url
+        if job.time_limit_secs is not None:
+            spec["timeLimitSeconds"] = max(1, int(round(job.time_limit_secs)))
+        if job.chunk_time_limit_factor is not None:
+            spec["chunkTimeLimitFactor"] = f"{job.chunk_time_limit_factor:.6f}".rstrip("0").rstrip(".")
         annotations = {crds.ANN_AUDIO_OWNED: "true", crds.ANN_SUBMITTED: crds.submitted_now()}
         if job.filename:
             annotations[ANN_FILENAME] = job.filename
