@@ -148,7 +148,8 @@ class WebhookNotifier:
     def _on_job(self, change: JobChange) -> None:
         job = change.job
         if change.kind == "finished" and job.status.terminal and job.webhook_url:
-            self.sender.send(job.webhook_url, job.model_dump(mode="json"))
+            # the Job as GET /jobs/{id} shows it (``removed`` only with ?verbose=true)
+            self.sender.send(job.webhook_url, job.model_copy(update={"removed": None}).model_dump(mode="json"))
 
     def _on_runtime(self, event: RuntimeEvent) -> None:
         if isinstance(event, (ModelReadyEvent, ModelUnloadedEvent)):
