@@ -15,6 +15,7 @@ the cluster JobStore of the facade).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from whisperop.core import modelsource
-from whisperop.core.models import Job, JobStatus, Segment, Task
+from whisperop.core.models import DegradedChunk, Job, JobStatus, RemovedText, Segment, Task
 
 GROUP = "whisperop.io"
 VERSION = "v1alpha1"
@@ -368,6 +369,32 @@ def job_from_resource(obj: dict[str, Any], segments: list[Segment] | None = None
     if created:
         fields["created_at"] = created
     return Job(**fields)
+
+
+@dataclass(frozen=True)
+class ResultDoc:
+    """A Done job's ``transcript.json``, parsed: what the Job shows of it."""
+
+    segments: list[Segment]
+    removed: list[RemovedText]
+    degraded_chunks: list[DegradedChunk]
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> "ResultDoc":
+        return cls([Segment.model_validate(s) for s in body.get("segments") or []],
+                   [RemovedText.model_validate(r) for r in body.get("removed") or []],
+                   [DegradedChunk.model_validate(d) for d in body.get("degraded_chunks") or []])
+
+
+def job_with_result(obj: dict[str, Any], result: ResultDoc | None, verbose: bool = False) -> Job:
+    """The Job of a resource with its result: segments, the count of what repetition handling
+    removed (the text itself only when ``verbose``), the degraded chunks. One shape for the
+    facade and the operator's webhook."""
+    if result is None:
+        return job_from_resource(obj, [])
+    job = job_from_resource(obj, list(result.segments))
+    return job.model_copy(update={"segments_removed": len(result.removed), "degraded_chunks": list(result.degraded_chunks),
+                                  "removed": list(result.removed) if verbose else None})
 
 
 def submission_order(obj: dict[str, Any]) -> str:

@@ -43,14 +43,13 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from whisperop.cluster import kube
 from whisperop.cluster import webhooks as cluster_webhooks
 from whisperop.core import crds
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
-from whisperop.core.models import DegradedChunk, Job, JobStatus, RemovedText, Segment, TranscriptionResult
+from whisperop.core.models import Job, JobStatus, TranscriptionResult
 from whisperop.core.ports import ClaimedJob, JobChange, JobWatcher, Unsubscribe
 from whisperop.core.subscribers import Subscribers
 from whisperop.stores.k8s_watch import Obj, ResourceWatch
@@ -63,13 +62,6 @@ _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 TERMINAL_PHASES = ("Done", "Failed", "Cancelled")
 READ_YOUR_WRITES_SECS = 5.0  # how long create waits for its own job to reach the watch cache
 SEGMENT_CACHE_SIZE = 256  # result documents kept in memory (GET of a finished job polled by clients)
-
-
-@dataclass(frozen=True)
-class _ResultDoc:
-    segments: list[Segment]
-    removed: list[RemovedText]
-    degraded_chunks: list[DegradedChunk]
 
 
 def _phase(obj: Obj | None) -> str | None:
@@ -92,7 +84,7 @@ class K8sJobStore:
         self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
         self._lock = threading.Lock()
         self._finished: set[str] = set()  # jobs whose terminal change this process already emitted
-        self._segment_cache: dict[str, _ResultDoc] = {}
+        self._segment_cache: dict[str, crds.ResultDoc] = {}
         self._unsub_informer = self.informer.add_callback(self._on_event)
 
     # ── lifecycle ────────────────────────────────────────────────────────
@@ -111,23 +103,19 @@ class K8sJobStore:
     def s3_uri(self, key: str) -> str:
         return f"s3://{self.blobs.bucket}/{self.blobs._k(key)}"
 
-    def _result_doc(self, obj: Obj) -> "_ResultDoc":
-        """Segments (and what repetition handling removed, and the degraded chunks) of a Done job
-        from its result JSON (cached per job uid and result URI: a Done job's result never
-        changes; a job re-created under the same name has a new uid)."""
+    def _result_doc(self, obj: Obj) -> crds.ResultDoc | None:
+        """What a Done job's result JSON holds (cached per job uid and result URI: a Done job's
+        result never changes; a job re-created under the same name has a new uid)."""
         uri = ((obj.get("status") or {}).get("result") or {}).get("json")
         if not uri:
-            return _ResultDoc([], [], [])
+            return None
         ck = f"{obj['metadata'].get('uid')}:{uri}"
         with self._lock:
             hit = self._segment_cache.get(ck)
         if hit is not None:
             return hit
         bucket, key = crds.split_s3_uri(uri)
-        body = json.loads(self.blobs.client.get_object(Bucket=bucket, Key=key)["Body"].read())
-        doc = _ResultDoc([Segment(**s) for s in body.get("segments", [])],
-                         [RemovedText.model_validate(r) for r in body.get("removed", [])],
-                         [DegradedChunk.model_validate(d) for d in body.get("degraded_chunks", [])])
+        doc = crds.ResultDoc.parse(json.loads(self.blobs.client.get_object(Bucket=bucket, Key=key)["Body"].read()))
         with self._lock:
             self._segment_cache[ck] = doc
             while len(self._segment_cache) > SEGMENT_CACHE_SIZE:
@@ -137,10 +125,7 @@ class K8sJobStore:
     def to_job(self, obj: Obj) -> Job:
         if _phase(obj) != "Done":
             return crds.job_from_resource(obj, [])
-        doc = self._result_doc(obj)
-        job = crds.job_from_resource(obj, list(doc.segments))
-        return job.model_copy(update={"segments_removed": len(doc.removed), "removed": list(doc.removed),
-                                      "degraded_chunks": list(doc.degraded_chunks)})
+        return crds.job_with_result(obj, self._result_doc(obj), verbose=True)  # the routes drop removed unless ?verbose=true
 
     def _read(self, job_id: str) -> Obj:
         if not _NAME_RE.match(job_id):
