@@ -218,7 +218,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     engine_settings = engine_settings.model_copy(update={"tmp_dir": prepare_work_dir(engine_settings.tmp_dir or data_dir / "tmp")})
     try:
-        jobstore = SqliteJobStore.in_data_dir(data_dir)
+        jobstore = SqliteJobStore.in_data_dir(data_dir, settings.max_job_attempts)
     except sqlite3.DatabaseError as exc:
         why = database_problem(data_dir / "jobs.sqlite3", exc)
         log.error(why)

@@ -133,7 +133,7 @@ def job_messages(change: JobChange) -> list[SseMessage]:
         out = []
         if job.status == JobStatus.failed:
             out.append(message("error", ErrorEvent(message=job.error or "transcription failed")))
-        out.append(message("done", DoneEvent(job=job), final=True))
+        out.append(message("done", DoneEvent(job=job.model_copy(update={"removed": None})), final=True))
         return out
     return []
 
@@ -170,19 +170,35 @@ class EventHub:
 
     # ── streams for the routers ──────────────────────────────────────────
 
-    async def job_stream(self, job_id: str, load_job: Callable[[str], Any]) -> AsyncIterator[bytes]:
+    async def job_stream(self, job_id: str, load_job: Callable[[str], Any],
+                         load_progress: Callable[[str], tuple[int, int] | None] | None = None) -> AsyncIterator[bytes]:
         """Subscribe *then* read the job, so no change falls between the two;
-        a job that is already finished gets its single ``done`` and the end."""
+        a job that is already finished gets its single ``done`` and the end.
+
+        A running job's stream starts with its current state (``progress``
+        with the chunks done so far, 0 included, once the audio is planned):
+        a subscriber that joins mid-job would otherwise hear nothing until the
+        next chunk ends (up to a minute of audio's decode time). Queued
+        progress events that are not newer than that state are skipped."""
         sub = self.broadcaster.subscribe(job_id)
         try:
             job = await asyncio.to_thread(load_job, job_id)
             if job.status.terminal:
-                yield message("done", DoneEvent(job=job)).encode()
+                yield message("done", DoneEvent(job=job.model_copy(update={"removed": None}))).encode()
                 return
+            sent = -1
+            if job.status == JobStatus.running and load_progress is not None:
+                state = await asyncio.to_thread(load_progress, job_id)
+                if state is not None and state[1] >= 1:
+                    chunk, total = state
+                    sent = chunk
+                    yield message("progress", ProgressEvent(percent=(100 * chunk) // total, chunk=chunk, chunks_total=total)).encode()
             while True:
                 item = await sub.get(KEEPALIVE_SECS)
                 if item is None:
                     yield KEEPALIVE
+                    continue
+                if item.event == "progress" and int(json.loads(item.data)["chunk"]) <= sent:
                     continue
                 yield item.encode()
                 if item.final:

@@ -25,7 +25,8 @@ from starlette.requests import Request
 from whisperop.core.ports import BlobWriter
 
 AUDIO_FIELD = "audio"
-TEXT_FIELDS = frozenset({"language", "task", "webhook_url", "priority", "audio_url"})
+TEXT_FIELDS = frozenset({"language", "task", "webhook_url", "priority", "audio_url", "time_limit_secs",
+                         "chunk_time_limit_factor"})
 MAX_FIELD_BYTES = 64 * 1024
 FLUSH_BYTES = 1 << 20
 

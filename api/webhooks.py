@@ -210,7 +210,9 @@ class WebhookNotifier:
     def _on_job(self, change: JobChange) -> None:
         job = change.job
         if change.kind == "finished" and job.status.terminal and job.webhook_url:
-            self.sender.send(job.webhook_url, job.model_dump(mode="json"), event_id=f"job-{job.id}-{job.status.value}")
+            # the Job as GET /jobs/{id} shows it (``removed`` only with ?verbose=true), signed, with a delivery id
+            self.sender.send(job.webhook_url, job.model_copy(update={"removed": None}).model_dump(mode="json"),
+                             event_id=f"job-{job.id}-{job.status.value}")
 
     def _on_runtime(self, event: RuntimeEvent) -> None:
         if isinstance(event, (ModelReadyEvent, ModelUnloadedEvent)):

@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from whisperop.core.errors import JobCancelled
-from whisperop.core.models import Segment, Task, TranscriptionResult, Word
+from whisperop.core.checkpoints import Checkpoint, ChunkRecord
+from whisperop.core.models import DegradedChunk, Segment, Task, TranscriptionResult, Word
 from whisperop.core.settings import GPU_DEFAULT_PARALLELISM, EngineSettings
 from whisperop.inference.audio import SAMPLE_RATE, DecodedAudio, decode_audio
 from whisperop.inference.chunking import Chunk, ChunkingConfig, plan_chunks
-from whisperop.inference.normalize import normalize_segments
+from whisperop.inference.normalize import SpeechMap, normalize
 from whisperop.inference.whispercpp import DecodeOptions, RawSegment, WhisperContext
 
 log = logging.getLogger("whisperop.engine")
@@ -44,6 +45,7 @@ log = logging.getLogger("whisperop.engine")
 GPU_MAX_THREADS_PER_STREAM = 4
 
 MIN_CALL_SAMPLES = SAMPLE_RATE  # whisper.cpp refuses inputs under 100 ms; pad short chunks to 1 s
+WINDOW_SECS = 30.0  # whisper's input window
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,29 @@ class TranscribeRequest:
     beam_size: int | None = None  # None = engine default
     prompt: str | None = None  # whisper.cpp initial prompt (style, spelling, names), given to every chunk
     temperature: float | None = None  # None = engine default
+    chunk_time_limit_factor: float | None = None  # None = CHUNK_TIME_LIMIT_FACTOR
+    time_limit_secs: float | None = None  # None = JOB_TIME_LIMIT_SECS (0 = no job limit)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """Time limits of one run (see :meth:`WhisperEngine.chunk_limit_secs`)."""
+
+    factor: float
+    min_secs: float
+    job_deadline: float | None  # monotonic
+
+    def chunk_secs(self, chunk: Chunk) -> float:
+        # whisper pads every call to a 30 s window: a 3 s chunk costs about what a 30 s one does
+        return self.min_secs + self.factor * max(chunk.duration_secs, WINDOW_SECS)
+
+
+class _ChunkTimeout(Exception):
+    """A chunk's decode ran past its limit (or the job's) and was aborted."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -253,15 +278,32 @@ class WhisperEngine:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         on_decoded: Callable[[float, int], None] | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> TranscriptionResult:
         """Transcribe an audio file. ``on_decoded(duration_secs, chunks_total)``
-        is called once the audio is decoded and planned (before any inference)."""
+        is called once the audio is decoded and planned (before any inference).
+
+        With a ``checkpoint`` the plan saved by an earlier run is reused (the
+        same chunks, whatever the chunking settings are now) and its finished
+        chunks are not decoded again."""
         tmp_dir = str(self.settings.tmp_dir) if self.settings.tmp_dir else None
         with decode_audio(path, self.settings.max_audio_secs, tmp_dir, self.settings.max_secs_per_mb) as audio:
-            chunks = plan_chunks(audio.frame_db, audio.n_samples, self.chunking_config())
+            saved = checkpoint.plan() if checkpoint is not None else None
+            if saved is not None:
+                chunks = [Chunk(i, start, end) for i, (start, end) in enumerate(saved)]
+            else:
+                chunks = plan_chunks(audio.frame_db, audio.n_samples, self.chunking_config())
+                if checkpoint is not None:
+                    checkpoint.save_plan([(c.start, c.end) for c in chunks])
             if on_decoded:
                 on_decoded(audio.duration_secs, len(chunks))
-            return self.transcribe_chunks(audio, chunks, request, on_progress, should_cancel)
+            return self.transcribe_chunks(audio, chunks, request, on_progress, should_cancel, checkpoint)
+
+    def limits(self, request: TranscribeRequest) -> _Limits:
+        s = self.settings
+        factor = request.chunk_time_limit_factor if request.chunk_time_limit_factor is not None else s.chunk_time_limit_factor
+        job_secs = request.time_limit_secs if request.time_limit_secs is not None else s.job_time_limit_secs
+        return _Limits(factor, s.chunk_time_limit_min_secs, time.monotonic() + job_secs if job_secs > 0 else None)
 
     def transcribe_chunks(
         self,
@@ -270,64 +312,165 @@ class WhisperEngine:
         request: TranscribeRequest = TranscribeRequest(),
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> TranscriptionResult:
         cancel = _ThrottledCancel(should_cancel)
         opts = self.decode_options(request)
+        limits = self.limits(request)
         total = len(chunks)
-        results: dict[int, list[Segment]] = {}
+        records: dict[int, ChunkRecord] = dict(checkpoint.done()) if checkpoint is not None else {}
         language = request.language
-        done = 0
+        if language is None:  # a resumed job keeps the language its first run detected
+            language = next((r.language for _, r in sorted(records.items()) if r.language), None)
+        done = len(records)
+        if records:
+            log.info("job resumed from its checkpoint", extra={"chunks_done": done, "chunks_total": total})
+            if on_progress:
+                on_progress(Progress(done, total))
 
-        def run(chunk: Chunk, o: DecodeOptions) -> tuple[list[Segment], str]:
+        def run(chunk: Chunk, o: DecodeOptions) -> ChunkRecord:
             if cancel(force=True):  # chunk boundary: always ask
                 raise JobCancelled()
             pcm = audio.read(chunk.start, chunk.end)
             if pcm.size < MIN_CALL_SAMPLES:
                 pcm = np.concatenate([pcm, np.zeros(MIN_CALL_SAMPLES - pcm.size, dtype=np.float32)])
-            with self._context() as ctx:
-                raw, lang = ctx.full(pcm, o, abort=cancel)
-            if cancel(force=True):
-                raise JobCancelled()
-            return to_segments(raw, chunk), lang
+            return self._decode_bounded(chunk, pcm, o, cancel, limits)
 
-        def finished(chunk: Chunk, segs: list[Segment]) -> None:
+        def finished(rec: ChunkRecord) -> None:
             nonlocal done
-            results[chunk.index] = segs
+            records[rec.index] = rec
+            if checkpoint is not None:
+                checkpoint.save(rec)  # durable before progress advances
             done += 1
             if on_progress:
                 on_progress(Progress(done, total))
 
-        remaining = list(chunks)
-        if remaining and language is None:
+        remaining = [c for c in chunks if c.index not in records]
+        while remaining and language is None:
             # Detect once, on the first chunk, then hold the language for the
             # rest: a job gets one consistent language (and N-1 fewer detections).
             first = remaining.pop(0)
-            segs, language = run(first, opts)
-            finished(first, segs)
+            rec = run(first, opts)
+            language = rec.language
+            finished(rec)
         opts = replace(opts, language=language)
         if self.parallelism == 1 or len(remaining) <= 1:
             for chunk in remaining:
-                segs, _ = run(chunk, opts)
-                finished(chunk, segs)
+                finished(run(chunk, opts))
         else:
             with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="whisper") as pool:
-                futures = [(chunk, pool.submit(run, chunk, opts)) for chunk in remaining]
+                futures = [pool.submit(run, chunk, opts) for chunk in remaining]
                 try:
-                    for chunk, fut in futures:
-                        segs, _ = fut.result()
-                        finished(chunk, segs)
+                    for fut in futures:
+                        finished(fut.result())
                 except BaseException:
                     cancel.cancelled = True
-                    for _, fut in futures:
+                    for fut in futures:
                         fut.cancel()
                     raise
-        ordered = [seg for i in sorted(results) for seg in results[i]]
+        ordered = [seg for i in sorted(records) for seg in records[i].segments]
+        clean = normalize(ordered, SpeechMap.from_frame_db(audio.frame_db))
         return TranscriptionResult(
             language=language,
             duration_secs=round(audio.duration_secs, 3),
-            segments=normalize_segments(ordered),
+            segments=clean.segments,
             chunks=total,
+            removed=clean.removed,
+            degraded_chunks=[r.degraded for _, r in sorted(records.items()) if r.degraded is not None],
         )
+
+    # ── time limits ──────────────────────────────────────────────────────
+
+    def _decode_bounded(self, chunk: Chunk, pcm: np.ndarray, o: DecodeOptions, cancel: "_ThrottledCancel",
+                        limits: _Limits) -> ChunkRecord:
+        """Decode one chunk within its time limit; over it, retry once with
+        :func:`retry_options`; over it again, the chunk fails (no segments, a
+        :class:`DegradedChunk` with the reason) and the job goes on.
+
+        The limit is ``CHUNK_TIME_LIMIT_MIN_SECS + CHUNK_TIME_LIMIT_FACTOR x
+        max(chunk duration, 30 s)`` (60 + 5 x 30 = 210 s for any chunk up to
+        30 s, 360 s for a 60 s one): whisper base on this project's 2-core CPU
+        decodes a 10 s clip in 16-32 s, but a 3 s chunk took 77 s at load
+        average 13 (measured here), and a looping ``task=translate`` took 88 s
+        (524 s under load) for 10 s — the limit is a backstop for runaways,
+        not a tight bound.
+        whisper.cpp's abort callback stops the call inside the compute loop."""
+        first = True
+        reasons: list[str] = []
+        for attempt, opts in enumerate((o, retry_options(o))):
+            try:
+                segs, lang = self._decode_once(chunk, pcm, opts, cancel, limits, attempt)
+            except _ChunkTimeout as exc:
+                reasons.append(exc.reason)
+                log.warning("chunk ran over its time limit", extra={"chunk": chunk.index, "attempt": attempt + 1,
+                                                                    "reason": exc.reason})
+                first = False
+                if limits.job_deadline is not None and time.monotonic() >= limits.job_deadline:
+                    break  # the job's own limit: no retry
+                continue
+            degraded = None
+            if not first:
+                degraded = DegradedChunk(index=chunk.index, start=round(chunk.start_secs, 3), end=round(chunk.end_secs, 3),
+                                         failed=False, reason=f"{reasons[0]}; retried {describe_options(opts)}: finished in time")
+            return ChunkRecord(chunk.index, segs, lang, degraded)
+        reason = "; ".join(reasons) + "; no text for this span"
+        log.warning("chunk failed: over its time limit", extra={"chunk": chunk.index, "reason": reason})
+        return ChunkRecord(chunk.index, [], opts.language,
+                           DegradedChunk(index=chunk.index, start=round(chunk.start_secs, 3), end=round(chunk.end_secs, 3),
+                                         failed=True, reason=reason))
+
+    def _decode_once(self, chunk: Chunk, pcm: np.ndarray, opts: DecodeOptions, cancel: "_ThrottledCancel",
+                     limits: _Limits, attempt: int) -> tuple[list[Segment], str]:
+        limit = limits.chunk_secs(chunk)
+        deadline = time.monotonic() + limit
+        if limits.job_deadline is not None:
+            deadline = min(deadline, limits.job_deadline)
+        slow = self.settings.fault_slow(chunk.index, attempt)
+        over = {"fired": False}
+        t0 = time.monotonic()
+
+        def abort() -> bool:
+            if slow:  # test hook: this call does not end on its own (as a looping decode) until a limit or cancel stops it
+                while time.monotonic() < min(deadline, t0 + SLOW_FAULT_MAX_SECS) and not cancel():
+                    time.sleep(0.05)
+            if cancel():
+                return True
+            if time.monotonic() >= deadline:
+                over["fired"] = True
+                return True
+            return False
+
+        with self._context() as ctx:
+            raw, lang = ctx.full(pcm, opts, abort=abort)
+        if cancel(force=True):
+            raise JobCancelled()
+        if over["fired"]:
+            job_hit = limits.job_deadline is not None and deadline >= limits.job_deadline
+            what = "the job's time limit" if job_hit else f"its time limit of {limit:.0f} s"
+            raise _ChunkTimeout(f"attempt {attempt + 1} ({describe_options(opts)}) stopped at {time.monotonic() - t0:.0f} s: "
+                                f"over {what} ({chunk.duration_secs:.1f} s of audio)")
+        log.info("chunk decoded", extra={"chunk": chunk.index, "attempt": attempt + 1,
+                                         "audio_secs": round(chunk.duration_secs, 3), "wall_secs": round(time.monotonic() - t0, 3)})
+        return to_segments(raw, chunk), lang
+
+
+SLOW_FAULT_MAX_SECS = 3600.0  # the slow-chunk hook holds a call at most this long (a broken limit shows as a hang)
+
+
+def retry_options(o: DecodeOptions) -> DecodeOptions:
+    """The retry of a chunk that ran over: greedy, without temperature fallback
+    (a loop that fails the fallback checks decodes the window up to 6 times
+    at rising temperatures). When the first attempt already was that, the
+    retry samples at temperature 0.4 instead, which breaks greedy loops."""
+    if o.beam_size > 1 or o.temperature_inc > 0:
+        return replace(o, beam_size=1, temperature=0.0, temperature_inc=0.0)
+    return replace(o, temperature=0.4, temperature_inc=0.0)
+
+
+def describe_options(o: DecodeOptions) -> str:
+    how = f"beam {o.beam_size}" if o.beam_size > 1 else "greedy"
+    fallback = f", fallback +{o.temperature_inc}" if o.temperature_inc > 0 else ", no fallback"
+    return f"{how}, temperature {o.temperature}{fallback}"
 
 
 def to_segments(raw: list[RawSegment], chunk: Chunk) -> list[Segment]:

@@ -38,6 +38,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from whisperop.core.checkpoints import CheckpointStore
 from whisperop.core.errors import GpuMemoryError, JobCancelled, WhisperOpError
 from whisperop.core.gpu import GpuInfo, gpu_memory, local_gpu
 from whisperop.core.models import (
@@ -191,7 +192,7 @@ class LocalModelRuntime:
             current = self._current
             self._cond.notify_all()
         if current is not None:
-            current[1].set()  # abort the in-flight call; restart recovery marks the job failed
+            current[1].set()  # abort the in-flight call; the next start queues the job again (checkpointed)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -379,18 +380,28 @@ class LocalModelRuntime:
 
         result = None
         error: str | None = None
+        interrupted = False
+        checkpoint = self.jobs.checkpoint(job.id) if isinstance(self.jobs, CheckpointStore) else None
+        request = TranscribeRequest(language=job.language, task=job.task, prompt=claimed.hints.prompt,
+                                    temperature=claimed.hints.temperature, time_limit_secs=job.time_limit_secs,
+                                    chunk_time_limit_factor=job.chunk_time_limit_factor)
         try:
             with self.blobs.local_path(claimed.audio_key) as path:
                 result = engine.transcribe_file(
                     path,
-                    TranscribeRequest(language=job.language, task=job.task, prompt=claimed.hints.prompt,
-                                      temperature=claimed.hints.temperature),
+                    request,
                     on_progress=on_progress,
                     should_cancel=cancel.is_set,
                     on_decoded=on_decoded,
+                    checkpoint=checkpoint,
                 )
         except JobCancelled:
-            log.info("job cancelled while running; aborted", extra={"job_id": job.id})
+            # a user's cancel (the job is already cancelled in the store), or the server stopping:
+            # then the job stays running in the store, keeps its audio and checkpoint, and the next
+            # start queues it again (resuming at its first unfinished chunk)
+            interrupted = self._stop and self.jobs.get(job.id).status == JobStatus.running
+            log.info("job interrupted by shutdown; resumes at next start" if interrupted else "job cancelled while running; aborted",
+                     extra={"job_id": job.id})
         except WhisperOpError as exc:
             error = str(exc)
         except Exception as exc:
@@ -399,13 +410,16 @@ class LocalModelRuntime:
         finally:
             with self._cond:
                 self._current = None
-            # the audio goes before the job is marked terminal: a finished job never leaves a blob behind
-            self._drop_audio(job.id, claimed.audio_key)
+            # the audio goes before the job is marked terminal: a finished job never leaves a blob behind;
+            # an interrupted one keeps it until it is terminal
+            if not interrupted:
+                self._drop_audio(job.id, claimed.audio_key)
         wall = time.monotonic() - t0
         if result is not None:
             if self.jobs.complete(job.id, result) is not None:
                 log.info("job done", extra={"job_id": job.id, "audio_secs": result.duration_secs, "wall_secs": round(wall, 3),
-                                            "segments": len(result.segments)})
+                                            "segments": len(result.segments), "segments_removed": len(result.removed),
+                                            "degraded_chunks": [d.index for d in result.degraded_chunks]})
                 self._emit(JobTiming(job_id=job.id, audio_secs=result.duration_secs, wall_secs=wall))
             else:
                 log.info("job cancelled while running; result discarded", extra={"job_id": job.id})

@@ -52,6 +52,7 @@ import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from whisperop.cluster import kube
+from whisperop.cluster.checkpoint import S3Checkpoint, checkpoint_prefix
 from whisperop.cluster.informer import Informer
 from whisperop.cluster.s3 import S3Settings
 from whisperop.core import crds, modelsource
@@ -412,6 +413,7 @@ class Worker:
         hb.start()
         t0 = time.perf_counter()
         spec = obj["spec"]
+        checkpoint = S3Checkpoint(self.s3.client, self.s3.bucket, checkpoint_prefix(obj))
         try:
             with tempfile.TemporaryDirectory(prefix="whisperop-job-", dir=self.settings.tmp_dir) as tmp:
                 path = self._download(spec["audio"], Path(tmp))
@@ -429,10 +431,13 @@ class Worker:
                             rj.pending.update(upd)
 
                 hints = decode_hints(obj)
+                factor = spec.get("chunkTimeLimitFactor")
                 req = TranscribeRequest(language=spec.get("language"), task=Task(spec.get("task", "transcribe")),
-                                        prompt=hints.prompt, temperature=hints.temperature)
+                                        prompt=hints.prompt, temperature=hints.temperature,
+                                        time_limit_secs=spec.get("timeLimitSeconds"),
+                                        chunk_time_limit_factor=float(factor) if factor else None)
                 result = self.engine.transcribe_file(path, req, on_progress=on_progress, should_cancel=rj.should_stop,
-                                                     on_decoded=on_decoded)
+                                                     on_decoded=on_decoded, checkpoint=checkpoint)
             if rj.should_stop():
                 raise JobCancelled()
             uris = self._upload(obj, result)  # outputs first, then the status that points at them
@@ -452,6 +457,16 @@ class Worker:
             done.set()
             self.current = None
             JOB_SECS.observe(time.perf_counter() - t0)
+            if not rj.handback and not rj.lost:
+                self._drop_checkpoint(checkpoint, name)
+
+    def _drop_checkpoint(self, checkpoint: "S3Checkpoint", name: str) -> None:
+        """The job is terminal (or someone else's now): its checkpoint has served. A handed-back
+        or lost job keeps it — the next worker resumes from it."""
+        try:
+            checkpoint.clear()
+        except Exception:
+            log.warning("could not delete the job's checkpoint", extra={"job": name}, exc_info=True)
 
     def _fail(self, rj: RunningJob, message: str) -> None:
         try:

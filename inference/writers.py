@@ -139,6 +139,9 @@ def to_json(result: TranscriptionResult, opts: CueOptions | None = None) -> str:
         "language": result.language,
         "duration_secs": result.duration_secs,
         "segments": [s.model_dump(mode="json") for s in result.segments],
+        # what repetition handling removed and which chunks ran over their time limit: nothing vanishes silently
+        "removed": [r.model_dump(mode="json") for r in result.removed],
+        "degraded_chunks": [d.model_dump(mode="json") for d in result.degraded_chunks],
     }
     return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
 

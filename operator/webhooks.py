@@ -19,7 +19,7 @@ from typing import Any
 from whisperop.cluster import kube
 from whisperop.cluster import webhooks as wh
 from whisperop.core import crds
-from whisperop.core.models import Segment, to_json_dict
+from whisperop.core.models import to_json_dict
 from whisperop.core.urlguard import redact
 
 from . import metrics
@@ -28,26 +28,26 @@ from .config import api, config
 log = logging.getLogger("whisperop.operator.webhooks")
 
 
-def _segments(obj: dict[str, Any]) -> list[Segment]:
+def _result(obj: dict[str, Any]) -> crds.ResultDoc | None:
+    """The parsed transcript.json of a Done job (None when absent or unreadable)."""
     uri = ((obj.get("status") or {}).get("result") or {}).get("json")
     if not uri:
-        return []
+        return None
     try:
         from whisperop.cluster.s3 import S3Settings
 
         bucket, key = crds.split_s3_uri(uri)
         s3 = S3Settings.from_env()
-        data = json.loads(s3.client.get_object(Bucket=bucket, Key=key)["Body"].read())
-        return [Segment(**s) for s in data.get("segments", [])]
+        return crds.ResultDoc.parse(json.loads(s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()))
     except Exception:
         log.warning("could not read the result JSON for the webhook", extra={"uri": uri}, exc_info=True)
-        return []
+        return None
 
 
 def job_document(obj: dict[str, Any]) -> dict[str, Any]:
-    """The full Job (contract shape), segments included when the job is done."""
-    segs = _segments(obj) if (obj.get("status") or {}).get("phase") == "Done" else []
-    return to_json_dict(crds.job_from_resource(obj, segs))
+    """The full Job (contract shape, as the facade's GET shows it), segments included when the job is done."""
+    result = _result(obj) if (obj.get("status") or {}).get("phase") == "Done" else None
+    return to_json_dict(crds.job_with_result(obj, result))
 
 
 def deliver_job(res: kube.Resources, obj: dict[str, Any]) -> None:

@@ -61,6 +61,11 @@ SUBMIT_BODY: dict[str, Any] = {
                                                  "bucket in AUDIO_URL_S3_BUCKETS"},
                     "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY, "default": 0,
                                  "description": "higher runs first; equal priorities run in submission order"},
+                    "time_limit_secs": {"type": "number", "exclusiveMinimum": 0,
+                                        "description": "wall-time limit of one run of this job; default JOB_TIME_LIMIT_SECS"},
+                    "chunk_time_limit_factor": {"type": "number", "exclusiveMinimum": 0,
+                                                "description": "per-chunk limit: CHUNK_TIME_LIMIT_MIN_SECS + this x the chunk's "
+                                                               "duration; default CHUNK_TIME_LIMIT_FACTOR"},
                 },
             }
         }
@@ -114,7 +119,23 @@ def validate(upload: Upload, job_id: str, allow: str = "", by_url: bool = False)
     except UnknownLanguageError as exc:
         raise ApiError(400, str(exc)) from None
     webhook = _webhook_url(upload.fields.get("webhook_url"), allow)
-    return Job(id=job_id, task=Task(task), language=language, webhook_url=webhook, filename=upload.filename)
+    limit = _positive(upload.fields.get("time_limit_secs"), "time_limit_secs")
+    factor = _positive(upload.fields.get("chunk_time_limit_factor"), "chunk_time_limit_factor")
+    return Job(id=job_id, task=Task(task), language=language, webhook_url=webhook, filename=upload.filename,
+               time_limit_secs=limit, chunk_time_limit_factor=factor)
+
+
+def _positive(value: str | None, name: str) -> float | None:
+    """An optional positive number field (the per-job time limits); absent or blank = the server default."""
+    if value is None or not value.strip():
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a number, got {value!r}") from None
+    if not (0 < number < float("inf")):
+        raise ApiError(400, f"{name} must be greater than 0, got {value!r}")
+    return number
 
 
 @router.post(
@@ -127,6 +148,7 @@ def validate(upload: Upload, job_id: str, allow: str = "", by_url: bool = False)
         429: {"model": ErrorResponse, "description": "MAX_CONCURRENT_UPLOADS / MAX_UPLOADS_PER_TOKEN uploads in progress, or "
                                                      "MAX_QUEUED_JOBS_PER_TOKEN queued jobs (Retry-After)"},
         400: {"model": ErrorResponse, "description": "missing/empty audio, bad task or language, multipart error, bad priority, "
+                                                     "time limit not a positive number, "
                                                      "webhook_url not http(s), with credentials, or reaching an internal address, "
                                                      "audio_url refused/unreachable/oversized/not audio"},
         503: {"model": ModelNotReady, "description": "model not ready (a load is triggered when unloaded)",
@@ -234,8 +256,9 @@ def check_owner(svc: Services, job_id: str, who: str | None) -> None:
         raise JobNotFound(job_id)
 
 
-def _job_response(job: Job, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(job.model_dump(mode="json"), status_code=status_code)
+def _job_response(job: Job, status_code: int = 200, verbose: bool = False) -> JSONResponse:
+    body = job if verbose else job.model_copy(update={"removed": None})
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code)
 
 
 @router.get(
@@ -244,15 +267,17 @@ def _job_response(job: Job, status_code: int = 200) -> JSONResponse:
     response_model=Job,
     responses={404: {"model": ErrorResponse}},
 )
-def get_job(job_id: str, request: Request, svc: ServicesDep) -> Response:
+def get_job(job_id: str, request: Request, svc: ServicesDep, verbose: bool = False) -> Response:
+    """``?verbose=true`` adds ``removed``: the text repetition handling took out, with times and reason."""
     check_owner(svc, job_id, principal(request))
-    return _job_response(svc.jobs.get(job_id))
+    return _job_response(svc.jobs.get(job_id), verbose=verbose)
 
 
 @router.get(
     "/jobs/{job_id}/stream",
     summary="Job progress as Server-Sent Events",
-    description="Events `progress`, `done` (with the full Job) and `error`; a finished job gets one `done` at once.",
+    description="Events `progress`, `done` (with the full Job) and `error`; a finished job gets one `done` at once; "
+    "a running job's stream starts with its current `progress` (chunks done so far).",
     responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}, 404: {"model": ErrorResponse}},
     response_class=StreamingResponse,
 )
@@ -260,7 +285,7 @@ async def stream_job(job_id: str, request: Request, svc: ServicesDep) -> Respons
     await asyncio.to_thread(check_owner, svc, job_id, principal(request))
     await asyncio.to_thread(svc.jobs.get, job_id)  # 404 before any streaming starts
     return StreamingResponse(
-        svc.hub.job_stream(job_id, svc.jobs.get),
+        svc.hub.job_stream(job_id, svc.jobs.get, svc.jobs.progress),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

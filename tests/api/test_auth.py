@@ -91,3 +91,41 @@ def test_ownership_holds_on_listing_transcripts_purge_and_v1(tmp_path: Path, tin
         assert client.delete(f"/jobs/{job}?purge=true", headers=alice).status_code == 204
         assert client.get(f"/jobs/{job}", headers=alice).status_code == 404
     jobs.close()
+
+
+def test_mid_job_sse_state_is_only_for_the_owner(tmp_path: Path, tiny_model: Path) -> None:
+    """Issue 17's SSE initial state (progress of a running job) under issue 16's ownership: another
+    token's subscription is 404 before any byte is streamed; the owner's starts at chunk 2 of 5."""
+    import json
+    import threading
+
+    from whisperop.core.models import Job, TranscriptionResult
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok-alice\ntok-bob\n")
+    client, jobs = _client(tmp_path, tiny_model, tokens)
+    alice, bob = ({"Authorization": f"Bearer {t}"} for t in ("tok-alice", "tok-bob"))
+    with client:  # after the start's recovery of interrupted jobs: a job running now
+        jobs.create(Job(id="j-mid"), "a", owner=auth.principal_of("tok-alice"))
+        jobs.claim_next()
+        jobs.record_progress("j-mid", 0, 5, 50.0)
+        jobs.record_progress("j-mid", 2, 5)
+        r = client.get("/jobs/j-mid/stream", headers=bob)
+        assert (r.status_code, r.json()) == (404, {"error": "job j-mid not found"})
+        hub = client.app.state.services.hub  # type: ignore[attr-defined]
+
+        def finish_once_subscribed() -> None:  # the TestClient returns the stream whole, so end the job
+            deadline = time.monotonic() + 60
+            while hub.broadcaster.subscriber_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            jobs.complete("j-mid", TranscriptionResult(language="en", duration_secs=50.0, segments=[], chunks=5))
+
+        t = threading.Thread(target=finish_once_subscribed)
+        t.start()
+        r = client.get("/jobs/j-mid/stream", headers=alice)
+        t.join()
+    assert r.status_code == 200
+    events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+    assert events[0] == {"type": "progress", "percent": 40, "chunk": 2, "chunks_total": 5}
+    assert events[-1]["type"] == "done" and events[-1]["job"]["status"] == "done"
+    jobs.close()

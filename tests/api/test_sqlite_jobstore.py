@@ -112,13 +112,14 @@ def test_cancel_errors(jobstore: SqliteJobStore) -> None:
 
 
 def test_restart_recovery_fails_running_and_keeps_queued(tmp_path: Path) -> None:
+    """MAX_JOB_ATTEMPTS=1: the original contract (a job running at a restart fails)."""
     path = tmp_path / "jobs.sqlite3"
-    s = SqliteJobStore(path)
+    s = SqliteJobStore(path, max_attempts=1)
     for i in range(3):
         s.create(_job(i), f"a{i}")
     s.claim_next()  # job-000 running when the process "dies"
     s.close()
-    s2 = SqliteJobStore(path)
+    s2 = SqliteJobStore(path, max_attempts=1)
     recovered = s2.recover_interrupted()
     assert [j.id for j in recovered] == ["job-000"]
     j0 = s2.get("job-000")
@@ -196,4 +197,46 @@ def test_webhook_registry_of_an_older_database_is_migrated(tmp_path: Path) -> No
     con.close()
     s = SqliteJobStore(path)
     assert s.webhook_urls() == ["http://old/1"]
+    s.close()
+
+
+def test_restart_requeues_running_job_in_its_place_until_max_attempts(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    s = SqliteJobStore(path, max_attempts=2)
+    for i in range(2):
+        s.create(_job(i), f"a{i}")
+    assert s.claim_next().job.id == "job-000"  # type: ignore[union-attr]  # attempt 1 dies
+    s.close()
+    s = SqliteJobStore(path, max_attempts=2)
+    assert s.recover_interrupted() == [] and s.get("job-000").status == JobStatus.queued
+    assert s.claim_next().job.id == "job-000"  # type: ignore[union-attr]  # FIFO place kept; attempt 2 dies
+    s.close()
+    s = SqliteJobStore(path, max_attempts=2)
+    [failed] = s.recover_interrupted()
+    assert (failed.id, failed.status, failed.error) == ("job-000", JobStatus.failed, RESTART_MESSAGE)
+    assert s.get("job-001").status == JobStatus.queued
+    s.close()
+
+
+def test_checkpoint_rows_roundtrip_and_go_with_the_terminal_job(tmp_path: Path) -> None:
+    from whisperop.core.checkpoints import ChunkRecord
+    from whisperop.core.models import DegradedChunk
+
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    s.create(_job(0), "a0")
+    s.claim_next()
+    cp = s.checkpoint("job-000")
+    assert cp.plan() is None and cp.done() == {}
+    cp.save_plan([(0, 16000), (20000, 50000), (60000, 90000)])
+    seg = Segment(index=0, start=1.25, end=2.0, text="hello")
+    bad = DegradedChunk(index=1, start=1.25, end=3.125, failed=True, reason="over its time limit")
+    cp.save(ChunkRecord(0, [seg], "en"))
+    cp.save(ChunkRecord(1, [], "en", bad))
+    s.close()
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3")  # durable across a reopen
+    cp = s.checkpoint("job-000")
+    assert cp.plan() == [(0, 16000), (20000, 50000), (60000, 90000)]
+    assert cp.done() == {0: ChunkRecord(0, [seg], "en"), 1: ChunkRecord(1, [], "en", bad)}
+    s.complete("job-000", _result())
+    assert cp.plan() is None and cp.done() == {}
     s.close()

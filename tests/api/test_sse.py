@@ -119,7 +119,7 @@ def test_many_subscribers_fed_from_one_watch_without_store_reads(hub) -> None:  
     results = asyncio.run(main())
     assert all(r == results[0] for r in results)
     assert [e for e, _ in results[0]] == ["progress", "progress", "progress", "done"]
-    assert results[0][-1][1]["job"] == store.get("j1").model_dump(mode="json")
+    assert results[0][-1][1]["job"] == store.get("j1").model_copy(update={"removed": None}).model_dump(mode="json")
     assert h.broadcaster.subscriber_count() == 0, "finished streams unsubscribe"
 
 
@@ -152,3 +152,30 @@ def test_model_stream_sends_events_and_keepalive_comments(hub, monkeypatch: pyte
     [(name, payload)] = _parse(second)
     assert name == "model_ready" and set(payload) == {"type", "loaded_at"} and payload["loaded_at"].endswith("Z")
     assert h.broadcaster.subscriber_count() == 0
+
+
+def test_mid_job_subscriber_starts_with_the_current_state(hub) -> None:  # type: ignore[no-untyped-def]
+    """Joining at chunk 2 of 5: the first event is that state, not silence until chunk 3 ends."""
+    h, store, _ = hub
+    store.create(Job(id="j3"), "a")
+    store.claim_next()
+    store.record_progress("j3", 0, 5, 50.0)
+    store.record_progress("j3", 1, 5)
+    store.record_progress("j3", 2, 5)
+
+    async def main() -> list[tuple[str, dict]]:
+        stream = h.job_stream("j3", store.get, store.progress)
+        first = _parse(await asyncio.wait_for(stream.__anext__(), 30))
+
+        def work() -> None:
+            store.record_progress("j3", 2, 5)  # a repeat of the state already sent: skipped
+            store.record_progress("j3", 3, 5)
+            store.complete("j3", TranscriptionResult(language="en", duration_secs=50.0, segments=[], chunks=5))
+
+        await asyncio.to_thread(work)
+        rest = b"".join([c async for c in stream])
+        return first + _parse(rest)
+
+    events = asyncio.run(main())
+    assert [(e, d.get("chunk")) for e, d in events] == [("progress", 2), ("progress", 3), ("done", None)]
+    assert events[0][1] == {"type": "progress", "percent": 40, "chunk": 2, "chunks_total": 5}

@@ -9,7 +9,8 @@ from tests.support.webhooks import WebhookReceiver, is_model_event
 
 
 def test_kill9_mid_job_then_restart(start_server, receiver: WebhookReceiver, audio) -> None:
-    srv = start_server.make("restart")
+    """MAX_JOB_ATTEMPTS=1: the original contract — the job running at the crash fails."""
+    srv = start_server.make("restart", MAX_JOB_ATTEMPTS="1")
     with ApiClient(srv.base_url) as c:
         c.ensure_ready(timeout=60)
         # a finished job whose webhook URL must survive the restart in the registry
@@ -58,3 +59,43 @@ def test_webhook_registry_survives_restart(start_server, receiver: WebhookReceiv
     with ApiClient(srv.base_url) as c:
         c.ensure_ready(timeout=60)
     [d] = receiver.wait_for("/kept", lambda d: is_model_event(d, "model_ready"), timeout=30)
+
+
+def test_kill9_mid_job_requeues_and_resumes_by_default(start_server, audio) -> None:
+    """Issue 17: a job running at a crash is queued again (in its FIFO place), keeps its audio,
+    and finishes; the queued ones behind it run after it."""
+    srv = start_server.make("resume")
+    with ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=60)
+        running = c.submit(audio.medium)
+        c.wait_job(running, lambda j: j["status"] == "running" and j["progress"] > 0, timeout=90, what="running")
+        queued = c.submit(audio.short)
+
+    srv.kill9()
+    srv.start()
+
+    with ApiClient(srv.base_url) as c:
+        assert c.get_job(running)["status"] in ("queued", "running", "done")
+        c.ensure_ready(timeout=60)
+        first = c.wait_terminal(running, timeout=300)
+        assert_job(first, running, status="done")
+        second = c.wait_terminal(queued, timeout=120)
+        assert_job(second, queued, status="done")
+        assert parse_utc(first["completed_at"]) <= parse_utc(second["completed_at"]), "the resumed job lost its FIFO place"
+
+
+def test_sigterm_mid_job_keeps_the_job_and_resumes_it(start_server, audio) -> None:
+    """A graceful stop aborts the chunk in flight but neither fails the job nor deletes its audio:
+    the next start resumes it after its checkpointed chunks (counted from the "chunk decoded" log lines)."""
+    import re
+
+    srv = start_server.make("sigterm", LOG_FORMAT="text")
+    with ApiClient(srv.base_url) as c:
+        c.ensure_ready(timeout=60)
+        job = c.submit(audio.medium)
+        c.wait_job(job, lambda j: j["status"] == "running" and j["progress"] >= 40, timeout=120, what="40 % done")
+    srv.stop()
+    final, log = srv.start_and_finish(job, ready_timeout=60, timeout=300)
+    assert_job(final, job, status="done")
+    after = [int(m.group(1)) for m in re.finditer(r"chunk decoded chunk=(\d+)", log)]
+    assert after and min(after) >= 2, f"chunks decoded after the restart: {after} (40 % of ~5 chunks were saved)"

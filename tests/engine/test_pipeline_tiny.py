@@ -14,15 +14,7 @@ from whisperop.core.settings import EngineSettings
 from whisperop.inference.audio import SAMPLE_RATE, write_wav
 from whisperop.inference.engine import Progress, TranscribeRequest, WhisperEngine
 from whisperop.inference.whispercpp import _LogRouter, WhisperContext
-
-
-def bursts(path: Path, n: int, speech_secs: float = 8.0, pause_secs: float = 1.0) -> Path:
-    rng = np.random.default_rng(0)
-    parts = []
-    for _ in range(n):
-        parts += [(rng.standard_normal(int(speech_secs * SAMPLE_RATE)) * 0.2).astype(np.float32), np.zeros(int(pause_secs * SAMPLE_RATE), np.float32)]
-    write_wav(path, np.concatenate(parts))
-    return path
+from tests.support.audio import noise_bursts_wav
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +25,7 @@ def engine(tiny_model: Path) -> WhisperEngine:
 
 
 def test_progress_is_reported_per_chunk_and_times_are_absolute(engine: WhisperEngine, tmp_path: Path) -> None:
-    audio = bursts(tmp_path / "b.wav", 4)
+    audio = noise_bursts_wav(tmp_path / "b.wav", 4)
     seen: list[Progress] = []
     decoded: list[tuple[float, int]] = []
     result = engine.transcribe_file(audio, TranscribeRequest(language="en"), on_progress=seen.append, on_decoded=lambda d, n: decoded.append((d, n)))
@@ -53,12 +45,12 @@ def test_all_silence_gives_zero_segments(engine: WhisperEngine, tmp_path: Path) 
 
 
 def test_auto_language_is_detected_and_reported(engine: WhisperEngine, tmp_path: Path) -> None:
-    result = engine.transcribe_file(bursts(tmp_path / "b.wav", 1), TranscribeRequest(language=None))
+    result = engine.transcribe_file(noise_bursts_wav(tmp_path / "b.wav", 1), TranscribeRequest(language=None))
     assert result.language and len(result.language) in (2, 3)
 
 
 def test_cancel_between_chunks(engine: WhisperEngine, tmp_path: Path) -> None:
-    audio = bursts(tmp_path / "b.wav", 5)
+    audio = noise_bursts_wav(tmp_path / "b.wav", 5)
     done: list[int] = []
     with pytest.raises(JobCancelled):
         engine.transcribe_file(audio, TranscribeRequest(language="en"), on_progress=lambda p: done.append(p.chunk), should_cancel=lambda: len(done) >= 2)
@@ -102,7 +94,7 @@ def test_decode_errors_surface_as_typed_errors(engine: WhisperEngine, tmp_path: 
 def test_translate_task_runs(engine: WhisperEngine, tmp_path: Path) -> None:
     from whisperop.core.models import Task
 
-    result = engine.transcribe_file(bursts(tmp_path / "b.wav", 1), TranscribeRequest(language="de", task=Task.translate))
+    result = engine.transcribe_file(noise_bursts_wav(tmp_path / "b.wav", 1), TranscribeRequest(language="de", task=Task.translate))
     assert result.language == "de"
 
 

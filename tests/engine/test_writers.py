@@ -22,7 +22,8 @@ RESULT = TranscriptionResult(
 def test_json_has_contract_shapes() -> None:
     doc = json.loads(render(RESULT, "json"))
     assert doc["language"] == "en" and doc["duration_secs"] == 3725.5
-    assert set(doc["segments"][0]) == {"index", "start", "end", "text", "words"}
+    assert set(doc["segments"][0]) == {"index", "start", "end", "text", "words", "suspect"}
+    assert doc["removed"] == [] and doc["degraded_chunks"] == []
     assert set(doc["segments"][0]["words"][0]) == {"text", "start", "end", "probability"}
 
 

@@ -119,3 +119,20 @@ def test_api_server_accepts_pvc_source_and_runtime_class(cluster: Any) -> None:
     assert wm["spec"]["source"] == {"pvc": {"claimName": "models", "path": "v3/ggml-large-v3.bin"}}
     assert "modelURI" not in wm["spec"] and wm["spec"]["runtimeClassName"] == "nvidia"
     assert "source" not in cluster.create_model("uri", modelURI="s3://models/ggml-base.bin")["spec"]  # no defaulting
+
+
+def test_job_with_result_counts_removed_and_lists_degraded_chunks() -> None:
+    """Issue 17: the facade's Job and the operator's webhook read one shape from transcript.json."""
+    obj = {"metadata": {"name": "j", "creationTimestamp": "2026-01-01T00:00:00Z"},
+           "spec": {"audio": "s3://b/a.wav", "chunkTimeLimitFactor": "2.5", "timeLimitSeconds": 600},
+           "status": {"phase": "Done"}}
+    body = {"segments": [{"index": 0, "start": 0.0, "end": 1.0, "text": "hi", "words": []}],
+            "removed": [{"start": 2.0, "end": 3.0, "text": "hi", "reason": "repeat_over_silence"}] * 2,
+            "degraded_chunks": [{"index": 3, "start": 60.0, "end": 90.0, "failed": True, "reason": "over its limit"}]}
+    doc = crds.ResultDoc.parse(body)
+    job = crds.job_with_result(obj, doc)
+    assert (job.segments_removed, job.removed, [d.index for d in job.degraded_chunks]) == (2, None, [3])
+    assert [s.text for s in job.segments] == ["hi"]
+    assert (job.chunk_time_limit_factor, job.time_limit_secs) == (2.5, 600)
+    assert crds.job_with_result(obj, doc, verbose=True).removed == doc.removed
+    assert crds.job_with_result(obj, None).segments == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 import wave
@@ -122,6 +123,50 @@ def test_killed_worker_job_is_requeued_and_completed_by_another(cluster: Cluster
     assert recorder.phases["long"] == ["Queued", "Running", "Queued", "Running", "Done"], recorder.phases
     assert recorder.done_writes["long"] == 1
     assert [e for e in cluster.events("Requeued") if e.involved_object.name == "long"]
+
+
+def _decoded(log: Path) -> list[int]:
+    """Chunk indexes of the engine's "chunk decoded" lines (one per finished whisper.cpp call)."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if "chunk decoded" in line:
+            m = re.search(r'"chunk": (\d+)|chunk=(\d+)', line)
+            assert m, line
+            out.append(int(m.group(1) or m.group(2)))
+    return out
+
+
+def test_killed_worker_job_resumes_from_its_s3_checkpoint(cluster: Cluster, recorder: PhaseRecorder,
+                                                          tiny_model: Path, long_s3: str) -> None:
+    """Issue 17, cluster mode: the worker that takes over a requeued job decodes only the chunks
+    the dead one had not checkpointed; the checkpoint objects go when the job is Done."""
+    from kubernetes import client
+
+    cluster.start_operator()
+    cluster.create_model(modelURI=str(tiny_model), idleTimeoutSeconds=120, resources={"gpus": 0})
+    cluster.create_job(long_s3, name="resume")
+    pod_a = wait_for(lambda: (cluster.running_pods() or [None])[0], 40, "inference pod")
+    worker_a = cluster.start_worker(pod_a, extra={"CHUNK_MAX_SECS": "20", "TEMPERATURE_INC": "0"})
+    st = wait_for(lambda: (s := cluster.jobs.get("resume")["status"]).get("phase") == "Running"
+                  and 2 <= int(s.get("chunk") or 0) and s, 120, "two chunks done on A")
+    worker_a.send_signal(signal.SIGKILL)
+    worker_a.wait(10)
+    done_on_a = int(st["chunk"])
+    total = int(st["chunksTotal"])
+    assert done_on_a < total
+    uid = cluster.jobs.get("resume")["metadata"]["uid"]
+    assert len([k for k in _objects(cluster, f"results/{cluster.ns}/resume/checkpoint/{uid}/") if "/chunk-" in k]) >= done_on_a
+    client.CoreV1Api(cluster.api).delete_namespaced_pod(pod_a, cluster.ns, grace_period_seconds=0)
+
+    wait_for(lambda: cluster.jobs.get("resume")["status"].get("phase") == "Queued", 30, "requeue")
+    pod_b = wait_for(lambda: next((p for p in cluster.running_pods() if p != pod_a), None), 40, "replacement pod")
+    cluster.start_worker(pod_b, extra={"CHUNK_MAX_SECS": "60", "TEMPERATURE_INC": "0"})  # the saved plan wins
+    st = cluster.wait_phase("resume", ("Done", "Failed"), timeout=300)["status"]
+    assert st["phase"] == "Done" and st["worker"] == pod_b and st["chunksTotal"] == total
+    on_b = _decoded(cluster.tmp / f"worker-{pod_b}.log")
+    assert on_b and min(on_b) >= done_on_a, f"B decoded {on_b}; A had checkpointed chunks 0..{done_on_a - 1}"
+    assert sorted(set(on_b)) == list(range(min(on_b), total))
+    assert not [k for k in _objects(cluster, f"results/{cluster.ns}/resume/") if "/checkpoint/" in k]
 
 
 def test_killed_operator_converges_without_duplicates(cluster: Cluster, recorder: PhaseRecorder, tiny_model: Path,

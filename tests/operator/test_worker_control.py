@@ -46,3 +46,29 @@ def test_sigterm_hands_the_running_job_back(cluster: Cluster, recorder: PhaseRec
     assert st["phase"] == "Done" and st["attempts"] == 0
     assert recorder.phases["long"] == ["Queued", "Running", "Queued", "Running", "Done"]
     assert recorder.done_writes["long"] == 1
+
+
+def test_per_job_chunk_limit_bounds_a_runaway_chunk_on_the_worker(cluster: Cluster, tiny_model: Path,
+                                                                 jfk_s3: str) -> None:  # noqa: F811
+    """Issue 17 on the worker: spec.chunkTimeLimitFactor reaches the engine; chunk 0 (held by the
+    WHISPEROP_FAULT_SLOW_CHUNK hook until a limit stops it) is retried, fails, and is listed in
+    transcript.json, and the job is Done. Default limits (20 + 5 x 30 s, twice) would outlast the wait.
+    (That the next queued job then runs is tests/contract/test_limits.py; here the hook would hold
+    every job's chunk 0.)"""
+    import json
+
+    from whisperop.core.crds import split_s3_uri
+
+    cluster.start_operator()
+    cluster.create_model(modelURI=str(tiny_model), idleTimeoutSeconds=120, resources={"gpus": 0})
+    cluster.create_job(jfk_s3, name="bounded", chunkTimeLimitFactor="0.01")
+    pod = wait_for(lambda: (cluster.running_pods() or [None])[0], 40, "inference pod")
+    cluster.start_worker(pod, extra={"WHISPEROP_FAULT_SLOW_CHUNK": "0:2", "CHUNK_TIME_LIMIT_MIN_SECS": "20",
+                                     "TEMPERATURE_INC": "0"})
+    st = cluster.wait_phase("bounded", ("Done", "Failed"), timeout=200)["status"]
+    assert st["phase"] == "Done", st
+    bucket, key = split_s3_uri(st["result"]["json"])
+    doc = json.loads(cluster.s3_env.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    [bad] = doc["degraded_chunks"]
+    assert bad["index"] == 0 and bad["failed"] is True and "attempt 2" in bad["reason"], bad
+    assert doc["segments"] == []

@@ -4,6 +4,7 @@
 - ``bursts_wav``: tone+noise bursts separated by silences, written as
   16 kHz mono PCM WAV with numpy; with ``CHUNK_MAX_SECS=20`` a few minutes of
   it is cut into many chunks (progress events, time to cancel mid-job).
+- ``noise_bursts_wav``: white-noise bursts and pauses (the engine tests').
 - ``speech_wav``: espeak-ng speech (optional; only where real words matter).
 - ``garbage_bytes``: bytes no decoder accepts.
 """
@@ -74,6 +75,15 @@ def bursts(total_secs: float, burst_secs: float = 8.0, gap_secs: float = 1.5, se
 
 def bursts_wav(path: Path, total_secs: float, seed: int = 0, **kw: float) -> Path:
     return write_wav(path, bursts(total_secs, seed=seed, **kw))
+
+
+def noise_bursts_wav(path: Path, n: int, speech_secs: float = 8.0, pause_secs: float = 1.0) -> Path:
+    """``n`` bursts of white noise (seed 0) each followed by a pause: the engine tests' input (tiny model)."""
+    rng = np.random.default_rng(0)
+    parts = []
+    for _ in range(n):
+        parts += [(rng.standard_normal(int(speech_secs * SAMPLE_RATE)) * 0.2).astype(np.float32), np.zeros(int(pause_secs * SAMPLE_RATE), np.float32)]
+    return write_wav(path, np.concatenate(parts))
 
 
 def tone_wav(path: Path, secs: float = 1.5, freq: float = 440.0) -> Path:

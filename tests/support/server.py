@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import httpx
 
@@ -174,6 +174,18 @@ class ServerProcess:
     def restart(self, timeout: float = 120.0) -> "ServerProcess":
         self.stop()
         return self.start(timeout)
+
+    def start_and_finish(self, job_id: str, ready_timeout: float, timeout: float) -> tuple[dict[str, Any], str]:
+        """Start the (stopped or killed) server, wait for ``job_id`` to end; its final body and
+        the log written since this start (what the resumed run did)."""
+        from tests.support.client import ApiClient
+
+        offset = self.log_size()
+        self.start()
+        with ApiClient(self.base_url) as c:
+            c.ensure_ready(timeout=ready_timeout)
+            final = c.wait_terminal(job_id, timeout=timeout)
+        return final, self.log_text(offset, 10**7)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -15,6 +15,7 @@ the cluster JobStore of the facade).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from whisperop.core import modelsource
-from whisperop.core.models import Job, JobStatus, Segment, Task
+from whisperop.core.models import DegradedChunk, Job, JobStatus, RemovedText, Segment, Task
 
 GROUP = "whisperop.io"
 VERSION = "v1alpha1"
@@ -132,6 +133,16 @@ class TranscriptionJobSpec(_Base):
     priority: int = Field(0, ge=0, le=1000000, description="higher runs first; equal priorities run oldest first")
     ttlSecondsAfterFinished: int | None = Field(None, ge=0, description="delete the job this long after it finished")
     cancel: bool = Field(False, description="true cancels the job (queued: at once; running: the worker aborts it)")
+    timeLimitSeconds: int | None = Field(
+        None, ge=1, le=7 * 86400,
+        description="wall-time limit of one run of the job; over it the chunk in flight stops and the rest are reported failed "
+                    "(default: the worker's JOB_TIME_LIMIT_SECS)",
+    )
+    chunkTimeLimitFactor: str | None = Field(
+        None, max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?$",
+        description="per-chunk limit = CHUNK_TIME_LIMIT_MIN_SECS + this x max(chunk duration, 30 s), as a decimal string "
+                    "(CRDs avoid floats); over it a chunk is retried once, then failed (default: CHUNK_TIME_LIMIT_FACTOR)",
+    )
 
 
 class JobResult(_Base):
@@ -354,10 +365,38 @@ def job_from_resource(obj: dict[str, Any], segments: list[Segment] | None = None
         "webhook_url": spec.get("webhookUrl"),
         "filename": filename,
         "completed_at": parse_time(status.get("completionTime")),
+        "time_limit_secs": spec.get("timeLimitSeconds"),
+        "chunk_time_limit_factor": float(spec["chunkTimeLimitFactor"]) if spec.get("chunkTimeLimitFactor") else None,
     }
     if created:
         fields["created_at"] = created
     return Job(**fields)
+
+
+@dataclass(frozen=True)
+class ResultDoc:
+    """A Done job's ``transcript.json``, parsed: what the Job shows of it."""
+
+    segments: list[Segment]
+    removed: list[RemovedText]
+    degraded_chunks: list[DegradedChunk]
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> "ResultDoc":
+        return cls([Segment.model_validate(s) for s in body.get("segments") or []],
+                   [RemovedText.model_validate(r) for r in body.get("removed") or []],
+                   [DegradedChunk.model_validate(d) for d in body.get("degraded_chunks") or []])
+
+
+def job_with_result(obj: dict[str, Any], result: ResultDoc | None, verbose: bool = False) -> Job:
+    """The Job of a resource with its result: segments, the count of what repetition handling
+    removed (the text itself only when ``verbose``), the degraded chunks. One shape for the
+    facade and the operator's webhook."""
+    if result is None:
+        return job_from_resource(obj, [])
+    job = job_from_resource(obj, list(result.segments))
+    return job.model_copy(update={"segments_removed": len(result.removed), "degraded_chunks": list(result.degraded_chunks),
+                                  "removed": list(result.removed) if verbose else None})
 
 
 def submission_order(obj: dict[str, Any]) -> str:

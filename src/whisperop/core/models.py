@@ -59,6 +59,36 @@ class Segment(BaseModel):
     end: float
     text: str
     words: list[Word] = Field(default_factory=list)
+    suspect: list[str] | None = Field(
+        default=None,
+        description="null, or the evidence that this segment is a likely hallucination: "
+        "no_speech (no speech energy under its span), low_probability (mean word probability < 0.4), "
+        "high_compression (zlib compression ratio of its text > 2.4). Flagged, never removed.",
+    )
+
+
+class RemovedText(BaseModel):
+    """Text that repetition handling removed from the transcript (kept here so nothing vanishes silently)."""
+
+    start: float = Field(description="seconds from the start of the audio")
+    end: float
+    text: str
+    reason: Literal["repeat_over_silence", "repeat_overlapping", "loop_in_span", "partial"] = Field(
+        description="repeat_over_silence: the same text again with no speech of its own under it; "
+        "repeat_overlapping: the same text again over the previous segment's time span; "
+        "loop_in_span: a unit repeated inside one segment without speech for each repetition; "
+        "partial: a rolling partial hypothesis merged into the longer segment that follows it",
+    )
+
+
+class DegradedChunk(BaseModel):
+    """A chunk that ran over its time limit (see docs/serve.md, "Time limits")."""
+
+    index: int
+    start: float = Field(description="seconds from the start of the audio")
+    end: float
+    failed: bool = Field(description="true: no text for this span (both attempts ran over); false: the retry finished in time")
+    reason: str
 
 
 class Job(BaseModel):
@@ -76,6 +106,23 @@ class Job(BaseModel):
     filename: str | None = None
     created_at: Timestamp = Field(default_factory=utcnow)
     completed_at: Timestamp | None = None
+    segments_removed: int = Field(
+        default=0, ge=0,
+        description="segments or repetitions that repetition handling removed (docs/serve.md, \"Repetition\")",
+    )
+    removed: list[RemovedText] | None = Field(
+        default=None, description="the removed text with its times; only with GET /jobs/{id}?verbose=true, else null",
+    )
+    degraded_chunks: list[DegradedChunk] = Field(
+        default_factory=list, description="chunks that ran over the per-chunk time limit (retried, or failed)",
+    )
+    time_limit_secs: float | None = Field(
+        default=None, gt=0, description="this job's wall-time limit per run (submit field); null = the server's JOB_TIME_LIMIT_SECS",
+    )
+    chunk_time_limit_factor: float | None = Field(
+        default=None, gt=0,
+        description="this job's per-chunk limit factor (submit field); null = the server's CHUNK_TIME_LIMIT_FACTOR",
+    )
 
 
 class JobSummary(BaseModel):
@@ -211,6 +258,8 @@ class TranscriptionResult(BaseModel):
     duration_secs: float
     segments: list[Segment]
     chunks: int = 0
+    removed: list[RemovedText] = Field(default_factory=list)
+    degraded_chunks: list[DegradedChunk] = Field(default_factory=list)
 
 
 def to_json_dict(model: BaseModel, **kwargs: Any) -> dict[str, Any]:

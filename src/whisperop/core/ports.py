@@ -164,6 +164,11 @@ class JobStore(Protocol):
         """Chunks done so far (and the audio duration once known); False if no longer running."""
         ...
 
+    def progress(self, job_id: str) -> tuple[int, int] | None:
+        """``(chunks done, chunks total)`` of a running job whose audio is planned, else None
+        (the state an SSE subscriber joining mid-job starts with)."""
+        ...
+
     def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
         """running → done with the result; ``None`` if the job was cancelled meanwhile."""
         ...

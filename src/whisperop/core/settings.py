@@ -53,7 +53,25 @@ class EngineSettings(BaseSettings):
         3600.0, ge=0.0, alias="AUDIO_MAX_SECS_PER_MB",
         description="decompression-bomb rule: at most this many seconds of audio per MB of input beyond 600 s (0 = off)",
     )
-    tmp_dir: Path | None = Field(None, alias="WHISPEROP_TMP_DIR", description="decode temp files; whisperop serve: DATA_DIR/tmp")
+    tmp_dir: Path | None = Field(None, alias="WHISPEROP_TMP_DIR", description="decode temp files; whisperop serve: DATA_DIR/tmp, emptied of whisperop-* leftovers at start")
+    chunk_time_limit_factor: float = Field(
+        5.0, gt=0.0, alias="CHUNK_TIME_LIMIT_FACTOR",
+        description="a chunk may take CHUNK_TIME_LIMIT_MIN_SECS + this x its duration; over it: one retry, then the chunk fails",
+    )
+    chunk_time_limit_min_secs: float = Field(60.0, ge=0.0, alias="CHUNK_TIME_LIMIT_MIN_SECS")
+    job_time_limit_secs: float = Field(0.0, ge=0.0, alias="JOB_TIME_LIMIT_SECS",
+                                       description="wall time of one run of a job; 0 = only the chunk limits")
+    fault_slow_chunk: str = Field(
+        "", alias="WHISPEROP_FAULT_SLOW_CHUNK",
+        description="test hook 'INDEX:ATTEMPTS': the first ATTEMPTS decodes of chunk INDEX do not end on their own (held in whisper.cpp's abort callback until the time limit or a cancel stops them)",
+    )
+
+    def fault_slow(self, index: int, attempt: int) -> bool:
+        """Whether the slow-chunk test hook applies to this chunk and attempt (0-based)."""
+        if not self.fault_slow_chunk:
+            return False
+        chunk, _, attempts = self.fault_slow_chunk.partition(":")
+        return int(chunk) == index and attempt < int(attempts or "1")
 
 
 class ServerSettings(BaseSettings):
@@ -104,6 +122,10 @@ class ServerSettings(BaseSettings):
     outbound_allow: str = Field(
         "", alias="WHISPEROP_OUTBOUND_ALLOW",
         description="internal hosts/addresses/CIDRs that webhook and audio URLs may reach (whisperop.core.urlguard); empty = public addresses only",
+    )
+    max_job_attempts: int = Field(
+        3, ge=1, alias="MAX_JOB_ATTEMPTS",
+        description="runs a job may start; one running at a crash is queued again (resuming) until then; 1 = fail it at once (original contract)",
     )
 
 

@@ -51,7 +51,7 @@ from whisperop.cluster import kube
 from whisperop.cluster import webhooks as cluster_webhooks
 from whisperop.core import crds
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
-from whisperop.core.models import Job, JobStatus, Segment, TranscriptionResult
+from whisperop.core.models import Job, JobStatus, TranscriptionResult
 from whisperop.core.ports import ClaimedJob, DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
 from whisperop.core.subscribers import Subscribers
 from whisperop.stores.k8s_watch import Obj, ResourceWatch
@@ -93,7 +93,7 @@ class K8sJobStore:
         self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
         self._lock = threading.Lock()
         self._finished: set[str] = set()  # jobs whose terminal change this process already emitted
-        self._segment_cache: dict[str, list[Segment]] = {}
+        self._segment_cache: dict[str, crds.ResultDoc] = {}
         self._unsub_informer = self.informer.add_callback(self._on_event)
 
     # ── lifecycle ────────────────────────────────────────────────────────
@@ -112,29 +112,29 @@ class K8sJobStore:
     def s3_uri(self, key: str) -> str:
         return f"s3://{self.blobs.bucket}/{self.blobs._k(key)}"
 
-    def _segments(self, obj: Obj) -> list[Segment]:
-        """Segments of a Done job from its result JSON (cached per job uid and result URI: a Done
-        job's result never changes; a job re-created under the same name has a new uid)."""
+    def _result_doc(self, obj: Obj) -> crds.ResultDoc | None:
+        """What a Done job's result JSON holds (cached per job uid and result URI: a Done job's
+        result never changes; a job re-created under the same name has a new uid)."""
         uri = ((obj.get("status") or {}).get("result") or {}).get("json")
         if not uri:
-            return []
+            return None
         ck = f"{obj['metadata'].get('uid')}:{uri}"
         with self._lock:
             hit = self._segment_cache.get(ck)
         if hit is not None:
-            return list(hit)
+            return hit
         bucket, key = crds.split_s3_uri(uri)
-        body = self.blobs.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        segs = [Segment(**s) for s in json.loads(body).get("segments", [])]
+        doc = crds.ResultDoc.parse(json.loads(self.blobs.client.get_object(Bucket=bucket, Key=key)["Body"].read()))
         with self._lock:
-            self._segment_cache[ck] = segs
+            self._segment_cache[ck] = doc
             while len(self._segment_cache) > SEGMENT_CACHE_SIZE:
                 self._segment_cache.pop(next(iter(self._segment_cache)))
-        return list(segs)
+        return doc
 
     def to_job(self, obj: Obj) -> Job:
-        segs = self._segments(obj) if _phase(obj) == "Done" else []
-        return crds.job_from_resource(obj, segs)
+        if _phase(obj) != "Done":
+            return crds.job_from_resource(obj, [])
+        return crds.job_with_result(obj, self._result_doc(obj), verbose=True)  # the routes drop removed unless ?verbose=true
 
     def _read(self, job_id: str) -> Obj:
         if not _NAME_RE.match(job_id):
@@ -161,6 +161,10 @@ class K8sJobStore:
             spec["webhookUrl"] = job.webhook_url
         if self.ttl_secs_after_finished:
             spec["ttlSecondsAfterFinished"] = self.ttl_secs_after_finished
+        if job.time_limit_secs is not None:
+            spec["timeLimitSeconds"] = max(1, int(round(job.time_limit_secs)))
+        if job.chunk_time_limit_factor is not None:
+            spec["chunkTimeLimitFactor"] = f"{job.chunk_time_limit_factor:.6f}".rstrip("0").rstrip(".")
         annotations = {crds.ANN_SUBMITTED: crds.submitted_now()}
         if not external:
             annotations[crds.ANN_AUDIO_OWNED] = "true"
@@ -317,6 +321,14 @@ class K8sJobStore:
 
     def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
         raise NotImplementedError("whisperop worker writes progress")
+
+    def progress(self, job_id: str) -> tuple[int, int] | None:
+        obj = self._read(job_id)
+        st = obj.get("status") or {}
+        total = int(st.get("chunksTotal") or 0)
+        if _phase(obj) != "Running" or total < 1:
+            return None
+        return int(st.get("chunk") or 0), total
 
     def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
         raise NotImplementedError("whisperop worker writes results")

@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from whisperop.core.checkpoints import ChunkRecord
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
-from whisperop.core.models import Job, JobStatus, TranscriptionResult, utcnow
+from whisperop.core.models import DegradedChunk, Job, JobStatus, RemovedText, Segment, TranscriptionResult, utcnow
 from whisperop.core.ports import ChangeKind, ClaimedJob, DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
 from whisperop.core.settings import WebhookRegistrySettings
 from whisperop.core.subscribers import Subscribers
@@ -56,10 +57,23 @@ CREATE TABLE IF NOT EXISTS jobs (
     completed_at  TEXT,
     audio_key     TEXT NOT NULL,
     priority      INTEGER NOT NULL DEFAULT 0,
-    hints         TEXT
+    hints         TEXT,
+    removed       TEXT NOT NULL DEFAULT '[]',
+    degraded      TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs(completed_at);
+CREATE TABLE IF NOT EXISTS job_chunks (
+    job_id        TEXT NOT NULL,
+    idx           INTEGER NOT NULL,
+    start_sample  INTEGER NOT NULL,
+    end_sample    INTEGER NOT NULL,
+    done          INTEGER NOT NULL DEFAULT 0,
+    language      TEXT,
+    segments      TEXT,
+    degraded      TEXT,
+    PRIMARY KEY (job_id, idx)
+);
 CREATE TABLE IF NOT EXISTS webhook_urls (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
     url           TEXT NOT NULL UNIQUE,
@@ -71,7 +85,34 @@ _ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 _TERMINAL = tuple(s.value for s in JobStatus if s.terminal)
 # every column but the segments (a listing never needs them; a 2-hour transcript is ~1 MB of JSON)
 _SUMMARY = ("seq, id, status, task, language, progress, chunk, chunks_total, duration_secs, '[]' AS segments, error,"
-            " webhook_url, filename, created_at, started_at, completed_at, audio_key")
+            " webhook_url, filename, created_at, started_at, completed_at, audio_key, removed, degraded,"
+            " time_limit_secs, chunk_time_limit_factor")
+
+#: Columns added after the first release: a database written by an older
+#: server gets them on open (``ALTER TABLE ... ADD COLUMN``, instant in SQLite).
+_ADDED_COLUMNS = {
+    "priority": "INTEGER NOT NULL DEFAULT 0",
+    "hints": "TEXT",
+    "owner": "TEXT",
+    "removed": "TEXT NOT NULL DEFAULT '[]'",
+    "degraded": "TEXT NOT NULL DEFAULT '[]'",
+    "attempts": "INTEGER NOT NULL DEFAULT 0",
+    "time_limit_secs": "REAL",
+    "chunk_time_limit_factor": "REAL",
+}
+
+#: Runs a job may start: one that was running at a crash is queued again
+#: (and resumes from its checkpoint) until it has been started this often;
+#: then it fails with ``RESTART_MESSAGE``. 1 = the original contract (a job
+#: running at a restart fails at once). Cluster mode's default is also 3.
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    have = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    for name, decl in _ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
 
 
 def _ts(dt: datetime | None) -> str | None:
@@ -79,6 +120,7 @@ def _ts(dt: datetime | None) -> str | None:
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
+    removed = [RemovedText.model_validate(r) for r in json.loads(row["removed"])]
     return Job(
         id=row["id"],
         status=JobStatus(row["status"]),
@@ -92,15 +134,22 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         filename=row["filename"],
         created_at=datetime.fromisoformat(row["created_at"]),
         completed_at=datetime.fromisoformat(row["completed_at"]) if row["completed_at"] else None,
+        segments_removed=len(removed),
+        removed=removed,
+        degraded_chunks=json.loads(row["degraded"]),
+        time_limit_secs=row["time_limit_secs"],
+        chunk_time_limit_factor=row["chunk_time_limit_factor"],
     )
 
 
 class SqliteJobStore:
     """The local JobStore: ``<data_dir>/jobs.sqlite3``."""
 
-    def __init__(self, path: str | Path, registry: WebhookRegistrySettings | None = None) -> None:
+    def __init__(self, path: str | Path, registry: WebhookRegistrySettings | None = None,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
         self.path = Path(path)
         self.registry = registry or WebhookRegistrySettings()
+        self.max_attempts = max(1, max_attempts)
         self._last_depth = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -113,11 +162,7 @@ class SqliteJobStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             conn.executescript(_SCHEMA)
-            columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
-            if "priority" not in columns:  # a database from before priority
-                conn.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
-            if "hints" not in columns:
-                conn.execute("ALTER TABLE jobs ADD COLUMN hints TEXT")
+            _migrate(conn)
             conn.execute("CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(status, priority DESC, seq)")
             self._migrate_registry(conn)
             conn.execute("PRAGMA busy_timeout=30000")
@@ -127,8 +172,8 @@ class SqliteJobStore:
         self._conn = conn
 
     @classmethod
-    def in_data_dir(cls, data_dir: str | Path) -> "SqliteJobStore":
-        return cls(Path(data_dir) / "jobs.sqlite3")
+    def in_data_dir(cls, data_dir: str | Path, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> "SqliteJobStore":
+        return cls(Path(data_dir) / "jobs.sqlite3", max_attempts=max_attempts)
 
     # ── plumbing ─────────────────────────────────────────────────────────
 
@@ -162,13 +207,14 @@ class SqliteJobStore:
             with self._write() as c:
                 c.execute(
                     "INSERT INTO jobs (id, status, task, language, progress, duration_secs, segments, error,"
-                    " webhook_url, filename, created_at, completed_at, audio_key, priority, hints, owner)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " webhook_url, filename, created_at, completed_at, audio_key, priority, hints, owner,"
+                    " time_limit_secs, chunk_time_limit_factor)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.id, job.status.value, job.task.value, job.language, job.progress, job.duration_secs,
                         json.dumps([s.model_dump(mode="json") for s in job.segments]), job.error, job.webhook_url,
                         job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key, priority, hints_json,
-                        owner,
+                        owner, job.time_limit_secs, job.chunk_time_limit_factor,
                     ),
                 )
                 row = self._one(job.id)
@@ -277,6 +323,7 @@ class SqliteJobStore:
                     "UPDATE jobs SET status = 'cancelled', segments = '[]', completed_at = ? WHERE id = ?",
                     (_ts(utcnow()), job_id),
                 )
+                c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))  # terminal: checkpoints go
                 row = self._one(job_id)
             assert row is not None
             return self._notify("finished", row)
@@ -288,7 +335,8 @@ class SqliteJobStore:
                     "SELECT seq FROM jobs WHERE status = 'queued' ORDER BY priority DESC, seq LIMIT 1").fetchone()
                 if row is None:
                     return None
-                c.execute("UPDATE jobs SET status = 'running', started_at = ? WHERE seq = ?", (_ts(utcnow()), row["seq"]))
+                c.execute("UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE seq = ?",
+                          (_ts(utcnow()), row["seq"]))
                 row = c.execute("SELECT * FROM jobs WHERE seq = ?", (row["seq"],)).fetchone()
             job = self._notify("started", row)
             hints = DecodeHints.from_dict(json.loads(row["hints"])) if row["hints"] else DecodeHints()
@@ -309,15 +357,27 @@ class SqliteJobStore:
             self._notify("progress", row)
             return True
 
+    def progress(self, job_id: str) -> tuple[int, int] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT status, chunk, chunks_total FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or row["status"] != "running" or row["chunks_total"] < 1:
+            return None
+        return int(row["chunk"]), int(row["chunks_total"])
+
     def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
         segments = json.dumps([s.model_dump(mode="json") for s in result.segments])
+        removed = json.dumps([r.model_dump(mode="json") for r in result.removed])
+        degraded = json.dumps([d.model_dump(mode="json") for d in result.degraded_chunks])
         with self._lock:
             with self._write() as c:
                 cur = c.execute(
                     "UPDATE jobs SET status = 'done', progress = 100, chunk = chunks_total, language = COALESCE(?, language),"
-                    " duration_secs = ?, segments = ?, error = NULL, completed_at = ? WHERE id = ? AND status = 'running'",
-                    (result.language, result.duration_secs, segments, _ts(utcnow()), job_id),
+                    " duration_secs = ?, segments = ?, removed = ?, degraded = ?, error = NULL, completed_at = ?"
+                    " WHERE id = ? AND status = 'running'",
+                    (result.language, result.duration_secs, segments, removed, degraded, _ts(utcnow()), job_id),
                 )
+                if cur.rowcount:
+                    c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
                 row = self._one(job_id) if cur.rowcount else None
             return None if row is None else self._notify("finished", row)
 
@@ -329,6 +389,8 @@ class SqliteJobStore:
                     " WHERE id = ? AND status = 'running'",
                     (error, _ts(utcnow()), job_id),
                 )
+                if cur.rowcount:
+                    c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
                 row = self._one(job_id) if cur.rowcount else None
             return None if row is None else self._notify("finished", row)
 
@@ -338,21 +400,76 @@ class SqliteJobStore:
         return None if row is None else str(row[0])
 
     def recover_interrupted(self) -> list[Job]:
+        """Jobs left ``running`` by a dead process: queued again (they resume from
+        their checkpoint, in their original FIFO place) while they have started
+        fewer than ``max_attempts`` runs; the others fail with ``RESTART_MESSAGE``.
+        Returns the failed ones (the caller deletes their audio)."""
         with self._lock:
             with self._write() as c:
-                ids = [r[0] for r in c.execute("SELECT id FROM jobs WHERE status = 'running' ORDER BY seq")]
-                c.execute(
-                    "UPDATE jobs SET status = 'failed', segments = '[]', error = ?, completed_at = ? WHERE status = 'running'",
-                    (RESTART_MESSAGE, _ts(utcnow())),
-                )
+                rows = c.execute("SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY seq").fetchall()
+                retry = [r["id"] for r in rows if r["attempts"] < self.max_attempts]
+                failed = [r["id"] for r in rows if r["attempts"] >= self.max_attempts]
+                for job_id in retry:
+                    c.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", (job_id,))
+                for job_id in failed:
+                    c.execute("UPDATE jobs SET status = 'failed', segments = '[]', error = ?, completed_at = ? WHERE id = ?",
+                              (RESTART_MESSAGE, _ts(utcnow()), job_id))
+                    c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
             jobs = []
-            for job_id in ids:
+            for job_id in failed:
                 row = self._one(job_id)
                 if row is not None:
                     jobs.append(self._notify("finished", row))
+        for job_id in retry:
+            log.warning("job was running when the server stopped: queued again, resumes from its checkpoint",
+                        extra={"job_id": job_id})
         for job in jobs:
-            log.warning("job was running when the server stopped: marked failed", extra={"job_id": job.id})
+            log.warning("job was running when the server stopped: marked failed", extra={"job_id": job.id,
+                                                                                          "max_attempts": self.max_attempts})
         return jobs
+
+    # ── checkpoints ──────────────────────────────────────────────────────
+
+    def checkpoint(self, job_id: str) -> "SqliteCheckpoint":
+        return SqliteCheckpoint(self, job_id)
+
+    def _save_plan(self, job_id: str, plan: list[tuple[int, int]]) -> None:
+        with self._lock:
+            with self._write() as c:
+                c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
+                c.executemany("INSERT INTO job_chunks (job_id, idx, start_sample, end_sample) VALUES (?,?,?,?)",
+                              [(job_id, i, start, end) for i, (start, end) in enumerate(plan)])
+
+    def _plan(self, job_id: str) -> list[tuple[int, int]] | None:
+        with self._lock:
+            rows = self._conn.execute("SELECT start_sample, end_sample FROM job_chunks WHERE job_id = ? ORDER BY idx",
+                                      (job_id,)).fetchall()
+        return [(int(r[0]), int(r[1])) for r in rows] or None
+
+    def _save_chunk(self, job_id: str, rec: ChunkRecord) -> None:
+        segments = json.dumps([s.model_dump(mode="json") for s in rec.segments])
+        degraded = rec.degraded.model_dump_json() if rec.degraded is not None else None
+        with self._lock:
+            with self._write() as c:
+                c.execute("UPDATE job_chunks SET done = 1, language = ?, segments = ?, degraded = ? WHERE job_id = ? AND idx = ?",
+                          (rec.language, segments, degraded, job_id, rec.index))
+
+    def _done_chunks(self, job_id: str) -> dict[int, ChunkRecord]:
+        with self._lock:
+            rows = self._conn.execute("SELECT idx, language, segments, degraded FROM job_chunks WHERE job_id = ? AND done = 1",
+                                      (job_id,)).fetchall()
+        return {
+            int(r["idx"]): ChunkRecord(
+                int(r["idx"]), [Segment.model_validate(s) for s in json.loads(r["segments"])], r["language"],
+                DegradedChunk.model_validate_json(r["degraded"]) if r["degraded"] else None)
+            for r in rows
+        }
+
+    def drop_checkpoint(self, job_id: str) -> None:
+        """Forget a job's chunks (it is terminal: its result, if any, is in its row)."""
+        with self._lock:
+            with self._write() as c:
+                c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
 
     def watch(self, callback: JobWatcher) -> Unsubscribe:
         return self._watchers.add(callback)
@@ -360,10 +477,8 @@ class SqliteJobStore:
     # ── webhook registry ─────────────────────────────────────────────────
 
     def _migrate_registry(self, conn: sqlite3.Connection) -> None:
-        """Databases from before issue 16: add the job owner column and the registry's expiry
-        columns (old registry rows get a full TTL)."""
-        if "owner" not in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}:
-            conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+        """Databases from before issue 16: add the registry's expiry columns (old registry rows
+        get a full TTL; the job owner column is one of ``_ADDED_COLUMNS``)."""
         cols = {r[1] for r in conn.execute("PRAGMA table_info(webhook_urls)")}
         if "expires_at" not in cols:
             conn.execute("ALTER TABLE webhook_urls ADD COLUMN expires_at REAL")
@@ -411,3 +526,22 @@ class SqliteJobStore:
     def __repr__(self) -> str:
         return f"SqliteJobStore({str(self.path)!r})"
 
+
+class SqliteCheckpoint:
+    """One job's :class:`whisperop.core.checkpoints.Checkpoint` in ``job_chunks`` rows."""
+
+    def __init__(self, store: SqliteJobStore, job_id: str) -> None:
+        self._store = store
+        self.job_id = job_id
+
+    def plan(self) -> list[tuple[int, int]] | None:
+        return self._store._plan(self.job_id)
+
+    def save_plan(self, plan: list[tuple[int, int]]) -> None:
+        self._store._save_plan(self.job_id, plan)
+
+    def done(self) -> dict[int, ChunkRecord]:
+        return self._store._done_chunks(self.job_id)
+
+    def save(self, record: ChunkRecord) -> None:
+        self._store._save_chunk(self.job_id, record)
