@@ -15,7 +15,10 @@ import argparse
 import logging
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 log = logging.getLogger("whisperop.serve")
 
@@ -131,11 +134,28 @@ def _tokens_file(args: argparse.Namespace) -> str | None:
     return os.environ.get("WHISPEROP_AUTH_TOKENS_FILE") or None
 
 
+def _run_http(app: Any, host: str, port: int, on_stop_signal: Callable[[], None] | None = None) -> None:
+    """uvicorn, with ``on_stop_signal`` called at SIGTERM/SIGINT itself.
+
+    uvicorn runs the app's shutdown only after draining connections (up to 3 s,
+    SSE streams hold them that long): the worker would decode on meanwhile and,
+    on a fast machine, finish a job the stop was meant to interrupt."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if on_stop_signal is not None:
+                on_stop_signal()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=3, lifespan="on")
+    Server(config).run()
+
+
 def cmd_serve_cluster(args: argparse.Namespace) -> int:
     """The stateless facade: TranscriptionJobs + S3 + one WhisperModel (docs/serve.md, cluster mode)."""
     import os
-
-    import uvicorn
 
     from whisperop.api.app import create_app
     from whisperop.cluster import kube
@@ -169,8 +189,7 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     log.info("starting whisperop serve --cluster", extra={"host": settings.host, "port": settings.port,
                                                           "namespace": namespace, "model": model, "bucket": s3.bucket})
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                    timeout_graceful_shutdown=3, lifespan="on")
+        _run_http(app, settings.host, settings.port)
     finally:
         jobstore.close()
     return 0
@@ -178,8 +197,6 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
-
-    import uvicorn
 
     if args.cluster or (os.environ.get("WHISPEROP_MODE") or "").lower() == "cluster":
         return cmd_serve_cluster(args)
@@ -238,7 +255,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, runtime, jobstore, blobstore, auth_tokens_file=_tokens_file(args))
     log.info("starting whisperop serve", extra={"host": settings.host, "port": settings.port, "data_dir": str(data_dir),
                                                 "model": settings.model_name, "model_path": str(model_path)})
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=3, lifespan="on")
+    _run_http(app, settings.host, settings.port, on_stop_signal=runtime.begin_stop)
     jobstore.close()
     return 0

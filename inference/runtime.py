@@ -186,13 +186,21 @@ class LocalModelRuntime:
         self._thread = threading.Thread(target=self._main, name="whisperop-worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def begin_stop(self) -> None:
+        """Stop taking work and abort the chunk in flight, without waiting.
+
+        Called from the stop signal itself, before the HTTP server drains its
+        connections (up to 3 s): the job keeps its audio and checkpoint and the
+        next start resumes it, so there is nothing to gain by decoding on."""
         with self._cond:
             self._stop = True
             current = self._current
             self._cond.notify_all()
         if current is not None:
             current[1].set()  # abort the in-flight call; the next start queues the job again (checkpointed)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.begin_stop()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
