@@ -31,6 +31,10 @@ def test_runaway_chunk_is_bounded_reported_and_the_next_job_runs(start_server, a
         assert_job(nxt, after, status="done")
         assert parse_utc(nxt["completed_at"]) >= parse_utc(job["completed_at"])
         assert nxt["degraded_chunks"] == []
+        # the listing says the same, so a dashboard can flag the job without fetching it
+        listed = {j["id"]: j for j in c.http.get("/jobs").json()["jobs"]}
+        assert listed[bounded]["degraded_chunks"] == job["degraded_chunks"]
+        assert listed[bounded]["segments_removed"] == job["segments_removed"]
 
 
 def test_time_limit_fields_are_validated(api: ApiClient, audio) -> None:

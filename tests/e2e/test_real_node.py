@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ def release(kube: Kube, images: dict[str, str], minio: dict[str, str], base_mode
             s3.create_bucket(Bucket=bucket)
         except s3.exceptions.BucketAlreadyOwnedByYou:
             pass
+    # every write of a result is a version: the worker-loss test counts them (exactly once)
+    s3.put_bucket_versioning(Bucket="whisperop", VersioningConfiguration={"Status": "Enabled"})
     s3.upload_file(str(base_model_q8), "whisperop-models", MODEL_FILE)
     s3.upload_file(str(REPO / "tests" / "data" / "jfk.wav"), "whisperop-inputs", "jfk.wav")
 
@@ -247,8 +250,10 @@ def _deliveries_for(receiver: WebhookReceiver, path: str) -> set[str]:
 
 
 def test_worker_pod_deleted_mid_job_is_requeued_and_finishes_once(
-    kube: Kube, facade: httpx.Client, receiver: WebhookReceiver, long_speech: Path
+    kube: Kube, facade: httpx.Client, receiver: WebhookReceiver, long_speech: Path, release: dict[str, Any]
 ) -> None:
+    """Exactly once, counted three ways: completion webhook deliveries, TranscriptionJobs, and
+    result writes (the results bucket is versioned: each PUT of an output is one version)."""
     job_id = _submit(facade, long_speech, language="en", webhook_url=receiver.url("/worker-loss"))
     _job_running(facade, job_id)
     pod = wait_for("the running worker pod", lambda: _running_worker(kube), 60)
@@ -262,6 +267,11 @@ def test_worker_pod_deleted_mid_job_is_requeued_and_finishes_once(
     tj = kube.get("-n", NS, "transcriptionjobs", "-o", "json")
     mine = [t for t in (tj or {"items": []})["items"] if job_id in json.dumps(t["metadata"])]
     assert len(mine) == 1 and mine[0]["status"]["phase"] == "Done", [t.get("status") for t in mine]
+    prefix = f"results/{NS}/{mine[0]['metadata']['name']}/"
+    listed = release["s3"].list_object_versions(Bucket="whisperop", Prefix=prefix)
+    writes = Counter(v["Key"] for v in listed.get("Versions", []))
+    assert writes and set(writes.values()) == {1}, f"result writes per output: {dict(writes)}"
+    assert f"{prefix}transcript.json" in writes, dict(writes)
 
 
 def test_operator_pod_deleted_mid_job_loses_nothing(

@@ -139,6 +139,8 @@ class JobSummary(BaseModel):
     filename: str | None
     created_at: Timestamp
     completed_at: Timestamp | None
+    segments_removed: int = Field(default=0, ge=0, description="as in GET /jobs/{id}")
+    degraded_chunks: list[DegradedChunk] = Field(default_factory=list, description="as in GET /jobs/{id}")
 
 
 class JobList(BaseModel):
