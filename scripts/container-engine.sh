@@ -32,6 +32,7 @@
 # Idempotent: `start` with both running only reports; with containerd up
 # (e.g. started by the test node) it starts dockerd only.
 set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 sandbox_image="${WHISPEROP_SANDBOX_IMAGE:-registry.k8s.io/pause:3.10}"
 cni_bin="${WHISPEROP_CNI_BIN_DIR:-/usr/lib/cni}"
@@ -54,30 +55,11 @@ need_root() {
 
 write_config() {
   mkdir -p "$state" "$logs" "$cni_conf"
-  cat > "$config.tmp" <<EOF
-# written by scripts/container-engine.sh; edits are overwritten on the next start
-version = 2
-root = "/var/lib/containerd"
-state = "/run/containerd"
-
-[grpc]
-  address = "$ctr_sock"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$sandbox_image"
-  restrict_oom_score_adj = true
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$cni_bin"
-    conf_dir = "$cni_conf"
-EOF
+  # one template for this script and the test node (src/whisperop/testenv/containerd.toml.in)
+  sed -e "s|@ROOT@|/var/lib/containerd|" -e "s|@STATE@|/run/containerd|" -e "s|@SOCKET@|$ctr_sock|" \
+      -e "s|@SANDBOX_IMAGE@|$sandbox_image|" -e "s|@CNI_BIN@|$cni_bin|" -e "s|@CNI_CONF@|$cni_conf|" \
+      "$repo/src/whisperop/testenv/containerd.toml.in" > "$config.tmp"
+  if grep -q '@[A-Z_]*@' "$config.tmp"; then die "containerd.toml.in: unfilled fields: $(grep -o '@[A-Z_]*@' "$config.tmp" | sort -u | tr '\n' ' ')"; fi
   mv "$config.tmp" "$config"
 }
 

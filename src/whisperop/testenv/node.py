@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -57,6 +58,18 @@ NODE_LINK = "wop0"
 POD_CIDR = "10.88.0.0/24"
 CLUSTER_DOMAIN = "cluster.local"
 PAUSE_IMAGE = "localhost/whisperop/pause:testenv"
+
+
+def containerd_config(**values: object) -> str:
+    """``containerd.toml.in`` (shared with scripts/container-engine.sh) with its ``@NAME@`` fields
+    filled from ``values`` (keys in lower case: root, state, socket, sandbox_image, cni_bin, cni_conf)."""
+    text = (Path(__file__).with_name("containerd.toml.in")).read_text()
+    for key, value in values.items():
+        text = text.replace(f"@{key.upper()}@", str(value))
+    missing = sorted(set(re.findall(r"@([A-Z_]+)@", text)))
+    if missing:
+        raise ValueError(f"containerd.toml.in: no value for {missing}")
+    return text
 NODE_LABEL = "whisperop.io/real-node"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 SYSTEM_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "conntrack")
@@ -243,27 +256,9 @@ class RealNode:
             ],
         }, indent=2))
         cfg = self.dir / "containerd.toml"
-        cfg.write_text(f"""version = 2
-root = "{self.dir / 'containerd' / 'root'}"
-state = "{self.dir / 'containerd' / 'state'}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
-[grpc]
-  address = "{self.containerd_socket}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni_bin_dir()}"
-    conf_dir = "{cni_conf}"
-""")
+        cfg.write_text(containerd_config(
+            root=self.dir / "containerd" / "root", state=self.dir / "containerd" / "state",
+            socket=self.containerd_socket, sandbox_image=PAUSE_IMAGE, cni_bin=cni_bin_dir(), cni_conf=cni_conf))
         return cfg
 
     def start_containerd(self, detach: bool) -> Component:
