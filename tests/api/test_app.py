@@ -2,69 +2,25 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from whisperop.api.app import create_app
+from tests.support.local_app import LocalApp, LocalAppFactory, local_apps
 from whisperop.core.models import Health, Job, ModelState
-from whisperop.core.settings import EngineSettings, ServerSettings
-from whisperop.inference.runtime import FaultHooks, LocalModelRuntime
-from whisperop.stores.local_blobs import LocalBlobStore
-from whisperop.stores.sqlite_jobs import SqliteJobStore
+from whisperop.inference.runtime import FaultHooks
 
 
-class App:
-    def __init__(self, client: TestClient, runtime: LocalModelRuntime, blobs: LocalBlobStore, jobs: SqliteJobStore) -> None:
-        self.client, self.runtime, self.blobs, self.jobs = client, runtime, blobs, jobs
-
-    def wait_state(self, state: str, timeout: float = 30.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            st = self.client.get("/model/status").json()
-            if st["state"] == state:
-                return st
-            time.sleep(0.05)
-        raise AssertionError(f"model never {state}; last {st}")
-
-    def wait_job(self, job_id: str, timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.client.get(f"/jobs/{job_id}").json()
-            if job["status"] in ("done", "failed", "cancelled"):
-                return job
-            time.sleep(0.05)
-        raise AssertionError(f"job {job_id} not finished: {job}")
-
-    def blob_files(self) -> list[Path]:
-        return [p for p in self.blobs.root.rglob("*") if p.is_file()]
+App = LocalApp
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., App]]:
-    stack: list[tuple[TestClient, SqliteJobStore]] = []
-
-    def make(faults: FaultHooks | None = None, **server: object) -> App:
-        d = tmp_path / f"data{len(stack)}"
-        server.setdefault("WHISPEROP_OUTBOUND_ALLOW", "127.0.0.1")  # the tests' receivers: allowed explicitly
-        server.setdefault("WHISPEROP_ALLOWED_HOSTS", "testserver")  # TestClient's Host header
-        settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, GPU_POLL_INTERVAL_SECS=7, IDLE_TIMEOUT_SECS=0, **server)
-        jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
-        engine = EngineSettings(CHUNK_MAX_SECS=3.0, CHUNK_MIN_SECS=0.5, WHISPER_THREADS=2, USE_GPU=False, TEMPERATURE_INC=0.0)
-        runtime = LocalModelRuntime(tiny_model, jobs, blobs, engine, idle_timeout_secs=0, gpu_poll_interval_secs=7, faults=faults)
-        client = TestClient(create_app(settings, runtime, jobs, blobs))
-        client.__enter__()
-        stack.append((client, jobs))
-        return App(client, runtime, blobs, jobs)
-
-    yield make
-    for client, jobs in stack:
-        client.__exit__(None, None, None)
-        jobs.close()
+def make_app(tmp_path: Path, tiny_model: Path) -> Iterator[LocalAppFactory]:
+    # the tests' webhook receivers are on loopback: allowed explicitly
+    with local_apps(tmp_path, tiny_model, server={"WHISPEROP_OUTBOUND_ALLOW": "127.0.0.1"}) as make:
+        yield make
 
 
 def _post(app: App, audio: bytes | None = b"RIFF-not-really", filename: str = "a.wav", **fields: str):  # type: ignore[no-untyped-def]

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from whisperop.api.app import create_app
-from whisperop.core.settings import EngineSettings, ServerSettings
-from whisperop.inference.runtime import LocalModelRuntime
-from whisperop.stores.local_blobs import LocalBlobStore
-from whisperop.stores.sqlite_jobs import SqliteJobStore
+from tests.support.local_app import ENGINE_DEFAULTS, LocalApp, LocalAppFactory, local_apps
 
 
 class Files(ThreadingHTTPServer):
@@ -63,38 +58,17 @@ def files() -> Iterator[Files]:
     srv.server_close()
 
 
-class App:
-    def __init__(self, client: TestClient, jobs: SqliteJobStore, blobs: LocalBlobStore) -> None:
-        self.client, self.jobs, self.blobs = client, jobs, blobs
-
+class App(LocalApp):
     def submit(self, url: str, **fields: str):  # type: ignore[no-untyped-def]
         return self.client.post("/jobs", data={"audio_url": url, **fields}, files={"note": (None, "x")})
 
-    def blob_files(self) -> list[Path]:
-        return [p for p in self.blobs.root.rglob("*") if p.is_file()]
-
 
 @pytest.fixture
-def make_app(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., App]]:
-    made: list[tuple[TestClient, SqliteJobStore]] = []
-
-    def make(**server: object) -> App:
-        d = tmp_path / f"data{len(made)}"
-        server.setdefault("WHISPEROP_ALLOWED_HOSTS", "testserver")  # TestClient's Host header (issue 16's Host allow-list)
-        settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, IDLE_TIMEOUT_SECS=0, QUEUE_WHILE_LOADING=True,
-                                  **server)
-        jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
-        engine = EngineSettings(CHUNK_MAX_SECS=3.0, CHUNK_MIN_SECS=0.5, WHISPER_THREADS=2, USE_GPU=False)
-        runtime = LocalModelRuntime(tiny_model, jobs, blobs, engine, idle_timeout_secs=0, gpu_poll_interval_secs=7)
-        client = TestClient(create_app(settings, runtime, jobs, blobs))
-        client.__enter__()
-        made.append((client, jobs))
-        return App(client, jobs, blobs)
-
-    yield make
-    for client, jobs in made:
-        client.__exit__(None, None, None)
-        jobs.close()
+def make_app(tmp_path: Path, tiny_model: Path) -> Iterator[LocalAppFactory]:
+    engine = {k: v for k, v in ENGINE_DEFAULTS.items() if k != "TEMPERATURE_INC"}
+    with local_apps(tmp_path, tiny_model, server={"QUEUE_WHILE_LOADING": True, "GPU_POLL_INTERVAL_SECS": 30},
+                    engine=engine, app_class=App) as make:
+        yield make
 
 
 @pytest.fixture

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from tests.support.subtitles import parse_srt, parse_vtt
-from whisperop.api.app import create_app
+from tests.support.local_app import LocalApp, LocalAppFactory, local_apps
 from whisperop.api.retention import sweep
 from whisperop.core.models import Job, JobStatus, Segment, TranscriptionResult, Word, utcnow
-from whisperop.core.settings import EngineSettings, ServerSettings
-from whisperop.inference.runtime import FaultHooks, LocalModelRuntime
-from whisperop.stores.local_blobs import LocalBlobStore
-from whisperop.stores.sqlite_jobs import SqliteJobStore
+from whisperop.inference.runtime import FaultHooks
 
 TEXT = "And so my fellow Americans ask not what your country can do for you ask what you can do for your country"
 
@@ -34,10 +30,7 @@ def _result() -> TranscriptionResult:
     return TranscriptionResult(language="en", duration_secs=11.0, segments=[seg], chunks=1)
 
 
-class Env:
-    def __init__(self, client: TestClient, jobs: SqliteJobStore, blobs: LocalBlobStore) -> None:
-        self.client, self.jobs, self.blobs = client, jobs, blobs
-
+class Env(LocalApp):
     def job(self, status: JobStatus = JobStatus.done, filename: str = "speech.wav", keep_audio: bool = False) -> str:
         """A job stored as the worker would leave it (done: with the known transcript)."""
         job_id = str(uuid.uuid4())
@@ -55,26 +48,10 @@ class Env:
 
 
 @pytest.fixture
-def make_env(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., Env]]:
-    made: list[tuple[TestClient, SqliteJobStore]] = []
-
-    def make(faults: FaultHooks | None = None, **server: object) -> Env:
-        d = tmp_path / f"data{len(made)}"
-        server.setdefault("WHISPEROP_ALLOWED_HOSTS", "testserver")  # TestClient's Host header (issue 16's Host allow-list)
-        settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, IDLE_TIMEOUT_SECS=0, **server)
-        jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
-        engine = EngineSettings(WHISPER_THREADS=1, USE_GPU=False)
-        runtime = LocalModelRuntime(tiny_model, jobs, blobs, engine, idle_timeout_secs=0, gpu_poll_interval_secs=7,
-                                    faults=faults)
-        client = TestClient(create_app(settings, runtime, jobs, blobs))
-        client.__enter__()
-        made.append((client, jobs))
-        return Env(client, jobs, blobs)
-
-    yield make
-    for client, jobs in made:
-        client.__exit__(None, None, None)
-        jobs.close()
+def make_env(tmp_path: Path, tiny_model: Path) -> Iterator[LocalAppFactory]:
+    with local_apps(tmp_path, tiny_model, server={"GPU_POLL_INTERVAL_SECS": 30},
+                    engine={"WHISPER_THREADS": 1, "USE_GPU": False}, app_class=Env) as make:
+        yield make
 
 
 # ── transcripts as files ────────────────────────────────────────────────────

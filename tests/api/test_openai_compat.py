@@ -11,7 +11,7 @@ verbose_json carries word and segment timestamps, translations, /v1/models.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from tests.support import audio as audio_mod
 from tests.support.server import ServerProcess
 from tests.support.subtitles import parse_srt, parse_vtt
+from tests.support.local_app import LocalApp, LocalAppFactory, local_apps
 from whisperop.api.app import create_app
 from whisperop.core.settings import EngineSettings, ServerSettings
 from whisperop.inference.runtime import FaultHooks, LocalModelRuntime
@@ -31,37 +32,13 @@ from whisperop.stores.sqlite_jobs import SqliteJobStore
 REFERENCE = audio_mod.normalize_words(audio_mod.reference_text("jfk.wav"))
 
 
-class App:
-    def __init__(self, client: TestClient, jobs: SqliteJobStore, blobs: LocalBlobStore) -> None:
-        self.client, self.jobs, self.blobs = client, jobs, blobs
-
-    def blob_files(self) -> list[Path]:
-        return [p for p in self.blobs.root.rglob("*") if p.is_file()]
+App = LocalApp
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., App]]:
-    made: list[tuple[TestClient, SqliteJobStore]] = []
-
-    def make(faults: FaultHooks | None = None, **server: object) -> App:
-        d = tmp_path / f"data{len(made)}"
-        server.setdefault("WHISPEROP_ALLOWED_HOSTS", "testserver")  # TestClient's Host header (issue 16's Host allow-list)
-        settings = ServerSettings(WHISPER_MODEL="tiny-test", DATA_DIR=d, IDLE_TIMEOUT_SECS=0, GPU_POLL_INTERVAL_SECS=7,
-                                  **server)
-        jobs, blobs = SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d)
-        engine = EngineSettings(CHUNK_MAX_SECS=3.0, CHUNK_MIN_SECS=0.5, WHISPER_THREADS=2, USE_GPU=False,
-                                TEMPERATURE_INC=0.0)
-        runtime = LocalModelRuntime(tiny_model, jobs, blobs, engine, idle_timeout_secs=0, gpu_poll_interval_secs=7,
-                                    faults=faults)
-        client = TestClient(create_app(settings, runtime, jobs, blobs))
-        client.__enter__()
-        made.append((client, jobs))
-        return App(client, jobs, blobs)
-
-    yield make
-    for client, jobs in made:
-        client.__exit__(None, None, None)
-        jobs.close()
+def make_app(tmp_path: Path, tiny_model: Path) -> Iterator[LocalAppFactory]:
+    with local_apps(tmp_path, tiny_model) as make:
+        yield make
 
 
 def _post(app: App, path: str = "/v1/audio/transcriptions", audio: bytes | None = b"RIFF....", **fields: str):  # type: ignore[no-untyped-def]
