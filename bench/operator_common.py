@@ -113,13 +113,9 @@ class Bench:
 
 
 def wait_for(fn: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(interval)
-    raise TimeoutError(f"timed out waiting for {what}")
+    from whisperop.testenv.process import poll
+
+    return poll(fn, timeout, what, interval)
 
 
 class ClaimOnlyWorker:

@@ -23,15 +23,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from whisperop.core import crds
+from whisperop.testenv.process import poll
 
 PLUGIN = "whisperop.testenv.pytest_plugin"
 REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 FAST_ENV = {
     "WHISPEROP_RECONCILE_SECS": "1",
@@ -56,15 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.import_plugin(PLUGIN)
 
 
-def wait_for(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+wait_for = poll  # tests import it from here
 
 
 def kubectl(k8s_env: Any) -> str:

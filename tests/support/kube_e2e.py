@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 
 from whisperop.testenv import binaries, images
 from whisperop.testenv.node import RealNode
+from whisperop.testenv.process import poll
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "whisper-operator"
@@ -48,15 +48,8 @@ def skip_or_fail(reason: str) -> None:
 
 
 def wait_for(what: str, pred: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """Poll ``pred`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """:func:`whisperop.testenv.process.poll`, with ``what`` first (this module's call style)."""
+    return poll(pred, timeout, what, interval)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 _PR_SET_PDEATHSIG = 1
 
@@ -25,6 +26,24 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
+
+
+
+T = TypeVar("T")
+
+
+def poll(pred: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Call ``pred`` until it returns something truthy and return that; AssertionError naming
+    ``what`` and the last value after ``timeout`` seconds. The one wait loop of the test
+    environment, its tests and benchmarks."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last  # type: ignore[return-value]
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 class Component:
