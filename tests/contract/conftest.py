@@ -30,11 +30,12 @@ if str(ROOT) not in sys.path:
 
 from tests.support import audio as audio_mod  # noqa: E402
 from tests.support.client import ApiClient  # noqa: E402
-from tests.support.server import LIVE_SERVERS, TINY_SERVER_ENV, ServerProcess  # noqa: E402
+from tests.support.server import TINY_SERVER_ENV, ServerProcess  # noqa: E402
 from tests.support.sse import SSEStream  # noqa: E402
 from tests.support.webhooks import WebhookReceiver  # noqa: E402
 
 from tests.support.mode import EXTERNAL_URL, MANAGED, MANAGED_ONLY_REASON  # noqa: E402
+from tests.support.server import pytest_runtest_makereport, pytest_runtest_setup  # noqa: F401  (hooks: server logs in failure reports)
 
 #: settings every suite-started server gets, unless a test overrides them
 BASE_ENV = {
@@ -47,21 +48,6 @@ BASE_ENV = {
 # ── failure reports carry the servers' logs ─────────────────────────────────
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    item._server_log_offsets = {id(s): s.log_size() for s in LIVE_SERVERS}  # type: ignore[attr-defined]
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
-    rep = outcome.get_result()
-    if rep.failed and LIVE_SERVERS:
-        offsets = getattr(item, "_server_log_offsets", {})
-        for s in list(LIVE_SERVERS):
-            text = s.log_text(offsets.get(id(s), 0), 12000)
-            if text.strip():
-                rep.sections.append((f"server log {s.name} ({s.base_url}, pid {s.proc.pid if s.proc else '-'}) during this test", text))
 
 
 # ── audio and model ──────────────────────────────────────────────────────────

@@ -13,10 +13,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Mapping
 
 import httpx
+import pytest
 
 #: every server started by this process that has not been stopped for good
 LIVE_SERVERS: list["ServerProcess"] = []
@@ -219,3 +221,25 @@ class ServerProcess:
 
     def __repr__(self) -> str:
         return f"ServerProcess({self.name!r}, {self.base_url}, pid={self.proc.pid if self.proc else None})"
+
+
+# ── failure reports carry the servers' logs ─────────────────────────────────
+# Hook implementations: a conftest imports both names to turn them on for its folder.
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item._server_log_offsets = {id(s): s.log_size() for s in LIVE_SERVERS}  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:  # type: ignore[type-arg]
+    """A failed test's report gets each live server's log written during the test (12 KB each)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        offsets = getattr(item, "_server_log_offsets", {})
+        for s in list(LIVE_SERVERS):
+            text = s.log_text(offsets.get(id(s), 0), 12000)
+            if text.strip():
+                rep.sections.append((f"server log {s.name} ({s.base_url}, pid {s.proc.pid if s.proc else '-'}) during this test", text))

@@ -14,7 +14,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.support.browser import browser, open_page  # noqa: E402,F401  (fixtures)
-from tests.support.server import LIVE_SERVERS, ServerProcess  # noqa: E402
+from tests.support.server import ServerProcess  # noqa: E402
+from tests.support.server import pytest_runtest_makereport, pytest_runtest_setup  # noqa: F401  (hooks: server logs in failure reports)
 
 #: what every server of these tests gets (a test may add to it)
 BASE_ENV = {"IDLE_TIMEOUT_SECS": "0", "GPU_POLL_INTERVAL_SECS": "1", "QUEUE_WHILE_LOADING": "false", "TEMPERATURE_INC": "0"}
@@ -67,18 +68,3 @@ def tiny_server(servers: Servers, tiny_model: Path) -> ServerProcess:
     return servers.start("tiny", tiny_model, WHISPER_MODEL="tiny-test")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    item._server_log_offsets = {id(s): s.log_size() for s in LIVE_SERVERS}  # type: ignore[attr-defined]
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
-    rep = outcome.get_result()
-    if rep.failed:
-        offsets = getattr(item, "_server_log_offsets", {})
-        for s in list(LIVE_SERVERS):
-            text = s.log_text(offsets.get(id(s), 0), 8000)
-            if text.strip():
-                rep.sections.append((f"server log {s.name} ({s.base_url}) during this test", text))
