@@ -36,17 +36,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.support import audio as audio_mod  # noqa: E402
-from tests.support.kube_e2e import CHART, Kube, s3_client, wait_for  # noqa: E402
+from tests.support.kube_e2e import RELEASE, RELEASE_NS, Kube, install_release, wait_for  # noqa: E402
 from tests.support.sse import SSEStream  # noqa: E402
 from tests.support.webhooks import Delivery, WebhookReceiver  # noqa: E402
 from whisperop.testenv.node import NODE_IP  # noqa: E402
 
-NS = "whisper"
-RELEASE = "wo"
+NS = RELEASE_NS
 FULL = f"{RELEASE}-whisper-operator"
 FACADE_SVC = f"{FULL}-facade"
-CPU_VALUES = CHART / "ci" / "cpu-values.yaml"
-MODEL_FILE = "ggml-base-q8_0.bin"
 TIMINGS = REPO / "build" / "e2e-timings.json"
 REFERENCE = "And so my fellow Americans ask not what your country can do for you, ask what you can do for your country."
 
@@ -62,37 +59,10 @@ def _words(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def release(kube: Kube, images: dict[str, str], minio: dict[str, str], base_model_q8: Path) -> Iterator[dict[str, Any]]:
     """The README's `helm install`, after the Secret and buckets it expects exist."""
-    s3 = s3_client(minio)
-    for bucket in ("whisperop", "whisperop-models", "whisperop-inputs"):
-        try:
-            s3.create_bucket(Bucket=bucket)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
-    # every write of a result is a version: the worker-loss test counts them (exactly once)
-    s3.put_bucket_versioning(Bucket="whisperop", VersioningConfiguration={"Status": "Enabled"})
-    s3.upload_file(str(base_model_q8), "whisperop-models", MODEL_FILE)
-    s3.upload_file(str(REPO / "tests" / "data" / "jfk.wav"), "whisperop-inputs", "jfk.wav")
-
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {
-        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
-    secret = yaml.safe_load((REPO / "docs" / "examples" / "s3-secret.yaml").read_text())
-    secret["metadata"]["namespace"] = NS
-    secret["stringData"].update({
-        "WHISPEROP_S3_ENDPOINT": minio["endpoint"], "WHISPEROP_S3_BUCKET": "whisperop",
-        "WHISPEROP_S3_ACCESS_KEY": minio["access_key"], "WHISPEROP_S3_SECRET_KEY": minio["secret_key"],
-    })
-    kube.apply(secret)
-
-    t0 = time.monotonic()
-    # README, "On Kubernetes (Helm)", word for word, plus the CPU values file it documents and
-    # the allow-list entry for this test's webhook receiver (the node address is private: the
+    # the allow-list entry is for this test's webhook receiver (the node address is private: the
     # outbound guard refuses it by default, docs/security.md)
-    kube.helm("install", RELEASE, "charts/whisper-operator", "-n", NS, "--create-namespace",
-              "--set", "s3.existingSecret=whisperop-s3",
-              "--set", f"model.uri=s3://whisperop-models/{MODEL_FILE}",
-              "-f", str(CPU_VALUES.relative_to(REPO)),
-              "--set", f"outbound.allow={{{NODE_IP}}}", "--wait", "--timeout", "5m")
-    timings["helm_install_wait_s"] = round(time.monotonic() - t0, 2)
+    s3, helm_secs = install_release(kube, minio, base_model_q8, f"outbound.allow={{{NODE_IP}}}")
+    timings["helm_install_wait_s"] = round(helm_secs, 2)
     yield {"s3": s3, "minio": minio}
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ APP_VERSION = _APP_VERSION.group(1) if _APP_VERSION else "0.0.0"
 # the names scripts/build-images.sh gives them (the chart's defaults; the CPU variant's tag in values-cpu.yaml)
 OPERATOR_IMAGE = f"ghcr.io/whisper-operator/whisperop-operator:{APP_VERSION}"
 INFERENCE_IMAGE = f"ghcr.io/whisper-operator/whisperop-inference:{APP_VERSION}-cpu"
+RELEASE_NS = "whisper"
+RELEASE = "wo"
+CPU_VALUES = CHART / "ci" / "cpu-values.yaml"
 MINIO_NS = "whisperop-s3"
 MINIO_USER = "e2e-access"
 MINIO_PASSWORD = "e2e-secret-key-0123"
@@ -217,3 +221,41 @@ def build_images(node: RealNode) -> dict[str, str]:
     for ref in refs.values():
         assert ref in have, f"{ref} not in the node's image store: {have}"
     return refs
+
+
+def install_release(kube: Kube, minio: dict[str, str], model: Path, *sets: str) -> tuple[Any, float]:
+    """The README's `helm install`, after the Secret and buckets it expects exist; returns an S3
+    client and the seconds `helm install --wait` took.
+
+    ``model`` is uploaded as the release's model (``s3://whisperop-models/<name>``) and jfk.wav as
+    ``s3://whisperop-inputs/jfk.wav``; ``sets`` are extra ``--set`` values. The results bucket is
+    versioned: every write of a result is a version (the worker-loss test counts them)."""
+    import yaml
+
+    s3 = s3_client(minio)
+    for bucket in ("whisperop", "whisperop-models", "whisperop-inputs"):
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+    s3.put_bucket_versioning(Bucket="whisperop", VersioningConfiguration={"Status": "Enabled"})
+    s3.upload_file(str(model), "whisperop-models", model.name)
+    s3.upload_file(str(REPO / "tests" / "data" / "jfk.wav"), "whisperop-inputs", "jfk.wav")
+
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NS, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    secret = yaml.safe_load((REPO / "docs" / "examples" / "s3-secret.yaml").read_text())
+    secret["metadata"]["namespace"] = RELEASE_NS
+    secret["stringData"].update({
+        "WHISPEROP_S3_ENDPOINT": minio["endpoint"], "WHISPEROP_S3_BUCKET": "whisperop",
+        "WHISPEROP_S3_ACCESS_KEY": minio["access_key"], "WHISPEROP_S3_SECRET_KEY": minio["secret_key"],
+    })
+    kube.apply(secret)
+    # README, "On Kubernetes (Helm)", word for word, plus the CPU values file it documents
+    extra = [arg for value in sets for arg in ("--set", value)]
+    t0 = time.monotonic()
+    kube.helm("install", RELEASE, "charts/whisper-operator", "-n", RELEASE_NS, "--create-namespace",
+              "--set", "s3.existingSecret=whisperop-s3",
+              "--set", f"model.uri=s3://whisperop-models/{model.name}",
+              "-f", str(CPU_VALUES.relative_to(REPO)), *extra, "--wait", "--timeout", "5m")
+    return s3, time.monotonic() - t0
