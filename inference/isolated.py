@@ -193,13 +193,16 @@ def preflight(model_path: Path, settings: EngineSettings, parallelism: int | Non
                              f"{first} MB needed for one stream (measured {need.first_stream_mb} MB + "
                              f"{PREFLIGHT_MARGIN_MB} MB margin); whisper.cpp not started",
                              vram_needed_mb=first, vram_free_mb=mem.free_mb)
-    if need.per_stream_mb is None or wanted == 1:
+    if wanted == 1:
         return wanted
-    fit = 1 + (mem.free_mb - first) // max(1, need.per_stream_mb)
+    # each further stream not measured yet: count it as a whole first stream (an over-estimate: the
+    # first also holds the CUDA context), so a first load never starts streams that cannot fit
+    per = need.per_stream_mb or need.first_stream_mb
+    fit = 1 + (mem.free_mb - first) // max(1, per)
     if fit < wanted:
         log.warning("GPU memory fits fewer decode streams than wanted: starting fewer",
                     extra={"streams": fit, "wanted": wanted, "vram_free_mb": mem.free_mb,
-                           "first_stream_mb": need.first_stream_mb, "per_stream_mb": need.per_stream_mb})
+                           "first_stream_mb": need.first_stream_mb, "per_stream_mb": per})
     return max(1, min(wanted, fit))
 
 
@@ -214,10 +217,10 @@ def _arm_fault() -> str | None:
     spec = os.environ.get(FAULT_ENV, "").strip()
     if not spec:
         return None
-    entries = []
+    entries: list[tuple[str, str, int, str]] = []
     for item in spec.split(","):
-        phase, kind, count = (item.strip().split(":") + ["1"])[:3]
-        entries.append((phase, kind, int(count or "1"), item.strip()))
+        phase, kind, times = (item.strip().split(":") + ["1"])[:3]
+        entries.append((phase, kind, int(times or "1"), item.strip()))
     with _fault_lock:
         for want_phase in ("load", "job"):
             for phase, kind, count, key in entries:
@@ -567,6 +570,11 @@ class _Child:
         before = gpu_memory(settings.cuda_device) if settings.use_gpu else None
         engine = WhisperEngine(path, settings, parallelism)
         after_first = gpu_memory(settings.cuda_device) if before is not None else None
+        if before is not None and after_first is not None and engine.backend != "CPU":
+            # kept at once: a child that dies loading its extra streams has still taught the pre-flight
+            old = read_need(Path(path), gpu_name(settings.cuda_device))
+            write_need(Path(path), VramNeed(gpu_name(settings.cuda_device), max(1, before.free_mb - after_first.free_mb),
+                                            old.per_stream_mb if old else None))
         self.send(("loaded", {"backend": engine.backend, "parallelism": engine.parallelism,
                               "streams": engine.streams_loaded, "flash_attn": engine.flash_attn}))
         threading.Thread(target=self._streams_then_measure, args=(engine, Path(path), settings, before, after_first),
