@@ -37,8 +37,9 @@ Test hook (environment of the *serving* process; the child gets the armed
 step and really kills itself with the signal):
 ``WHISPEROP_FAULT_CHILD_DIE=PHASE:KIND:COUNT[,…]`` — PHASE ``load`` (before
 the model loads) or ``job`` (right after the job's first chunk is reported),
-KIND ``segv`` / ``abrt`` (that signal) or ``oom`` (print whisper.cpp's
-out-of-memory log lines, then exit 1), COUNT = how many children it applies to.
+KIND ``segv`` / ``abrt`` (that signal), ``oom`` (print whisper.cpp's
+out-of-memory log lines, then exit 1) or ``exit`` (exit 3, no such lines),
+COUNT = how many children it applies to (counted in the serving process).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ import logging
 import os
 import pickle
 import queue
-import re
 import signal
 import socket
 import subprocess
@@ -85,7 +85,7 @@ CLOSE_WAIT_SECS = 30.0  # a closing child frees its contexts (CUDA teardown take
 #: (docs/gpu-oom.md), and another process may grow meanwhile
 PREFLIGHT_MARGIN_MB = 128
 _OOM_MARKERS = ("out of memory", "cudamalloc failed", "failed to allocate", "cuda error 2", "not enough memory")
-_CHILD_LINE = re.compile(r"^(?P<level>debug|info|warning|error|critical)\s+(?P<logger>[\w.]+): (?P<message>.*)$")
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 FAULT_ENV = "WHISPEROP_FAULT_CHILD_DIE"
 _CHILD_FAULT_ENV = "WHISPEROP_CHILD_FAULT"  # the one fault armed for this child ("load:segv", …)
 
@@ -187,23 +187,31 @@ def preflight(model_path: Path, settings: EngineSettings, parallelism: int | Non
     wanted = wanted_streams(settings, parallelism, on_gpu=True)
     if need is None:
         return wanted
-    first = need.first_stream_mb + PREFLIGHT_MARGIN_MB
-    if mem.free_mb < first:
+    streams = streams_that_fit(need, mem.free_mb, wanted)
+    if streams == 0:
+        first = need.first_stream_mb + PREFLIGHT_MARGIN_MB
         raise GpuMemoryError(f"not enough GPU memory to load {model_path.name}: {mem.free_mb} MB free, "
                              f"{first} MB needed for one stream (measured {need.first_stream_mb} MB + "
                              f"{PREFLIGHT_MARGIN_MB} MB margin); whisper.cpp not started",
                              vram_needed_mb=first, vram_free_mb=mem.free_mb)
-    if wanted == 1:
-        return wanted
-    # each further stream not measured yet: count it as a whole first stream (an over-estimate: the
-    # first also holds the CUDA context), so a first load never starts streams that cannot fit
-    per = need.per_stream_mb or need.first_stream_mb
-    fit = 1 + (mem.free_mb - first) // max(1, per)
-    if fit < wanted:
+    if streams < wanted:
         log.warning("GPU memory fits fewer decode streams than wanted: starting fewer",
-                    extra={"streams": fit, "wanted": wanted, "vram_free_mb": mem.free_mb,
-                           "first_stream_mb": need.first_stream_mb, "per_stream_mb": per})
-    return max(1, min(wanted, fit))
+                    extra={"streams": streams, "wanted": wanted, "vram_free_mb": mem.free_mb,
+                           "first_stream_mb": need.first_stream_mb, "per_stream_mb": need.per_stream_mb})
+    return streams
+
+
+def streams_that_fit(need: VramNeed, free_mb: int, wanted: int) -> int:
+    """How many of ``wanted`` streams fit in ``free_mb`` (0: not even one), each with the margin.
+
+    A further stream not measured yet counts as a whole first stream (an
+    over-estimate: the first also holds the CUDA context), so a load never
+    starts streams it cannot hold."""
+    first = need.first_stream_mb + PREFLIGHT_MARGIN_MB
+    if free_mb < first:
+        return 0
+    per = need.per_stream_mb or need.first_stream_mb
+    return max(1, min(wanted, 1 + (free_mb - first) // max(1, per)))
 
 
 # ── the test hook ───────────────────────────────────────────────────────────
@@ -259,6 +267,19 @@ class _Death:
     def describe(self) -> str:
         last = " | ".join(self.tail[-6:]) or "(no output)"
         return f"engine process {self.how}; its last lines: {last}"
+
+
+def _child_record(line: str) -> dict[str, Any] | None:
+    """One of the child's own JSON log lines, or None (a line ggml or CUDA printed)."""
+    if not line.startswith("{"):
+        return None
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not {"level", "logger", "msg"} <= doc.keys():
+        return None
+    return doc
 
 
 def _rebuild_error(payload: tuple[str, str, bytes | None]) -> BaseException:
@@ -342,13 +363,18 @@ class IsolatedEngine:
             line = raw.decode("utf-8", errors="replace").rstrip()
             if not line:
                 continue
-            self._tail.append(line)
-            m = _CHILD_LINE.match(line)
-            if m:  # one of its own log lines: logged again under its logger, marked with the process
-                logging.getLogger(m["logger"]).log(getattr(logging, m["level"].upper()), "%s", m["message"],
-                                                   extra={"engine_pid": self._proc.pid})
-            else:  # ggml/CUDA printing on its own (what an abort says)
+            doc = _child_record(line)
+            if doc is None:  # ggml/CUDA printing on its own (what an abort says)
+                self._tail.append(line)
                 child_log.warning("%s", line, extra={"engine_pid": self._proc.pid})
+                continue
+            # one of its own log lines: logged again under its logger, with its fields, marked with the process
+            level_name, name, message = str(doc.pop("level")).upper(), str(doc.pop("logger")), str(doc.pop("msg"))
+            self._tail.append(f"{level_name.lower()} {name}: {message}")
+            level = getattr(logging, level_name, logging.INFO)
+            extra = {(k if k not in _RESERVED else f"child_{k}"): v for k, v in doc.items() if k != "ts"}
+            logging.getLogger(name).log(level if isinstance(level, int) else logging.INFO, "%s", message,
+                                        extra={**extra, "engine_pid": self._proc.pid})
 
     def _read_messages(self) -> None:
         """Every message goes to the inbox in order; EOF = the child is gone (at once, whatever killed it)."""
@@ -517,6 +543,9 @@ def _die(kind: str) -> None:
         for line in OOM_LINES:
             print(line, flush=True)
         os._exit(1)
+    if kind == "exit":  # a death that is neither a signal nor out of memory (a broken install, say)
+        print("engine process: exiting on purpose (test hook)", flush=True)
+        os._exit(3)
     os.kill(os.getpid(), signal.SIGABRT if kind == "abrt" else signal.SIGSEGV)
     time.sleep(10)  # the signal is delivered before this returns
     os._exit(1)
@@ -645,8 +674,9 @@ def child_main(argv: list[str]) -> int:
     from whisperop.core.logs import setup_logging
 
     # text lines on stdout (the parent reads and re-logs them); whisper.cpp's load lines included
-    # (stdout and stderr are the same pipe: these lines, ggml's prints and a dying CUDA's alike)
-    setup_logging(os.environ.get("LOG_LEVEL") or "INFO", "text")
+    # JSON lines on stdout = stderr (one pipe: these lines, ggml's prints and a dying CUDA's alike);
+    # the parent logs them again with their fields, in its own format
+    setup_logging(os.environ.get("LOG_LEVEL") or "INFO", "json")
     logging.getLogger("whisperop.whispercpp").setLevel(logging.DEBUG)  # whisper.cpp's load lines, for the tail
     conn = Connection(int(argv[0]))
     return _Child(conn).serve()
