@@ -434,7 +434,7 @@ class LocalModelRuntime:
 
     def _requeue_crashed(self, job_id: str, exc: EngineCrashed) -> bool:
         """Requeue the job (True) or, in a store that cannot, fail it (False); drop the dead engine."""
-        log.error("engine process died during a job; requeued, reloading the engine",
+        log.error("engine process died during a job; reloading the engine",
                   extra={"job_id": job_id, "error": str(exc), "oom": exc.oom})
         with self._cond:
             engine, self._engine = self._engine, None
@@ -442,9 +442,7 @@ class LocalModelRuntime:
             engine.close()
         requeue = getattr(self.jobs, "requeue", None)
         if requeue is not None and requeue(job_id, str(exc), count_attempt=not exc.oom) is not None:
-            with self._cond:
-                self._wake = True
-            return True
+            return True  # the store logged it; it fails instead after MAX_JOB_ATTEMPTS deaths
         self.jobs.fail(job_id, f"transcription failed: {exc}")
         return False
 
