@@ -116,10 +116,22 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+def isolation_on(settings: EngineSettings) -> bool:
+    """``ENGINE_ISOLATION``: ``process`` / ``off``; ``auto`` (the default) = on a GPU only.
+
+    Why not everywhere: on the CPU nothing aborts for lack of GPU memory, and
+    the child costs a second Python start and import at every load (+1.1 CPU
+    seconds for whisper base q8_0 here, on a 1.5 s load); the jobs themselves
+    cost the same (docs/benchmarks.md, "Engine isolation overhead")."""
+    if settings.engine_isolation != "auto":
+        return settings.engine_isolation == "process"
+    return settings.use_gpu and gpu_memory(settings.cuda_device) is not None
+
+
 def make_engine(model_path: str | Path, settings: EngineSettings | None = None, parallelism: int | None = None) -> Engine:
-    """The engine ``ENGINE_ISOLATION`` asks for: ``process`` (default) or ``off`` (in this process)."""
+    """The engine ``ENGINE_ISOLATION`` asks for: in a child process, or in this one (:func:`isolation_on`)."""
     s = settings or EngineSettings()
-    if s.engine_isolation == "off":
+    if not isolation_on(s):
         from whisperop.inference.engine import WhisperEngine
 
         return WhisperEngine(model_path, s, parallelism)

@@ -85,7 +85,7 @@ class _Interrupted(Exception):
 
 
 def _default_engine(path: Path, settings: EngineSettings) -> Engine:
-    return make_engine(path, settings)  # ENGINE_ISOLATION: in a child process by default
+    return make_engine(path, settings)  # ENGINE_ISOLATION: in a child process on a GPU by default
 
 
 class LocalModelRuntime:

@@ -1,4 +1,5 @@
-"""A dying engine is a state, never a dead server (issue 14, ``ENGINE_ISOLATION=process``).
+"""A dying engine is a state, never a dead server (issue 14, ``ENGINE_ISOLATION=process``;
+on this CPU-only CI the default ``auto`` would run whisper.cpp in-process, so the tests set it).
 
 Real ``whisperop serve`` processes with the tiny model; whisper.cpp runs in
 the engine's child process, which really dies by the signal the test hook
@@ -41,7 +42,7 @@ def _json_lines(log: str) -> list[dict]:
 
 
 def test_engine_deaths_while_loading_wait_for_gpu_then_ready(start_server, audio) -> None:
-    srv = start_server.make("child-dies-loading", GPU_POLL_INTERVAL_SECS=str(POLL), LOG_FORMAT="json",
+    srv = start_server.make("child-dies-loading", ENGINE_ISOLATION="process", GPU_POLL_INTERVAL_SECS=str(POLL), LOG_FORMAT="json",
                             WHISPEROP_FAULT_CHILD_DIE="load:segv:1,load:abrt:1,load:oom:1")
     with ApiClient(srv.base_url) as c, _events(c) as ev:
         assert c.load().status_code == 202
@@ -73,7 +74,8 @@ def test_engine_deaths_while_loading_wait_for_gpu_then_ready(start_server, audio
 
 
 def test_a_job_whose_engine_dies_is_requeued_and_finishes_once(start_server, audio, receiver: WebhookReceiver) -> None:
-    srv = start_server.make("child-dies-in-job", LOG_FORMAT="json", WHISPEROP_FAULT_CHILD_DIE="job:abrt:1")
+    srv = start_server.make("child-dies-in-job", ENGINE_ISOLATION="process", LOG_FORMAT="json",
+                            WHISPEROP_FAULT_CHILD_DIE="job:abrt:1")
     with ApiClient(srv.base_url) as c:
         assert c.load().status_code == 202
         c.wait_model("ready", timeout=120)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from whisperop.core.gpu import gpu_memory
 from whisperop.core.errors import EngineCrashed, GpuMemoryError, JobCancelled, ModelLoadError
 from whisperop.core.settings import EngineSettings
 from whisperop.inference import isolated
@@ -68,8 +69,8 @@ def test_same_result_callbacks_and_checkpoint_as_in_process(tiny_model: Path, tm
         expected = local.transcribe_file(audio, EN)
     finally:
         local.close()
-    eng = make_engine(tiny_model, _settings())
-    assert isinstance(eng, IsolatedEngine), "ENGINE_ISOLATION defaults to process"
+    eng = make_engine(tiny_model, _settings(ENGINE_ISOLATION="process"))
+    assert isinstance(eng, IsolatedEngine)
     progress: list[int] = []
     decoded: list[tuple[float, int]] = []
     cp = MemoryCheckpoint()
@@ -91,6 +92,13 @@ def test_off_is_the_in_process_engine(tiny_model: Path) -> None:
         assert isinstance(eng, WhisperEngine)
     finally:
         eng.close()
+
+
+def test_auto_isolates_on_a_gpu_only() -> None:
+    assert isolated.isolation_on(_settings(USE_GPU=True)) == (gpu_memory() is not None), "auto: process where NVML sees a GPU"
+    assert not isolated.isolation_on(_settings(USE_GPU=False)), "auto without the GPU: in-process"
+    assert isolated.isolation_on(_settings(USE_GPU=False, ENGINE_ISOLATION="process"))
+    assert not isolated.isolation_on(_settings(USE_GPU=True, ENGINE_ISOLATION="off"))
 
 
 def test_cancel_crosses_the_pipe(tiny_model: Path, tmp_path: Path) -> None:
