@@ -120,9 +120,11 @@ def isolation_on(settings: EngineSettings) -> bool:
     """``ENGINE_ISOLATION``: ``process`` / ``off``; ``auto`` (the default) = on a GPU only.
 
     Why not everywhere: on the CPU nothing aborts for lack of GPU memory, and
-    the child costs a second Python start and import at every load (+1.1 CPU
-    seconds for whisper base q8_0 here, on a 1.5 s load); the jobs themselves
-    cost the same (docs/benchmarks.md, "Engine isolation overhead")."""
+    the child costs a second Python start and import at every load (0.4 CPU
+    seconds, 1.1 s wall on this project's loaded 2-core machine, against a
+    1.5 s load of whisper base q8_0: over the 5 % the issue allows); the jobs
+    showed no difference beyond the machine's noise (docs/benchmarks.md,
+    "Engine isolation overhead")."""
     if settings.engine_isolation != "auto":
         return settings.engine_isolation == "process"
     return settings.use_gpu and gpu_memory(settings.cuda_device) is not None
