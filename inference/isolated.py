@@ -27,6 +27,9 @@ speaking pickled messages over a socket pair:
   the last lines; a death during or before a job raises :class:`EngineCrashed`
   (the runtime requeues the job with its checkpoint and loads again).
 
+Used where :func:`isolation_on` says so (``ENGINE_ISOLATION``: ``auto``, the
+default, = on a GPU only; ``process``; ``off``), through :func:`make_engine`.
+
 Pre-flight (:func:`preflight`): with NVML and a measured need of this model
 (``<model>.vram.json``, written by the child at its first GPU load: NVML free
 memory before load, after the first stream, after all streams), a load that
