@@ -39,7 +39,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from whisperop.core.checkpoints import CheckpointStore
-from whisperop.core.errors import GpuMemoryError, JobCancelled, WhisperOpError
+from whisperop.core.errors import EngineCrashed, GpuMemoryError, JobCancelled, WhisperOpError
 from whisperop.core.gpu import GpuInfo, gpu_memory, local_gpu
 from whisperop.core.models import (
     JobStatus,
@@ -63,11 +63,12 @@ from whisperop.core.ports import (
 )
 from whisperop.core.settings import EngineSettings
 from whisperop.core.subscribers import Subscribers
-from whisperop.inference.engine import Progress, TranscribeRequest, WhisperEngine
+from whisperop.inference.engine import Progress, TranscribeRequest
+from whisperop.inference.isolated import Engine, make_engine
 
 log = logging.getLogger("whisperop.runtime")
 
-EngineFactory = Callable[[Path, EngineSettings], WhisperEngine]
+EngineFactory = Callable[[Path, EngineSettings], Engine]
 
 
 class FaultHooks(BaseSettings):
@@ -83,8 +84,8 @@ class _Interrupted(Exception):
     """A load was abandoned because an unload (or stop) was requested meanwhile."""
 
 
-def _default_engine(path: Path, settings: EngineSettings) -> WhisperEngine:
-    return WhisperEngine(path, settings)
+def _default_engine(path: Path, settings: EngineSettings) -> Engine:
+    return make_engine(path, settings)  # ENGINE_ISOLATION: in a child process on a GPU by default
 
 
 class LocalModelRuntime:
@@ -121,7 +122,7 @@ class LocalModelRuntime:
         self._wake = False
         self._stop = False
         self._last_activity = time.monotonic()
-        self._engine: WhisperEngine | None = None
+        self._engine: Engine | None = None
         self._current: tuple[str, threading.Event] | None = None
         self._listeners: Subscribers[RuntimeEvent] = Subscribers("runtime listener")
         self._thread: threading.Thread | None = None
@@ -324,7 +325,7 @@ class LocalModelRuntime:
                 self._cond.wait(left)
             return False
 
-    def _load_engine(self) -> WhisperEngine:
+    def _load_engine(self) -> Engine:
         if self.faults.load_delay_secs > 0 and not self._sleep_unless_unwanted(self.faults.load_delay_secs):
             raise _Interrupted()
         if self._oom_left > 0:
@@ -403,6 +404,10 @@ class LocalModelRuntime:
                     on_decoded=on_decoded,
                     checkpoint=checkpoint,
                 )
+        except EngineCrashed as exc:
+            # the engine's process died under this job (ENGINE_ISOLATION=process): the job goes back to the
+            # queue with its audio and checkpoint, the engine is loaded again (waiting_for_gpu if memory is short)
+            interrupted = self._requeue_crashed(job.id, exc)
         except JobCancelled:
             # a user's cancel (the job is already cancelled in the store), or the server stopping:
             # then the job stays running in the store, keeps its audio and checkpoint, and the next
@@ -434,6 +439,20 @@ class LocalModelRuntime:
         elif error is not None:
             log.info("job failed", extra={"job_id": job.id, "error": error})
             self.jobs.fail(job.id, error)
+
+    def _requeue_crashed(self, job_id: str, exc: EngineCrashed) -> bool:
+        """Requeue the job (True) or, in a store that cannot, fail it (False); drop the dead engine."""
+        log.error("engine process died during a job; reloading the engine",
+                  extra={"job_id": job_id, "error": str(exc), "oom": exc.oom})
+        with self._cond:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+        requeue = getattr(self.jobs, "requeue", None)
+        if requeue is not None and requeue(job_id, str(exc), count_attempt=not exc.oom) is not None:
+            return True  # the store logged it; it fails instead after MAX_JOB_ATTEMPTS deaths
+        self.jobs.fail(job_id, f"transcription failed: {exc}")
+        return False
 
     def _drop_audio(self, job_id: str, key: str) -> None:
         if not self._delete_audio:

@@ -240,3 +240,29 @@ def test_checkpoint_rows_roundtrip_and_go_with_the_terminal_job(tmp_path: Path) 
     s.complete("job-000", _result())
     assert cp.plan() is None and cp.done() == {}
     s.close()
+
+
+def test_requeue_after_an_engine_death_keeps_place_and_checkpoint_until_max_attempts(tmp_path: Path) -> None:
+    from whisperop.core.checkpoints import ChunkRecord
+
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3", max_attempts=2)
+    for i in range(2):
+        s.create(_job(i), f"a{i}")
+    changes: list[JobChange] = []
+    s.watch(changes.append)
+    s.claim_next()
+    s.checkpoint("job-000").save_plan([(0, 16000), (16000, 32000)])
+    s.checkpoint("job-000").save(ChunkRecord(0, [Segment(index=0, start=0.0, end=1.0, text="hi")], "en"))
+    queued = s.requeue("job-000", "engine process killed by SIGABRT")  # attempt 1 counted
+    assert queued is not None and queued.status == JobStatus.queued
+    assert changes[-1].kind == "created" and changes[-1].job.status == JobStatus.queued
+    assert s.checkpoint("job-000").done().keys() == {0}, "the checkpoint stays for the resumed run"
+    assert s.claim_next().job.id == "job-000"  # type: ignore[union-attr]  # FIFO place kept; attempt 2
+    assert s.requeue("job-000", "out of memory", count_attempt=False) is not None, "an OOM death gives the attempt back"
+    assert s.claim_next().job.id == "job-000"  # type: ignore[union-attr]  # still attempt 2
+    assert s.requeue("job-000", "engine process killed by SIGSEGV") is None  # attempt 2 of 2: fails
+    failed = s.get("job-000")
+    assert failed.status == JobStatus.failed and failed.error == "transcription failed 2 times: engine process killed by SIGSEGV"
+    assert changes[-1].kind == "finished" and s.checkpoint("job-000").done() == {}
+    assert s.requeue("job-001", "x") is None and s.get("job-001").status == JobStatus.queued, "only a running job"
+    s.close()

@@ -62,6 +62,16 @@ class TranscriptionError(WhisperOpError):
     """whisper.cpp failed while transcribing."""
 
 
+class EngineCrashed(TranscriptionError):
+    """The engine's process died during a job (``ENGINE_ISOLATION=process``):
+    the job goes back to the queue with its checkpoint, the engine is loaded
+    again. ``oom`` says whether its last log lines were out of (GPU) memory."""
+
+    def __init__(self, message: str, oom: bool = False) -> None:
+        super().__init__(message)
+        self.oom = oom
+
+
 class JobCancelled(WhisperOpError):
     """Raised inside the pipeline when the job's cancel check turns true."""
 

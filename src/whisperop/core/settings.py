@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +62,12 @@ class EngineSettings(BaseSettings):
     chunk_time_limit_min_secs: float = Field(60.0, ge=0.0, alias="CHUNK_TIME_LIMIT_MIN_SECS")
     job_time_limit_secs: float = Field(0.0, ge=0.0, alias="JOB_TIME_LIMIT_SECS",
                                        description="wall time of one run of a job; 0 = only the chunk limits")
+    engine_isolation: Literal["auto", "process", "off"] = Field(
+        "auto", alias="ENGINE_ISOLATION",
+        description="process = whisper.cpp runs in a supervised child process (a native crash or out-of-memory abort "
+                    "becomes waiting_for_gpu or a requeued job, never a dead server); off = in this process; "
+                    "auto = process when USE_GPU and NVML sees the GPU, else off (docs/serve.md, 'Engine isolation')",
+    )
     fault_slow_chunk: str = Field(
         "", alias="WHISPEROP_FAULT_SLOW_CHUNK",
         description="test hook 'INDEX:ATTEMPTS': the first ATTEMPTS decodes of chunk INDEX do not end on their own (held in whisper.cpp's abort callback until the time limit or a cancel stops them)",

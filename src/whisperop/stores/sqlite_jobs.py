@@ -394,6 +394,33 @@ class SqliteJobStore:
                 row = self._one(job_id) if cur.rowcount else None
             return None if row is None else self._notify("finished", row)
 
+    def requeue(self, job_id: str, reason: str, count_attempt: bool = True) -> Job | None:
+        """running → queued (its checkpoint kept: it resumes at its first unfinished chunk), in its
+        original FIFO place: the engine died under it. A job that has started ``max_attempts`` runs
+        fails instead (an audio that kills the engine every time must not loop); ``count_attempt``
+        False (an out-of-memory death: the GPU's fault, not the job's) gives the attempt back.
+        Returns the queued job, None when it failed or was no longer running."""
+        with self._lock:
+            with self._write() as c:
+                row = c.execute("SELECT attempts FROM jobs WHERE id = ? AND status = 'running'", (job_id,)).fetchone()
+                if row is None:
+                    return None
+                attempts = row["attempts"] - (0 if count_attempt else 1)
+                if attempts >= self.max_attempts:
+                    c.execute("UPDATE jobs SET status = 'failed', segments = '[]', error = ?, completed_at = ? WHERE id = ?",
+                              (f"transcription failed {attempts} times: {reason}", _ts(utcnow()), job_id))
+                    c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
+                    kind: ChangeKind = "finished"
+                else:
+                    c.execute("UPDATE jobs SET status = 'queued', attempts = ? WHERE id = ?", (attempts, job_id))
+                    kind = "created"
+                row = self._one(job_id)
+            assert row is not None
+            job = self._notify(kind, row)
+        log.warning("job requeued: the engine died under it" if kind == "created" else "job failed: the engine died under it too often",
+                    extra={"job_id": job_id, "attempts": attempts, "reason": reason})
+        return job if kind == "created" else None
+
     def audio_key(self, job_id: str) -> str | None:
         with self._lock:
             row = self._conn.execute("SELECT audio_key FROM jobs WHERE id = ?", (job_id,)).fetchone()

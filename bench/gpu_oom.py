@@ -1,0 +1,344 @@
+"""Out of GPU memory on a real GPU (issue 14): a state, never a crash.
+
+Runs the real local runtime (``LocalModelRuntime`` + SQLite job store + the
+isolated engine, ``ENGINE_ISOLATION=process``) in this process while a second
+process (PyTorch, ``--hog``) holds all but N MB of the GPU's memory:
+
+1. ``measure``: no hog; one load with the default streams writes the measured
+   need (``<model>.vram.json``: first stream, each further stream), and jfk.wav runs;
+2. ``load-N`` for N in ``--free``: the hog holds all but N MB, the runtime is
+   asked to load. Twice: ``crash`` (no ``.vram.json``: whisper.cpp really
+   starts and dies, the supervisor maps the death) and ``preflight`` (the
+   measured need stops the load before whisper.cpp starts, or starts fewer
+   streams). Recorded: the first state after ``loading``, ``status()`` (VRAM
+   figures), the events, that this process lives on, and the seconds from the
+   hog's exit to ``ready`` (must be within one poll interval + a load);
+3. ``job``: the model loaded, a long job running; at its first progress the hog
+   takes all but ``--job-free`` MB. Recorded: the engine's death, the requeue,
+   ``waiting_for_gpu``, the release, the job ``done`` once with the transcript
+   of an undisturbed run, and how many chunk decodes ran (no chunk decoded
+   twice beyond the one in flight).
+
+    python bench/gpu_oom.py --model ggml-base-q8_0.bin --jfk jfk.wav --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from whisperop.core.gpu import gpu_memory as _gpu_memory
+from whisperop.core.logs import setup_logging
+from whisperop.core.models import Job, JobStatus
+from whisperop.core.settings import EngineSettings
+from whisperop.inference.isolated import IsolatedEngine, vram_file
+from whisperop.inference.runtime import LocalModelRuntime
+from whisperop.stores.local_blobs import LocalBlobStore
+from whisperop.stores.sqlite_jobs import SqliteJobStore
+
+def gpu_memory() -> Any:
+    return _gpu_memory()
+
+
+HOG = r"""
+import sys, time, torch
+held = []
+print("ready", flush=True)
+for line in sys.stdin:
+    cmd = line.split()
+    if cmd[0] == "hold":
+        keep = int(cmd[1]) << 20
+        free, _ = torch.cuda.mem_get_info()
+        block = 1 << 30
+        while free - keep > 0:
+            want = min(block, free - keep)
+            want -= want % (2 << 20)
+            if want <= 0:
+                break
+            try:
+                held.append(torch.empty(want, dtype=torch.uint8, device="cuda"))
+            except RuntimeError:
+                block //= 2
+                if block < (2 << 20):
+                    break
+            free, _ = torch.cuda.mem_get_info()
+        print("held", free >> 20, flush=True)
+    elif cmd[0] == "release":
+        held.clear(); torch.cuda.empty_cache()
+        print("released", torch.cuda.mem_get_info()[0] >> 20, flush=True)
+    elif cmd[0] == "exit":
+        break
+"""
+
+log = logging.getLogger("bench.gpu_oom")
+
+
+class Hog:
+    """A PyTorch process that holds GPU memory on command."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._line() == "ready"
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def _cmd(self, cmd: str) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self._line()
+
+    def hold_all_but(self, mb: int) -> int:
+        return int(self._cmd(f"hold {mb}").split()[1])
+
+    def exit(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("exit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(60)
+
+
+class ChunkCounter(logging.Handler):
+    """Counts the child's ``chunk decoded`` log lines (re-logged by the parent)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoded: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "chunk decoded":
+            self.decoded.append(int(getattr(record, "chunk", -1)))
+
+
+def long_audio(jfk: Path, repeats: int, out: Path) -> Path:
+    with wave.open(str(jfk)) as w:
+        params = w.getparams()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    gap = np.zeros(int(params.framerate * 0.8), dtype=np.int16)
+    data = np.concatenate([np.concatenate([pcm, gap]) for _ in range(repeats)])
+    with wave.open(str(out), "wb") as w:
+        w.setparams(params)
+        w.writeframes(data.tobytes())
+    return out
+
+
+class Rig:
+    """One runtime over a fresh data dir, its events recorded."""
+
+    def __init__(self, model: Path, poll: int, work: Path) -> None:
+        d = Path(tempfile.mkdtemp(dir=work))
+        self.jobs = SqliteJobStore(d / "jobs.sqlite3")
+        self.blobs = LocalBlobStore(d / "blobs")
+        self.events: list[dict[str, Any]] = []
+        self.t0 = time.monotonic()
+        self.rt = LocalModelRuntime(model, self.jobs, self.blobs, EngineSettings(), idle_timeout_secs=0,
+                                    gpu_poll_interval_secs=poll)
+        self.rt.subscribe(self._on_event)
+        self.rt.start()
+
+    def _on_event(self, ev: Any) -> None:
+        doc = ev.model_dump(mode="json") if hasattr(ev, "model_dump") else {"type": type(ev).__name__}
+        doc["t"] = round(time.monotonic() - self.t0, 2)
+        self.events.append(doc)
+
+    def wait_state(self, states: tuple[str, ...], timeout: float) -> str | None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            st = self.rt.state.value
+            if st in states:
+                return st
+            time.sleep(0.1)
+        return None
+
+    def submit(self, audio: Path) -> str:
+        job_id = uuid.uuid4().hex
+        key = f"audio/{job_id}"
+        with open(audio, "rb") as f:
+            self.blobs.put(key, iter(lambda: f.read(1 << 20), b""))
+        self.jobs.create(Job(id=job_id), key)
+        self.rt.notify_job_queued()
+        return job_id
+
+    def wait_job(self, job_id: str, timeout: float) -> Job:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            job = self.jobs.get(job_id)
+            if job.status.terminal:
+                return job
+            time.sleep(0.2)
+        return self.jobs.get(job_id)
+
+    def stop(self) -> None:
+        self.rt.stop(30)
+
+
+def measure(model: Path, jfk: Path) -> dict[str, Any]:
+    vram_file(model).unlink(missing_ok=True)
+    free0 = gpu_memory().free_mb if gpu_memory() else None
+    t0 = time.perf_counter()
+    eng = IsolatedEngine(model, EngineSettings())
+    load = time.perf_counter() - t0
+    end = time.monotonic() + 120
+    doc: dict[str, Any] = {}
+    while time.monotonic() < end:
+        try:
+            doc = json.loads(vram_file(model).read_text())
+            if doc.get("per_stream_mb"):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    t1 = time.perf_counter()
+    res = eng.transcribe_file(jfk)
+    job = time.perf_counter() - t1
+    out = {"free_before_mb": free0, "load_secs": round(load, 2), "jfk_secs": round(job, 3), "backend": eng.backend,
+           "parallelism": eng.parallelism, "streams_loaded": eng.streams_loaded, "need": doc,
+           "jfk_text": " ".join(s.text for s in res.segments), "free_loaded_mb": gpu_memory().free_mb if gpu_memory() else None}
+    eng.close()
+    return out
+
+
+def load_case(model: Path, free_mb: int, mode: str, need: dict[str, Any], poll: int, work: Path, jfk: Path) -> dict[str, Any]:
+    if mode == "crash":
+        vram_file(model).unlink(missing_ok=True)
+    else:
+        vram_file(model).write_text(json.dumps(need))
+    hog = Hog()
+    held_free = hog.hold_all_but(free_mb)
+    rig = Rig(model, poll, work)
+    out: dict[str, Any] = {"free_target_mb": free_mb, "mode": mode, "free_after_hog_mb": held_free}
+    try:
+        rig.rt.request_load()
+        first = rig.wait_state(("waiting_for_gpu", "ready"), 180)
+        out["first_state"] = first
+        out["status"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
+        if first == "ready":
+            eng = rig.rt._engine
+            out["streams"] = getattr(eng, "parallelism", None)
+            time.sleep(3)  # extra streams load behind the first: does the process survive them?
+            out["engine_alive_after_3s"] = getattr(eng, "alive", None)
+            job_id = rig.submit(jfk)
+            out["job_under_pressure"] = rig.wait_job(job_id, 300).status.value
+        else:
+            time.sleep(poll * 2 + 1)  # at least two retries while the memory stays taken
+            out["state_after_two_polls"] = rig.rt.state.value
+        t_release = time.monotonic()
+        hog.exit()
+        ready = rig.wait_state(("ready",), 300) if rig.rt.state.value != "ready" else "ready"
+        out["secs_release_to_ready"] = round(time.monotonic() - t_release, 2) if ready else None
+        job_id = rig.submit(jfk)
+        out["job_after_release"] = rig.wait_job(job_id, 300).status.value
+        out["events"] = [e for e in rig.events if e.get("type", "").startswith("model")][:12]
+    finally:
+        hog.exit()
+        rig.stop()
+    out["this_process_alive"] = True
+    return out
+
+
+def job_case(model: Path, need: dict[str, Any], poll: int, work: Path, jfk: Path, job_free: int, repeats: int) -> dict[str, Any]:
+    vram_file(model).write_text(json.dumps(need))
+    counter = ChunkCounter()
+    logging.getLogger("whisperop.engine").addHandler(counter)
+    audio = long_audio(jfk, repeats, work / "long.wav")
+    rig = Rig(model, poll, work)
+    hog = Hog()
+    out: dict[str, Any] = {"audio_secs": repeats * 11.8, "job_free_mb": job_free}
+    try:
+        rig.rt.request_load()
+        assert rig.wait_state(("ready",), 180) == "ready"
+        # reference: the same audio, undisturbed
+        ref_id = rig.submit(audio)
+        ref = rig.wait_job(ref_id, 600)
+        out["reference_status"] = ref.status.value
+        counter.decoded.clear()
+        job_id = rig.submit(audio)
+        end = time.monotonic() + 120
+        while time.monotonic() < end and (rig.jobs.progress(job_id) or (0, 0))[0] < 1:
+            time.sleep(0.01)
+        out["progress_when_taken"] = rig.jobs.progress(job_id)
+        out["free_after_hog_mb"] = hog.hold_all_but(job_free)
+        waiting = rig.wait_state(("waiting_for_gpu",), 120)
+        out["state_seen"] = waiting or rig.rt.state.value
+        out["status_waiting"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
+        out["job_status_while_waiting"] = rig.jobs.get(job_id).status.value
+        time.sleep(poll + 1)
+        t_release = time.monotonic()
+        hog.exit()
+        job = rig.wait_job(job_id, 900)
+        out["secs_release_to_done"] = round(time.monotonic() - t_release, 2)
+        out["job_status"] = job.status.value
+        out["job_error"] = job.error
+        out["same_text_as_reference"] = [s.text for s in job.segments] == [s.text for s in ref.segments]
+        out["segments"] = len(job.segments)
+        out["chunk_decodes"] = len(counter.decoded)
+        out["distinct_chunks"] = len(set(counter.decoded))
+        out["events"] = [e for e in rig.events if e.get("type", "").startswith("model")][:12]
+    finally:
+        hog.exit()
+        rig.stop()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--jfk", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--free", default="20,150,600")
+    ap.add_argument("--modes", default="crash,preflight")
+    ap.add_argument("--poll", type=int, default=5)
+    ap.add_argument("--job-free", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=150)
+    ap.add_argument("--skip", default="")
+    args = ap.parse_args()
+    setup_logging(os.environ.get("LOG_LEVEL", "INFO"), "text")
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp())
+    report: dict[str, Any] = {"gpu_total_mb": gpu_memory().total_mb if gpu_memory() else None}
+
+    def save() -> None:
+        (args.out / "gpu-oom.json").write_text(json.dumps(report, indent=1, default=str))
+
+    report["measure"] = measure(args.model, args.jfk)
+    save()
+    need = report["measure"]["need"]
+    for n in [int(x) for x in args.free.split(",") if x]:
+        for mode in args.modes.split(","):
+            key = f"load-{n}-{mode}"
+            if key in args.skip:
+                continue
+            try:
+                report[key] = load_case(args.model, n, mode, need, args.poll, work, args.jfk)
+            except Exception as exc:  # noqa: BLE001 - record and go on
+                report[key] = {"error": repr(exc)}
+            print(key, json.dumps(report[key], default=str)[:1500], flush=True)
+            save()
+    if "job" not in args.skip:
+        try:
+            report["job"] = job_case(args.model, need, args.poll, work, args.jfk, args.job_free, args.repeats)
+        except Exception as exc:  # noqa: BLE001
+            report["job"] = {"error": repr(exc)}
+        print("job", json.dumps(report["job"], default=str)[:3000], flush=True)
+        save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
