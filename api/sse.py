@@ -1,6 +1,6 @@
 """Server-Sent Events: one in-process broadcaster per topic, many subscribers.
 
-Every job's changes reach the facade exactly once, through ``JobStore.watch``
+Every job's changes reach the facade exactly once, through ``JobQueue.watch``
 (local: the SQLite writer; cluster: one watch on the custom resources).
 :class:`JobEventHub` turns each change into SSE messages and publishes them
 on the job's topic; every ``GET /jobs/{id}/stream`` connection is a queue on
@@ -31,7 +31,7 @@ from whisperop.core.models import (
     ModelWaitingForGpuEvent,
     ProgressEvent,
 )
-from whisperop.core.ports import JobChange, JobStore, ModelRuntime, RuntimeEvent, Unsubscribe
+from whisperop.core.ports import JobChange, JobQueue, ModelRuntime, RuntimeEvent, Unsubscribe
 
 KEEPALIVE_SECS = 15.0
 MODEL_TOPIC = "__model__"
@@ -142,9 +142,9 @@ _MODEL_EVENTS = (ModelLoadingEvent, ModelReadyEvent, ModelUnloadedEvent, ModelWa
 
 
 class EventHub:
-    """Feeds the broadcaster from the JobStore watch and the runtime's events."""
+    """Feeds the broadcaster from the JobQueue watch and the runtime's events."""
 
-    def __init__(self, jobstore: JobStore, runtime: ModelRuntime) -> None:
+    def __init__(self, jobstore: JobQueue, runtime: ModelRuntime) -> None:
         self.jobstore = jobstore
         self.runtime = runtime
         self.broadcaster = Broadcaster()

@@ -3,7 +3,7 @@
 An app written for OpenAI's SDK works by changing only its base URL. The
 request is synchronous for the caller but is an ordinary job underneath:
 the upload streams to storage like ``POST /jobs``, the job is queued in the
-same JobStore (visible in ``GET /jobs``, subject to retention), runs under
+same JobQueue (visible in ``GET /jobs``, subject to retention), runs under
 the same model lifecycle, and the answer is rendered from the finished job.
 
 - Model not ready: the request asks for a load (when unloaded) and waits up

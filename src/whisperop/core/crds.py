@@ -10,7 +10,7 @@ here once and enforced by the API server through the generated schema.
 Also here: the names every component shares (group, plural, annotations,
 labels, finalizer, phases, condition types) and the conversion of a
 TranscriptionJob into the contract's ``Job`` shape (used by webhooks and by
-the cluster JobStore of the facade).
+the cluster JobQueue of the facade).
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ ANN_DEMAND = "whisperop.io/demand"  # on WhisperModels: {"action": "load"|"unloa
 ANN_LOAD_STATE = "whisperop.io/load-state"  # on inference pods: what the worker reports (loading/waiting_for_gpu/ready)
 ANN_AUDIO_OWNED = "whisperop.io/audio-owned"  # on jobs: "true" when the system uploaded the audio (facade): GC deletes it
 ANN_SUBMITTED = "whisperop.io/submitted-at"  # on jobs: RFC 3339 with microseconds, set by the facade (FIFO within a second)
+ANN_FILENAME = "whisperop.io/filename"  # on jobs: the uploaded file's name (the facade)
+ANN_DECODE_HINTS = "whisperop.io/decode-hints"  # on jobs: {"prompt", "temperature"} of an OpenAI-compatible request
+ANN_OWNER = "whisperop.io/owner"  # on jobs: the submitting token's principal (never the token itself)
 ANN_TEMPLATE_HASH = "whisperop.io/template-hash"  # on Deployments: hash of the WhisperModel spec rendered into the pod template
 WEBHOOK_CONFIGMAP = "whisperop-webhooks"  # per namespace: registry of model lifecycle webhook URLs
 
@@ -351,7 +354,7 @@ def job_from_resource(obj: dict[str, Any], segments: list[Segment] | None = None
     status = obj.get("status") or {}
     phase = status.get("phase") or "Queued"
     audio = spec.get("audio", "")
-    filename = (meta.get("annotations") or {}).get("whisperop.io/filename") or audio.rstrip("/").rsplit("/", 1)[-1] or None
+    filename = (meta.get("annotations") or {}).get(ANN_FILENAME) or audio.rstrip("/").rsplit("/", 1)[-1] or None
     created = parse_time(meta.get("creationTimestamp"))
     fields: dict[str, Any] = {
         "id": meta.get("name", ""),

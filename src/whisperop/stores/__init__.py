@@ -1,1 +1,1 @@
-"""Adapters of the JobStore and BlobStore ports (local: SQLite + files; cluster: custom resources + S3)."""
+"""Adapters of the JobQueue and BlobStore ports (local: SQLite + files; cluster: custom resources + S3)."""
