@@ -141,8 +141,8 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     from whisperop.cluster import kube
     from whisperop.cluster.s3 import S3Settings
     from whisperop.core.settings import ServerSettings
-    from whisperop.stores.k8s_jobs import K8sJobStore
-    from whisperop.stores.k8s_model import ClusterModelRuntime
+    from whisperop.cluster.job_queue import K8sJobStore
+    from whisperop.cluster.model_runtime import ClusterModelRuntime
     from whisperop.stores.s3_blobs import S3BlobStore
 
     namespace = _namespace()

@@ -8,13 +8,14 @@ deletion of everything under a prefix (job clean-up)."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from whisperop.core.crds import split_s3_uri
+from whisperop.core.crds import ResultDoc, split_s3_uri
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,10 @@ class S3Settings:
                 self.client.delete_objects(Bucket=b, Delete={"Objects": keys, "Quiet": True})
                 n += len(keys)
         return n
+
+
+def read_result(client: Any, uri: str) -> ResultDoc:
+    """A Done job's ``transcript.json`` at ``uri`` (``status.result.json``), parsed; ``client`` is
+    boto3's. The one reader of results, for the facade's GET and the operator's webhook."""
+    bucket, key = split_s3_uri(uri)
+    return ResultDoc.parse(json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read()))

@@ -35,7 +35,7 @@ from whisperop.cluster.kube import Resources
 from whisperop.core import crds
 from whisperop.core.subscribers import Subscribers
 
-log = logging.getLogger("whisperop.stores.watch")
+log = logging.getLogger("whisperop.cluster.watch")
 
 Obj = dict[str, Any]
 WatchCallback = Callable[[str, Obj, "Obj | None"], None]

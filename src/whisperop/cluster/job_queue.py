@@ -27,7 +27,7 @@ the executor's side of the resources is the WorkQueue of
 :mod:`whisperop.cluster.work_queue` (``whisperop worker``).
 
 ``watch`` turns the process's single TranscriptionJob watch
-(:class:`~whisperop.stores.k8s_watch.ResourceWatch`) into ``JobChange``s:
+(:class:`~whisperop.cluster.watch.ResourceWatch`) into ``JobChange``s:
 ``created``, ``started`` (→ Running), ``progress`` (chunk advanced) and
 ``finished`` (→ a terminal phase, emitted once per job per process, also
 when only a relist after ``410 Gone`` revealed it).
@@ -50,14 +50,16 @@ from typing import Any
 from whisperop.cluster import kube
 from whisperop.cluster import webhooks as cluster_webhooks
 from whisperop.core import crds
+from whisperop.core.crds import Phase
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 from whisperop.core.models import Job, JobStatus
 from whisperop.core.ports import DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
 from whisperop.core.subscribers import Subscribers
-from whisperop.stores.k8s_watch import Obj, ResourceWatch
+from whisperop.cluster.s3 import read_result
+from whisperop.cluster.watch import Obj, ResourceWatch
 from whisperop.stores.s3_blobs import S3BlobStore
 
-log = logging.getLogger("whisperop.stores.k8s_jobs")
+log = logging.getLogger("whisperop.cluster.job_queue")
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 READ_YOUR_WRITES_SECS = 5.0  # how long create waits for its own job to reach the watch cache
@@ -68,10 +70,8 @@ def _owner_of(obj: Obj) -> str | None:
     return (obj["metadata"].get("annotations") or {}).get(crds.ANN_OWNER) or None
 
 
-def _phase(obj: Obj | None) -> str | None:
-    if obj is None:
-        return None
-    return (obj.get("status") or {}).get("phase") or "Queued"
+def _phase(obj: Obj | None) -> Phase | None:
+    return None if obj is None else crds.phase_of(obj)
 
 
 class K8sJobStore:
@@ -119,8 +119,7 @@ class K8sJobStore:
             hit = self._segment_cache.get(ck)
         if hit is not None:
             return hit
-        bucket, key = crds.split_s3_uri(uri)
-        doc = crds.ResultDoc.parse(json.loads(self.blobs.client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        doc = read_result(self.blobs.client, uri)
         with self._lock:
             self._segment_cache[ck] = doc
             while len(self._segment_cache) > SEGMENT_CACHE_SIZE:
@@ -128,7 +127,7 @@ class K8sJobStore:
         return doc
 
     def to_job(self, obj: Obj) -> Job:
-        if _phase(obj) != "Done":
+        if _phase(obj) != Phase.Done:
             return crds.job_from_resource(obj, [])
         return crds.job_with_result(obj, self._result_doc(obj), verbose=True)  # the routes drop removed unless ?verbose=true
 
@@ -188,7 +187,7 @@ class K8sJobStore:
 
     def count_queued(self, owner: str) -> int:
         return sum(1 for o in self.informer.items()
-                   if _phase(o) in (None, "Queued") and not (o.get("spec") or {}).get("cancel")
+                   if _phase(o) in (None, Phase.Queued) and not (o.get("spec") or {}).get("cancel")
                    and _owner_of(o) == owner)
 
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
@@ -233,7 +232,7 @@ class K8sJobStore:
         and the audio the facade uploaded), so there is no audio key for the caller."""
         phase = _phase(self._read(job_id))
         if phase not in crds.TERMINAL_PHASES:
-            raise JobStillActive(job_id, crds.PHASE_TO_STATUS[phase or "Queued"].value)
+            raise JobStillActive(job_id, crds.PHASE_TO_STATUS[phase or Phase.Queued].value)
         try:
             self.res.delete(job_id)
         except kube.NotFound:
@@ -248,7 +247,7 @@ class K8sJobStore:
     def count_by_status(self) -> dict[JobStatus, int]:
         counts = {s: 0 for s in JobStatus}
         for o in self.informer.items():
-            counts[crds.PHASE_TO_STATUS[_phase(o) or "Queued"]] += 1
+            counts[crds.PHASE_TO_STATUS[_phase(o) or Phase.Queued]] += 1
         return counts
 
     def queue_depth(self) -> int:
@@ -257,7 +256,7 @@ class K8sJobStore:
         for o in self.informer.items():
             if (o.get("spec") or {}).get("model", crds.DEFAULT_MODEL) != self.model:
                 continue
-            if _phase(o) == "Queued" and not o["spec"].get("cancel") and not o["metadata"].get("deletionTimestamp"):
+            if _phase(o) == Phase.Queued and not o["spec"].get("cancel") and not o["metadata"].get("deletionTimestamp"):
                 n += 1
         return n
 
@@ -280,14 +279,14 @@ class K8sJobStore:
         deadline = time.monotonic() + wait_secs
         while time.monotonic() < deadline:
             cur = self.informer.cached(job_id)
-            if cur is not None and _phase(cur) == "Cancelled":
+            if cur is not None and _phase(cur) == Phase.Cancelled:
                 return crds.job_from_resource(cur)
-            if cur is not None and _phase(cur) in ("Done", "Failed"):
+            if cur is not None and _phase(cur) in (Phase.Done, Phase.Failed):
                 break  # the worker finished first; report what happened honestly below
             time.sleep(0.05)
         cur = self._read(job_id)
         job = self.to_job(cur)
-        if _phase(cur) in ("Done", "Failed"):
+        if _phase(cur) in (Phase.Done, Phase.Failed):
             return job
         return job.model_copy(update={"status": JobStatus.cancelled, "segments": []})
 
@@ -314,7 +313,7 @@ class K8sJobStore:
         obj = self._read(job_id)
         st = obj.get("status") or {}
         total = int(st.get("chunksTotal") or 0)
-        if _phase(obj) != "Running" or total < 1:
+        if _phase(obj) != Phase.Running or total < 1:
             return None
         return int(st.get("chunk") or 0), total
 
@@ -333,14 +332,14 @@ class K8sJobStore:
         st, pst = obj.get("status") or {}, (prev or {}).get("status") or {}
         if prev is None and phase not in crds.TERMINAL_PHASES:
             self._publish(JobChange("created", crds.job_from_resource(obj)))
-        if phase == "Running" and before != "Running":
+        if phase == Phase.Running and before != Phase.Running:
             self._publish(JobChange("started", crds.job_from_resource(obj)))
         # Progress: the worker rate-limits its status writes (≤ 2/s), so one write can cover several
         # chunks; every chunk between the last one this process saw and the current one is done, and
         # each gets its progress event (as in local mode). A Done job has done all its chunks.
-        seen = int(pst.get("chunk") or 0) if before == "Running" else 0
+        seen = int(pst.get("chunk") or 0) if before == Phase.Running else 0
         total = int(st.get("chunksTotal") or 0)
-        upto = int(st.get("chunk") or 0) if phase == "Running" else total if phase == "Done" else 0
+        upto = int(st.get("chunk") or 0) if phase == Phase.Running else total if phase == Phase.Done else 0
         if before not in crds.TERMINAL_PHASES and total >= 1 and upto > seen and name not in self._finished:
             job = crds.job_from_resource(obj)
             for chunk in range(max(seen, 0) + 1, min(upto, total) + 1):
