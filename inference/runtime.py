@@ -29,15 +29,8 @@ from pathlib import Path
 
 from whisperop.core.errors import GpuMemoryError, WhisperOpError
 from whisperop.core.gpu import GpuInfo, gpu_memory, local_gpu
-from whisperop.core.models import (
-    ModelLoadingEvent,
-    ModelReadyEvent,
-    ModelState,
-    ModelStatus,
-    ModelUnloadedEvent,
-    ModelWaitingForGpuEvent,
-    utcnow,
-)
+from whisperop.core import models
+from whisperop.core.models import ModelState, ModelStatus, utcnow
 from whisperop.core.ports import BlobStore, RuntimeEvent, RuntimeListener, Unsubscribe
 from whisperop.core.settings import EngineSettings
 from whisperop.core.subscribers import Subscribers
@@ -230,7 +223,7 @@ class LocalModelRuntime:
         if engine is not None and self._keep(engine):
             return
         self._set_state(ModelState.unloaded)
-        self._emit(ModelUnloadedEvent())
+        self._emit(models.ModelUnloadedEvent())
 
     def _keep(self, engine: WhisperEngine) -> bool:
         """ready, unless an unload or stop came in while the engine was loading."""
@@ -248,7 +241,7 @@ class LocalModelRuntime:
             self._loaded_at = loaded_at
             self._waiting = None
         log.info("model ready", extra={"model": str(self.model_path), "state": "ready"})
-        self._emit(ModelReadyEvent(loaded_at=loaded_at))
+        self._emit(models.ModelReadyEvent(loaded_at=loaded_at))
         return True
 
     # the loader's observer (whisperop.inference.lifecycle.LoadObserver)
@@ -270,14 +263,14 @@ class LocalModelRuntime:
 
     def loading(self) -> None:
         self._set_state(ModelState.loading)
-        self._emit(ModelLoadingEvent())
+        self._emit(models.ModelLoadingEvent())
 
     def waiting_for_gpu(self, needed_mb: int, free_mb: int, retry_secs: float, exc: GpuMemoryError) -> None:
         with self._cond:
             self._state = ModelState.waiting_for_gpu
             self._loaded_at = None
             self._waiting = (needed_mb, free_mb, time.monotonic() + retry_secs)
-        self._emit(ModelWaitingForGpuEvent(vram_needed_mb=needed_mb, vram_free_mb=free_mb, retry_in_secs=int(retry_secs)))
+        self._emit(models.ModelWaitingForGpuEvent(vram_needed_mb=needed_mb, vram_free_mb=free_mb, retry_in_secs=int(retry_secs)))
 
     # unloading ----------------------------------------------------------
 
@@ -291,4 +284,4 @@ class LocalModelRuntime:
         self._close_engine()
         self._set_state(ModelState.unloaded)
         log.info("model unloaded", extra={"model": str(self.model_path)})
-        self._emit(ModelUnloadedEvent())
+        self._emit(models.ModelUnloadedEvent())

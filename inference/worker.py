@@ -27,16 +27,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from whisperop.cluster import kube
 from whisperop.cluster.s3 import S3Settings
@@ -63,37 +63,35 @@ def ready_state(loaded_at: str, load_secs: float, gpu: GpuInfo | None) -> dict[s
     return state
 
 
-@dataclass
-class WorkerConfig:
-    pod: str
-    namespace: str
-    model: str
-    model_uri: str | None
-    port: int
-    heartbeat_secs: float
-    progress_secs: float
-    drain_secs: float
-    resync_secs: float
-    model_path: str | None = None  # WHISPEROP_MODEL_PATH: a local GGML file (PVC source), wins over any URI
-    outbound_allow: str = ""  # WHISPEROP_OUTBOUND_ALLOW: which http(s) audio URLs may be fetched
+class WorkerConfig(BaseSettings):
+    """Everything ``whisperop worker`` reads from its environment (the engine's own knobs are
+    :class:`EngineSettings`; S3 is :class:`S3Settings`); ``whisperop worker`` flags override."""
+
+    # no populate_by_name: only the documented names are read (a pod's PORT or MODEL is not ours)
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", env_ignore_empty=True)
+
+    pod: str = Field(alias="POD_NAME", description="downward API")
+    namespace: str = Field(alias="POD_NAMESPACE", description="downward API")
+    model: str = Field(crds.DEFAULT_MODEL, alias="WHISPEROP_MODEL_NAME", description="the WhisperModel to serve")
+    model_uri: str | None = Field(None, alias="WHISPEROP_MODEL_URI", description="overrides spec.modelURI")
+    port: int = Field(8081, ge=0, alias="WHISPEROP_WORKER_PORT", description="/healthz, /readyz, /metrics (0 = any)")
+    heartbeat_secs: float = Field(10.0, gt=0, alias="WHISPEROP_HEARTBEAT_SECS")
+    progress_secs: float = Field(0.5, ge=0, alias="WHISPEROP_PROGRESS_SECS", description="at most one progress write per")
+    drain_secs: float = Field(100.0, ge=0, alias="WHISPEROP_DRAIN_SECS", description="SIGTERM: time the running job gets")
+    resync_secs: float = Field(30.0, gt=0, alias="WHISPEROP_RESYNC_SECS", description="forget the claims tried")
+    model_path: str | None = Field(None, alias=modelsource.MODEL_PATH_ENV,
+                                   description="a local GGML file (PVC source), wins over any URI")
+    outbound_allow: str = Field("", alias=ALLOW_ENV, description="which http(s) audio URLs may be fetched")
 
     @classmethod
-    def from_env(cls) -> "WorkerConfig":
-        e = os.environ
-        pod = e.get("POD_NAME")
-        ns = e.get("POD_NAMESPACE")
-        if not pod or not ns:
-            raise SystemExit("POD_NAME and POD_NAMESPACE must be set (downward API)")
-        return cls(
-            pod=pod, namespace=ns, model=e.get("WHISPEROP_MODEL_NAME", crds.DEFAULT_MODEL),
-            model_uri=e.get("WHISPEROP_MODEL_URI") or None, port=int(e.get("WHISPEROP_WORKER_PORT", "8081")),
-            heartbeat_secs=float(e.get("WHISPEROP_HEARTBEAT_SECS", "10")),
-            progress_secs=float(e.get("WHISPEROP_PROGRESS_SECS", "0.5")),
-            drain_secs=float(e.get("WHISPEROP_DRAIN_SECS", "100")),
-            resync_secs=float(e.get("WHISPEROP_RESYNC_SECS", "30")),
-            model_path=e.get(modelsource.MODEL_PATH_ENV) or None,
-            outbound_allow=e.get(ALLOW_ENV, ""),
-        )
+    def from_env(cls, **overrides: Any) -> "WorkerConfig":
+        """The environment, with the non-None ``overrides`` (the CLI's flags) on top."""
+        try:
+            return cls(**{cls.model_fields[k].alias or k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            if {e["loc"][0] for e in exc.errors()} & {"POD_NAME", "POD_NAMESPACE", "pod", "namespace"}:
+                raise SystemExit("POD_NAME and POD_NAMESPACE must be set (downward API)") from None
+            raise
 
 
 # ── the worker ───────────────────────────────────────────────────────────────

@@ -15,8 +15,9 @@
 - **Result**: the outputs go to S3 first (``results/<ns>/<job>/transcript.<fmt>``),
   then the status that points at them.
 - **Checkpoint**: finished chunks in S3 (:mod:`whisperop.cluster.checkpoint`);
-  deleted once the job is terminal, kept when the job is handed back or lost
-  (the next worker resumes from it).
+  deleted just before the terminal status write (so a job that shows
+  Done/Failed/Cancelled has none left), kept when the job is handed back or
+  lost (the next worker resumes from it).
 """
 
 from __future__ import annotations
@@ -206,6 +207,7 @@ class ClusterLease:
         body = {"phase": phase.value, "heartbeatTime": kube.ts(n), "conditions": conds, **extra}
         if phase.terminal:
             body["completionTime"] = kube.ts(n)
+            self._drop_checkpoint()  # before the terminal status: a job shown Done/Failed/Cancelled has none left
         try:
             self._write(body, phase.value.lower())
         except Lost:
@@ -272,8 +274,10 @@ class ClusterLease:
     def close(self) -> None:
         self._done.set()
         JOB_SECS.observe(time.perf_counter() - self._t0)
-        if self.handed_back or self.lost:
-            return  # the next worker resumes from the checkpoint
+
+    def _drop_checkpoint(self) -> None:
+        """The job is about to be terminal: its checkpoint has served. A handed-back or lost job
+        keeps it (the next worker resumes from it)."""
         try:
             self._checkpoint.clear()
         except Exception:
