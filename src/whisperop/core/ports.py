@@ -35,17 +35,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 from whisperop.core.checkpoints import Checkpoint
 from whisperop.core.gpu import GpuInfo
-from whisperop.core.models import (
-    Job,
-    JobStatus,
-    ModelLoadingEvent,
-    ModelReadyEvent,
-    ModelState,
-    ModelStatus,
-    ModelUnloadedEvent,
-    ModelWaitingForGpuEvent,
-    TranscriptionResult,
-)
+from whisperop.core.models import Job, JobStatus, ModelState, ModelStatus, TranscriptionResult
+from whisperop.core.models import ModelLoadingEvent, ModelReadyEvent, ModelUnloadedEvent, ModelWaitingForGpuEvent
 
 # ── JobQueue ─────────────────────────────────────────────────────────────────
 
