@@ -3,7 +3,7 @@
 ``create_app`` wires whatever backends it is given (SQLite + files + the
 in-process runtime for ``whisperop serve``; custom resources + S3 + worker
 Deployments in the cluster) to the routers. Its lifespan starts, in order:
-the SSE hub and the webhook notifier (they watch the JobStore), restart
+the SSE hub and the webhook notifier (they watch the JobQueue), restart
 recovery (so jobs failed by it still notify their webhooks), metrics, and
 finally the runtime — and stops them in reverse.
 """
@@ -25,7 +25,7 @@ from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
 from whisperop.api.upload import UploadSlots
 from whisperop.api.webhooks import WebhookNotifier, WebhookSender
-from whisperop.core.ports import BlobStore, JobStore, ModelRuntime
+from whisperop.core.ports import BlobStore, JobQueue, ModelRuntime
 from whisperop.core.settings import ServerSettings
 
 log = logging.getLogger("whisperop.api")
@@ -39,7 +39,7 @@ Submit audio with `POST /jobs` (multipart), follow it with `GET /jobs/{id}` or t
 """
 
 
-def _recover(jobstore: JobStore, blobstore: BlobStore) -> None:
+def _recover(jobstore: JobQueue, blobstore: BlobStore) -> None:
     for job in jobstore.recover_interrupted():
         key = jobstore.audio_key(job.id)
         if key:
@@ -52,7 +52,7 @@ def _recover(jobstore: JobStore, blobstore: BlobStore) -> None:
 def create_app(
     settings: ServerSettings,
     runtime: ModelRuntime,
-    jobstore: JobStore,
+    jobstore: JobQueue,
     blobstore: BlobStore,
     webhook_sender: WebhookSender | None = None,
     send_webhooks: bool = True,

@@ -160,13 +160,14 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     from whisperop.api.app import create_app
     from whisperop.cluster import kube
     from whisperop.cluster.s3 import S3Settings
-    from whisperop.core.settings import ServerSettings
-    from whisperop.stores.k8s_jobs import K8sJobStore
-    from whisperop.stores.k8s_model import ClusterModelRuntime
+    from whisperop.cluster.job_queue import K8sJobStore
+    from whisperop.cluster.model_runtime import ClusterModelRuntime
+    from whisperop.core.settings import ClusterFacadeSettings, ServerSettings
     from whisperop.stores.s3_blobs import S3BlobStore
 
     namespace = _namespace()
-    model = os.environ.get("WHISPEROP_MODEL_NAME") or "default"
+    cluster = ClusterFacadeSettings()
+    model = cluster.model
     settings = ServerSettings()
     overrides = _listen_overrides(args)
     if not os.environ.get("WHISPER_MODEL"):
@@ -174,9 +175,8 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update=overrides)
     api = kube.api_client()
     s3 = S3Settings.from_env()
-    prefix = os.environ.get("WHISPEROP_S3_UPLOAD_PREFIX", f"uploads/{namespace}/")
-    blobs = S3BlobStore(s3.client, s3.bucket, prefix=prefix)
-    watch_timeout = int(os.environ.get("WHISPEROP_WATCH_TIMEOUT_SECS", "240"))
+    blobs = S3BlobStore(s3.client, s3.bucket, prefix=cluster.upload_prefix or f"uploads/{namespace}/")
+    watch_timeout = cluster.watch_timeout_secs
     jobstore = K8sJobStore(api, namespace, blobs, model=model, watch_timeout_seconds=watch_timeout,
                            ttl_secs_after_finished=settings.job_ttl_secs or None)
     runtime = ClusterModelRuntime(api, namespace, model, watch_timeout_seconds=watch_timeout)

@@ -17,7 +17,7 @@ from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
 from whisperop.api.upload import UploadSlots
 from whisperop.api.webhooks import WebhookNotifier
-from whisperop.core.ports import BlobStore, JobStore, ModelRuntime
+from whisperop.core.ports import BlobStore, JobQueue, ModelRuntime
 from whisperop.core.settings import ServerSettings
 
 
@@ -25,7 +25,7 @@ from whisperop.core.settings import ServerSettings
 class Services:
     settings: ServerSettings
     runtime: ModelRuntime
-    jobs: JobStore
+    jobs: JobQueue
     blobs: BlobStore
     hub: EventHub
     webhooks: WebhookNotifier

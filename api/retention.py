@@ -16,19 +16,19 @@ from datetime import timedelta
 
 from whisperop.core.errors import JobNotFound, JobStillActive
 from whisperop.core.models import utcnow
-from whisperop.core.ports import BlobStore, JobStore
+from whisperop.core.ports import BlobStore, JobQueue
 
 log = logging.getLogger("whisperop.api.retention")
 
 
-def purge_job(jobs: JobStore, blobs: BlobStore, job_id: str) -> None:
+def purge_job(jobs: JobQueue, blobs: BlobStore, job_id: str) -> None:
     """Delete a finished job and the blob it still owns (raises JobNotFound / JobStillActive)."""
     key = jobs.delete(job_id)
     if key:
         blobs.delete(key)
 
 
-def sweep(jobs: JobStore, blobs: BlobStore, ttl_secs: int) -> int:
+def sweep(jobs: JobQueue, blobs: BlobStore, ttl_secs: int) -> int:
     """Delete every job that finished more than ``ttl_secs`` ago; returns how many."""
     cutoff = utcnow() - timedelta(seconds=ttl_secs)
     n = 0
@@ -47,7 +47,7 @@ def sweep(jobs: JobStore, blobs: BlobStore, ttl_secs: int) -> int:
 class Retention:
     """The sweeper thread (only started when ``ttl_secs`` > 0)."""
 
-    def __init__(self, jobs: JobStore, blobs: BlobStore, ttl_secs: int) -> None:
+    def __init__(self, jobs: JobQueue, blobs: BlobStore, ttl_secs: int) -> None:
         self.jobs, self.blobs, self.ttl_secs = jobs, blobs, ttl_secs
         self.interval = min(60.0, max(0.5, ttl_secs / 2))
         self._stop = threading.Event()

@@ -1,15 +1,17 @@
-"""Server-Sent Events: one in-process broadcaster per topic, many subscribers.
+"""Server-Sent Events: one in-process broadcaster, one topic per job (and one for the model).
 
-Every job's changes reach the facade exactly once, through ``JobStore.watch``
-(local: the SQLite writer; cluster: one watch on the custom resources).
-:class:`JobEventHub` turns each change into SSE messages and publishes them
-on the job's topic; every ``GET /jobs/{id}/stream`` connection is a queue on
+Every job's changes reach the facade once, through ``JobQueue.watch``
+(local: the SQLite writer; cluster: the one watch on TranscriptionJobs).
+:class:`EventHub` turns each change into SSE messages and publishes them on
+the job's topic; every ``GET /jobs/{id}/stream`` connection is a queue on
 that topic. Model lifecycle events come from the ModelRuntime the same way.
-So 500 subscribers cost 500 queue puts per event, never 500 database reads.
+A stream reads the job once when it starts (and, for a running job, its
+progress), then only its queue: 500 subscribers cost 500 reads at connect
+and 500 queue puts per event, never a read per event.
 
-Publishing is thread-safe (the worker thread publishes; subscribers live on
-the event loop): each subscriber remembers its loop and gets items through
-``call_soon_threadsafe``.
+Publishing is thread-safe (the publisher is the local worker thread or the
+cluster watch thread; subscribers live on the event loop): each subscriber
+remembers its loop and gets items through ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from whisperop.core.models import (
     ModelWaitingForGpuEvent,
     ProgressEvent,
 )
-from whisperop.core.ports import JobChange, JobStore, ModelRuntime, RuntimeEvent, Unsubscribe
+from whisperop.core.ports import JobChange, JobQueue, ModelRuntime, RuntimeEvent, Unsubscribe
 
 KEEPALIVE_SECS = 15.0
 MODEL_TOPIC = "__model__"
@@ -142,9 +144,9 @@ _MODEL_EVENTS = (ModelLoadingEvent, ModelReadyEvent, ModelUnloadedEvent, ModelWa
 
 
 class EventHub:
-    """Feeds the broadcaster from the JobStore watch and the runtime's events."""
+    """Feeds the broadcaster from the JobQueue watch and the runtime's events."""
 
-    def __init__(self, jobstore: JobStore, runtime: ModelRuntime) -> None:
+    def __init__(self, jobstore: JobQueue, runtime: ModelRuntime) -> None:
         self.jobstore = jobstore
         self.runtime = runtime
         self.broadcaster = Broadcaster()

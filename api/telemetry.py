@@ -1,6 +1,6 @@
 """Prometheus metrics of the facade and the runtime behind it.
 
-Counts that live in the JobStore (jobs by status, queue depth) and the
+Counts that live in the JobQueue (jobs by status, queue depth) and the
 model state are read at scrape time by a collector, so they are right after
 a restart and need no bookkeeping on every transition. Things that only
 pass by (uploaded bytes, transcription speed) are counted as they happen.
@@ -17,18 +17,18 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from whisperop.core.models import ModelState
-from whisperop.core.ports import JobStore, JobTiming, ModelRuntime, RuntimeEvent, Unsubscribe
+from whisperop.core.ports import JobQueue, JobTiming, ModelRuntime, RuntimeEvent, Unsubscribe
 
 SPEED_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 
 
 class _StoreCollector(Collector):
-    def __init__(self, jobstore: JobStore, runtime: ModelRuntime) -> None:
+    def __init__(self, jobstore: JobQueue, runtime: ModelRuntime) -> None:
         self.jobstore = jobstore
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("whisperop_jobs", "Jobs in the JobStore by status", labels=["status"])
+        jobs = GaugeMetricFamily("whisperop_jobs", "Jobs in the JobQueue by status", labels=["status"])
         for status, n in self.jobstore.count_by_status().items():
             jobs.add_metric([status.value], n)
         yield jobs
@@ -44,7 +44,7 @@ class _StoreCollector(Collector):
 class Metrics:
     """The registry and the instruments the facade updates."""
 
-    def __init__(self, jobstore: JobStore, runtime: ModelRuntime) -> None:
+    def __init__(self, jobstore: JobQueue, runtime: ModelRuntime) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.runtime = runtime
         self.upload_bytes = Counter("whisperop_upload_bytes", "Audio bytes received by POST /jobs", registry=self.registry)

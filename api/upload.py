@@ -14,15 +14,24 @@ the writer is aborted, so nothing is left behind.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
+from whisperop.api.auth import principal
 from whisperop.core.ports import BlobWriter
+
+if TYPE_CHECKING:
+    from whisperop.api.deps import Services
+
+log = logging.getLogger("whisperop.api.upload")
 
 AUDIO_FIELD = "audio"
 TEXT_FIELDS = frozenset({"language", "task", "webhook_url", "priority", "audio_url", "time_limit_secs",
@@ -240,3 +249,84 @@ async def receive_upload(
         upload.abort()
         raise
     return upload
+
+
+# ── the submit prologue of POST /jobs and /v1/audio/* ───────────────────────
+
+RETRY_BUSY_SECS = 5  # Retry-After of a 429 for lack of an upload slot
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}$")
+
+
+def audio_key(job_id: str, filename: str | None) -> str:
+    """Blob key of a job's audio; keeps a plain extension as a hint for humans and decoders."""
+    m = _SUFFIX.search(filename or "")
+    return f"audio/{job_id}/source{m.group(0).lower() if m else ''}"
+
+
+async def take_upload_slot(svc: "Services", who: str | None) -> str | None:
+    """Take an upload slot (MAX_CONCURRENT_UPLOADS, MAX_UPLOADS_PER_TOKEN) unless ``who`` already has
+    MAX_QUEUED_JOBS_PER_TOKEN queued jobs; None when taken (release it with ``svc.uploads.release``),
+    else why not (answered 429)."""
+    busy = svc.uploads.try_acquire(who)
+    if busy is None and who is not None and svc.settings.max_queued_per_token:
+        if await asyncio.to_thread(svc.jobs.count_queued, who) >= svc.settings.max_queued_per_token:
+            svc.uploads.release(who)
+            busy = f"this token already has {svc.settings.max_queued_per_token} queued jobs (MAX_QUEUED_JOBS_PER_TOKEN)"
+    return busy
+
+
+class UploadRefused(Exception):
+    """The upload was not taken; each API answers in its own error shape. ``kind``: ``busy``
+    (429), ``multipart`` (400), ``stalled`` (408) or ``disconnected`` (the client is gone).
+    The uploads metric (rejected/aborted) is already counted."""
+
+    def __init__(self, kind: str, message: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass
+class JobUpload:
+    """A received upload for a new job: its id, the blob key its audio went to (one element once
+    the audio part started; a list so that the audio_url path can replace it), who sent it."""
+
+    job_id: str
+    key: list[str]
+    who: str | None
+    upload: Upload
+
+
+async def receive_job_upload(request: Request, svc: "Services", **options: Any) -> JobUpload:
+    """The prologue both submit routes share: a new job id, an upload slot for the principal,
+    the body streamed into the blob store (``options``: :func:`receive_upload`'s field names),
+    the slot released again; raises :class:`UploadRefused` with nothing kept."""
+    job_id = str(uuid.uuid4())
+    key: list[str] = []
+
+    def open_writer(filename: str | None) -> BlobWriter:
+        key.append(audio_key(job_id, filename))
+        return svc.blobs.writer(key[0])
+
+    who = principal(request)
+    busy = await take_upload_slot(svc, who)
+    if busy is not None:
+        svc.metrics.uploads.labels("rejected").inc()
+        raise UploadRefused("busy", f"{busy}; retry later")
+    try:
+        upload = await receive_upload(request, open_writer, svc.metrics.upload_bytes.inc,
+                                      idle_timeout=svc.settings.upload_idle_timeout_secs or None, **options)
+    except MultipartError as exc:
+        svc.metrics.uploads.labels("rejected").inc()
+        raise UploadRefused("multipart", f"multipart error: {exc}") from None
+    except UploadStalled as exc:
+        svc.metrics.uploads.labels("aborted").inc()
+        log.info("upload stalled; nothing kept", extra={"job_id": job_id})
+        raise UploadRefused("stalled", str(exc)) from None
+    except ClientDisconnect:
+        svc.metrics.uploads.labels("aborted").inc()
+        log.info("client disconnected mid-upload; nothing kept", extra={"job_id": job_id})
+        raise UploadRefused("disconnected") from None
+    finally:
+        svc.uploads.release(who)
+    return JobUpload(job_id, key, who, upload)

@@ -10,10 +10,10 @@ error.
 What is sent (:class:`WebhookNotifier`):
 
 - a job reaching ``done``/``failed``/``cancelled`` → the full Job, to its
-  own ``webhook_url`` (hooked on ``JobStore.watch``, so it does not matter
+  own ``webhook_url`` (hooked on ``JobQueue.watch``, so it does not matter
   who ended the job: the worker, a cancel, or restart recovery);
 - ``model_ready``/``model_unloaded`` → to every URL ever registered in the
-  JobStore's persisted registry.
+  JobQueue's persisted registry.
 
 Every request carries ``webhook-id`` (stable per event: ``job-<id>-<status>``,
 ``model-<type>-<uuid>``; also sent as ``X-Whisperop-Delivery``, as cluster
@@ -38,7 +38,7 @@ import httpx
 
 from whisperop.core.errors import UnsafeURLError
 from whisperop.core.models import ModelReadyEvent, ModelUnloadedEvent
-from whisperop.core.ports import JobChange, JobStore, ModelRuntime, RuntimeEvent, Unsubscribe
+from whisperop.core.ports import JobChange, JobQueue, ModelRuntime, RuntimeEvent, Unsubscribe
 from whisperop.core.signing import WebhookSigner
 from whisperop.core.urlguard import AllowList, AllowSpec, guarded_async_client, redact
 
@@ -191,7 +191,7 @@ class WebhookSender:
 class WebhookNotifier:
     """Decides what to send where (see the module docstring)."""
 
-    def __init__(self, sender: WebhookSender, jobstore: JobStore, runtime: ModelRuntime) -> None:
+    def __init__(self, sender: WebhookSender, jobstore: JobQueue, runtime: ModelRuntime) -> None:
         self.sender = sender
         self.jobstore = jobstore
         self.runtime = runtime

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from whisperop.inference.worker import WorkerConfig, run
 
-    if args.model:
-        os.environ["WHISPEROP_MODEL_NAME"] = args.model
-    if args.model_uri:
-        os.environ["WHISPEROP_MODEL_URI"] = args.model_uri
-    if args.port is not None:
-        os.environ["WHISPEROP_WORKER_PORT"] = str(args.port)
-    return run(WorkerConfig.from_env())
+    return run(WorkerConfig.from_env(model=args.model or None, model_uri=args.model_uri or None, port=args.port))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -64,7 +64,7 @@ def _set_phase(res: kube.Resources, obj: dict[str, Any], phase: str, reason: str
         return False
     obj["metadata"]["resourceVersion"] = new["metadata"]["resourceVersion"]
     metrics.TRANSITIONS.labels(phase, reason).inc()
-    event(obj, reason, message, warning=phase == "Failed")
+    event(obj, reason, message, warning=phase == crds.Phase.Failed)
     return True
 
 
@@ -85,7 +85,7 @@ def validate(obj: dict[str, Any], models: kube.Resources) -> tuple[tuple[str, st
 def _has_room(wm: dict[str, Any]) -> bool:
     """True when the model could still scale up (worth reconciling now rather than at its next tick)."""
     spec, status = wm.get("spec", {}), wm.get("status") or {}
-    return int(status.get("replicas") or 0) < max(int(spec.get("maxReplicas", 1)), int(spec.get("minReplicas", 0)))
+    return int(status.get("replicas") or 0) < max(int(spec.get("maxReplicas", crds.DEFAULT_MAX_REPLICAS)), int(spec.get("minReplicas", crds.DEFAULT_MIN_REPLICAS)))
 
 
 def reconcile_job(obj: dict[str, Any]) -> str:
@@ -117,18 +117,18 @@ def reconcile_job(obj: dict[str, Any]) -> str:
         problem, wm = validate(obj, kube.models(api(), ns))
         if problem:
             reason, message = problem
-            _set_phase(res, obj, "Failed", reason, message, extra={"error": message},
+            _set_phase(res, obj, crds.Phase.Failed, reason, message, extra={"error": message},
                        cond_type="Accepted", cond_status="False")
             return "failed"
         if spec.get("cancel"):
-            _set_phase(res, obj, "Cancelled", "CancelledWhileQueued", "cancelled before it ran")
+            _set_phase(res, obj, crds.Phase.Cancelled, "CancelledWhileQueued", "cancelled before it ran")
             return "cancelled"
         if spec.get("webhookUrl"):
             try:
                 registry.register(api(), ns, spec["webhookUrl"])
             except Exception:
                 log.warning("could not register webhook URL", exc_info=True)
-        if _set_phase(res, obj, "Queued", "Accepted", f"queued for WhisperModel {spec.get('model', 'default')}",
+        if _set_phase(res, obj, crds.Phase.Queued, "Accepted", f"queued for WhisperModel {spec.get('model', 'default')}",
                       extra={"attempts": status.get("attempts", 0), "progress": 0}, cond_type="Accepted"):
             if wm is not None and _has_room(wm):
                 from . import informers, models  # reconcile the model now, not at its next tick (scale from zero)
@@ -138,8 +138,8 @@ def reconcile_job(obj: dict[str, Any]) -> str:
             return "queued"
         return "conflict"
 
-    if phase == "Queued" and spec.get("cancel"):
-        _set_phase(res, obj, "Cancelled", "CancelledWhileQueued", "cancelled before it ran")
+    if phase == crds.Phase.Queued and spec.get("cancel"):
+        _set_phase(res, obj, crds.Phase.Cancelled, "CancelledWhileQueued", "cancelled before it ran")
         return "cancelled"
 
     if phase in crds.TERMINAL_PHASES:

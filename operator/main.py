@@ -34,6 +34,7 @@ from typing import Any
 import kopf
 
 from whisperop.core.logs import setup_logging
+from whisperop.core.settings import DEFAULT_WATCH_TIMEOUT_SECS
 
 ANNOTATION_PREFIX = "whisperop.io"
 
@@ -80,7 +81,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = int(os.environ.get("WHISPEROP_OPERATOR_THREADS", "16"))
-    settings.watching.server_timeout = int(os.environ.get("WHISPEROP_WATCH_TIMEOUT_SECS", "300"))
+    settings.watching.server_timeout = int(os.environ.get("WHISPEROP_WATCH_TIMEOUT_SECS", DEFAULT_WATCH_TIMEOUT_SECS))
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     # no cluster-wide scanning of CRDs/namespaces: the namespaced Role in config/rbac
     # is then enough (CRDs must exist before the operator starts; exact --namespace names)

@@ -76,7 +76,7 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
     cfg = config()
     labels = pod_labels(name)
     res = spec.get("resources") or {}
-    gpus = int(res.get("gpus", 1))
+    gpus = int(res.get("gpus", crds.DEFAULT_GPUS))
     limits = dict(res.get("limits") or {})
     requests = dict(res.get("requests") or {})
     if gpus:
@@ -226,7 +226,7 @@ def observe(wm: dict[str, Any], desired: int, pods: list[dict[str, Any]]) -> dic
     out: dict[str, Any] = {"readyReplicas": len(ready), "unschedulableReplicas": len(unsched),
                            "vramNeededMB": None, "vramFreeMB": None, "retryInSecs": None, "loadedAt": None,
                            "gpu": None}
-    poll = int(wm["spec"].get("gpuPollIntervalSeconds", 30))
+    poll = int(wm["spec"].get("gpuPollIntervalSeconds", crds.DEFAULT_GPU_POLL_INTERVAL_SECS))
     if ready:
         out["state"] = "ready"
         times = sorted(s for p in ready if (s := load_state(p).get("loadedAt")))
@@ -266,7 +266,7 @@ def _requeue_lost(ns: str, model: str, running: list[dict[str, Any]], pods: dict
         except kube.NotFound:
             continue
         st = obj.get("status") or {}
-        if st.get("phase") != "Running" or st.get("worker") != s.get("worker") or st.get("heartbeatTime") != s.get(
+        if st.get("phase") != crds.Phase.Running or st.get("worker") != s.get("worker") or st.get("heartbeatTime") != s.get(
                 "heartbeat"):
             continue  # changed since the informer saw it: the worker is alive, or someone acted already
         why = f"worker {s.get('worker')} " + ("is gone" if gone else f"stopped heartbeating ({cfg.heartbeat_timeout_secs:.0f} s)")
@@ -274,19 +274,19 @@ def _requeue_lost(ns: str, model: str, running: list[dict[str, Any]], pods: dict
         gen = obj["metadata"].get("generation")
         conds = st.get("conditions") or []
         if obj["spec"].get("cancel"):
-            phase, reason, msg = "Cancelled", "CancelledWorkerLost", f"cancelled; {why}"
+            phase, reason, msg = crds.Phase.Cancelled, "CancelledWorkerLost", f"cancelled; {why}"
         elif attempts >= cfg.max_attempts:
-            phase, reason, msg = "Failed", "WorkerLost", f"{why}; gave up after {attempts} attempts"
+            phase, reason, msg = crds.Phase.Failed, "WorkerLost", f"{why}; gave up after {attempts} attempts"
         else:
-            phase, reason, msg = "Queued", "Requeued", f"{why}; requeued (attempt {attempts + 1} of {cfg.max_attempts})"
+            phase, reason, msg = crds.Phase.Queued, "Requeued", f"{why}; requeued (attempt {attempts + 1} of {cfg.max_attempts})"
         body: dict[str, Any] = {
             "phase": phase, "attempts": attempts, "worker": None, "heartbeatTime": None,
             "conditions": crds.set_condition(conds, "Running", "False", reason, msg, n, gen),
         }
-        if phase == "Queued":
+        if phase == crds.Phase.Queued:
             body.update(progress=0, chunk=0, startTime=None)
         else:
-            body.update(completionTime=kube.ts(n), error=msg if phase == "Failed" else None)
+            body.update(completionTime=kube.ts(n), error=msg if phase == crds.Phase.Failed else None)
         try:
             res.patch_status(s["name"], body, rv=obj["metadata"]["resourceVersion"])
         except (kube.Conflict, kube.NotFound):
@@ -317,8 +317,8 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
         jobs = [j for j in everything if j["model"] == name]
         pods = _pods(ns, name)
         by_name = {p["metadata"]["name"]: p for p in pods}
-        queued = [j for j in jobs if j["phase"] == "Queued" and not j["cancel"] and not j["deleting"]]
-        running = [j for j in jobs if j["phase"] == "Running"]
+        queued = [j for j in jobs if j["phase"] == crds.Phase.Queued and not j["cancel"] and not j["deleting"]]
+        running = [j for j in jobs if j["phase"] == crds.Phase.Running]
         if running:
             moved = _requeue_lost(ns, name, running, by_name)
             if moved:

@@ -23,37 +23,13 @@ Rules: with work, ``min(maxReplicas, max(minReplicas, queued + running, current)
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from whisperop.core import crds
+from whisperop.core.crds import Demand, demand_annotation, parse_demand
 
-
-@dataclass(frozen=True)
-class Demand:
-    action: str  # load | unload
-    at: datetime
-
-
-def parse_demand(annotations: dict[str, str] | None) -> Demand | None:
-    raw = (annotations or {}).get(crds.ANN_DEMAND)
-    if not raw:
-        return None
-    try:
-        d = json.loads(raw)
-        at = crds.parse_time(d.get("at"))
-        if d.get("action") in ("load", "unload") and at is not None:
-            return Demand(d["action"], at)
-    except (ValueError, AttributeError, TypeError):
-        pass
-    return None
-
-
-def demand_annotation(action: str, at: datetime) -> dict[str, Any]:
-    """The metadata patch the facade sends (merge patch on the WhisperModel)."""
-    return {"metadata": {"annotations": {crds.ANN_DEMAND: json.dumps({"action": action, "at": crds.rfc3339(at)})}}}
+__all__ = ["Demand", "demand_annotation", "parse_demand", "last_activity", "desired_replicas"]
 
 
 def last_activity(stored: datetime | None, demand: Demand | None, work: int, now: datetime,
@@ -72,8 +48,8 @@ def desired_replicas(spec: dict[str, Any], queued: int, running: int, current: i
     is undone only by a job that arrived after it — not by the activity of the
     job that was already running when it was asked (that one finishes first,
     then the model goes down). Unknown (None): the activity time is used."""
-    mn = int(spec.get("minReplicas", 0))
-    mx = max(int(spec.get("maxReplicas", 1)), mn, 1)
+    mn = int(spec.get("minReplicas", crds.DEFAULT_MIN_REPLICAS))
+    mx = max(int(spec.get("maxReplicas", crds.DEFAULT_MAX_REPLICAS)), mn, 1)
     work = queued + running
     if work:  # up by queue depth; never down while there is work (down only after the idle timeout)
         return min(mx, max(mn, work, current))
@@ -81,7 +57,7 @@ def desired_replicas(spec: dict[str, Any], queued: int, running: int, current: i
         superseded_at = last_arrival if last_arrival is not None else activity
         if superseded_at is None or demand.at >= superseded_at:
             return mn
-    idle = int(spec.get("idleTimeoutSeconds", 300))
+    idle = int(spec.get("idleTimeoutSeconds", crds.DEFAULT_IDLE_TIMEOUT_SECS))
     recent_load = demand is not None and demand.action == "load" and (activity is None or demand.at >= activity)
     floor = max(mn, 1 if recent_load else 0)
     if idle == 0:

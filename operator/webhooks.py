@@ -10,7 +10,6 @@ receiver drop that duplicate.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -34,11 +33,9 @@ def _result(obj: dict[str, Any]) -> crds.ResultDoc | None:
     if not uri:
         return None
     try:
-        from whisperop.cluster.s3 import S3Settings
+        from whisperop.cluster.s3 import S3Settings, read_result
 
-        bucket, key = crds.split_s3_uri(uri)
-        s3 = S3Settings.from_env()
-        return crds.ResultDoc.parse(json.loads(s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        return read_result(S3Settings.from_env().client, uri)
     except Exception:
         log.warning("could not read the result JSON for the webhook", extra={"uri": uri}, exc_info=True)
         return None
@@ -46,7 +43,7 @@ def _result(obj: dict[str, Any]) -> crds.ResultDoc | None:
 
 def job_document(obj: dict[str, Any]) -> dict[str, Any]:
     """The full Job (contract shape, as the facade's GET shows it), segments included when the job is done."""
-    result = _result(obj) if (obj.get("status") or {}).get("phase") == "Done" else None
+    result = _result(obj) if (obj.get("status") or {}).get("phase") == crds.Phase.Done else None
     return to_json_dict(crds.job_with_result(obj, result))
 
 

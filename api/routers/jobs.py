@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.requests import ClientDisconnect
 
 from whisperop.api.deps import Services, ServicesDep
 from whisperop.api import audio_url
 from whisperop.api.auth import principal
 from whisperop.api.errors import ApiError
 from whisperop.api.retention import purge_job
-from whisperop.api.upload import MultipartError, Upload, UploadStalled, receive_upload
+from whisperop.api.upload import (
+    RETRY_BUSY_SECS,
+    Upload,
+    UploadRefused,
+    audio_key,
+    receive_job_upload,
+)
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
 from whisperop.core.languages import UnknownLanguageError, normalize_language
 from whisperop.core.urlguard import aresolve_url, check_url
@@ -37,10 +40,8 @@ router = APIRouter(tags=["jobs"])
 
 RETRY_UNLOADED_SECS = 30
 RETRY_LOADING_SECS = 10
-RETRY_BUSY_SECS = 5
 
 MAX_PRIORITY = 1_000_000  # as TranscriptionJob spec.priority
-_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}$")
 
 SUBMIT_BODY: dict[str, Any] = {
     "required": True,
@@ -71,12 +72,6 @@ SUBMIT_BODY: dict[str, Any] = {
         }
     },
 }
-
-
-def audio_key(job_id: str, filename: str | None) -> str:
-    """Blob key of a job's audio; keeps a plain extension as a hint for humans and decoders."""
-    m = _SUFFIX.search(filename or "")
-    return f"audio/{job_id}/source{m.group(0).lower() if m else ''}"
 
 
 def retry_after(state: ModelState, svc: Services) -> int:
@@ -157,34 +152,17 @@ def _positive(value: str | None, name: str) -> float | None:
     openapi_extra={"requestBody": SUBMIT_BODY},
 )
 async def submit_job(request: Request, svc: ServicesDep) -> Response:
-    job_id = str(uuid.uuid4())
-    key: list[str] = []
-
-    def open_writer(filename: str | None):  # type: ignore[no-untyped-def]
-        key.append(audio_key(job_id, filename))
-        return svc.blobs.writer(key[0])
-
-    who = principal(request)
-    busy = await take_upload_slot(svc, who)
-    if busy is not None:
-        svc.metrics.uploads.labels("rejected").inc()
-        raise ApiError(429, f"{busy}; retry later", headers={"Retry-After": str(RETRY_BUSY_SECS), "Connection": "close"})
     try:
-        upload = await receive_upload(request, open_writer, svc.metrics.upload_bytes.inc,
-                                      idle_timeout=svc.settings.upload_idle_timeout_secs or None)
-    except MultipartError as exc:
-        svc.metrics.uploads.labels("rejected").inc()
-        raise ApiError(400, f"multipart error: {exc}") from None
-    except UploadStalled as exc:
-        svc.metrics.uploads.labels("aborted").inc()
-        log.info("upload stalled; nothing kept", extra={"job_id": job_id})
-        raise ApiError(408, str(exc), headers={"Connection": "close"}) from None
-    except ClientDisconnect:
-        svc.metrics.uploads.labels("aborted").inc()
-        log.info("client disconnected mid-upload; nothing kept", extra={"job_id": job_id})
-        return Response(status_code=400)
-    finally:
-        svc.uploads.release(who)
+        received = await receive_job_upload(request, svc)
+    except UploadRefused as exc:
+        if exc.kind == "busy":
+            raise ApiError(429, exc.message, headers={"Retry-After": str(RETRY_BUSY_SECS), "Connection": "close"}) from None
+        if exc.kind == "stalled":
+            raise ApiError(408, exc.message, headers={"Connection": "close"}) from None
+        if exc.kind == "multipart":
+            raise ApiError(400, exc.message) from None
+        return Response(status_code=400)  # the client is gone
+    job_id, key, who, upload = received.job_id, received.key, received.who, received.upload
 
     committed = False
     url = (upload.fields.get("audio_url") or "").strip()
@@ -233,18 +211,6 @@ async def submit_job(request: Request, svc: ServicesDep) -> Response:
                                   "priority": priority,
                                   "language": job.language, "audio_filename": job.filename})
     return JSONResponse(SubmitResponse(job_id=job_id).model_dump(), status_code=202)
-
-
-async def take_upload_slot(svc: Services, who: str | None) -> str | None:
-    """Take an upload slot (MAX_CONCURRENT_UPLOADS, MAX_UPLOADS_PER_TOKEN) unless ``who`` already has
-    MAX_QUEUED_JOBS_PER_TOKEN queued jobs; None when taken (release it with ``svc.uploads.release``),
-    else why not (answered 429). Shared by ``POST /jobs`` and the ``/v1`` uploads."""
-    busy = svc.uploads.try_acquire(who)
-    if busy is None and who is not None and svc.settings.max_queued_per_token:
-        if await asyncio.to_thread(svc.jobs.count_queued, who) >= svc.settings.max_queued_per_token:
-            svc.uploads.release(who)
-            busy = f"this token already has {svc.settings.max_queued_per_token} queued jobs (MAX_QUEUED_JOBS_PER_TOKEN)"
-    return busy
 
 
 def check_owner(svc: Services, job_id: str, who: str | None) -> None:

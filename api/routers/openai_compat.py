@@ -3,7 +3,7 @@
 An app written for OpenAI's SDK works by changing only its base URL. The
 request is synchronous for the caller but is an ordinary job underneath:
 the upload streams to storage like ``POST /jobs``, the job is queued in the
-same JobStore (visible in ``GET /jobs``, subject to retention), runs under
+same JobQueue (visible in ``GET /jobs``, subject to retention), runs under
 the same model lifecycle, and the answer is rendered from the finished job.
 
 - Model not ready: the request asks for a load (when unloaded) and waits up
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from whisperop.api.auth import principal
 from whisperop.api.deps import Services, ServicesDep
 from whisperop.api.openai_shapes import (
     GRANULARITIES,
@@ -40,8 +38,8 @@ from whisperop.api.openai_shapes import (
     full_text,
     verbose_json,
 )
-from whisperop.api.routers.jobs import RETRY_BUSY_SECS, audio_key, cancel, retry_after, take_upload_slot
-from whisperop.api.upload import MultipartError, Upload, UploadStalled, receive_upload
+from whisperop.api.routers.jobs import cancel, retry_after
+from whisperop.api.upload import RETRY_BUSY_SECS, Upload, UploadRefused, receive_job_upload
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
 from whisperop.core.languages import UnknownLanguageError, normalize_language
 from whisperop.core.models import Job, JobStatus, ModelState, Task, TranscriptionResult
@@ -239,33 +237,18 @@ def _answer(job: Job, p: Params) -> Response:
 
 
 async def run_sync(request: Request, svc: Services, task: Task) -> Response:
-    job_id = str(uuid.uuid4())
-    key: list[str] = []
-
-    def open_writer(filename: str | None):  # type: ignore[no-untyped-def]
-        key.append(audio_key(job_id, filename))
-        return svc.blobs.writer(key[0])
-
-    who = principal(request)
-    busy = await take_upload_slot(svc, who)
-    if busy is not None:
-        svc.metrics.uploads.labels("rejected").inc()
-        raise OpenAIError(429, f"{busy}; retry later", type_="rate_limit_error", code="rate_limit_exceeded",
-                          headers={"Retry-After": str(RETRY_BUSY_SECS), "Connection": "close"})
     try:
-        upload = await receive_upload(request, open_writer, svc.metrics.upload_bytes.inc, audio_field="file",
-                                      text_fields=FIELDS, idle_timeout=svc.settings.upload_idle_timeout_secs or None)
-    except MultipartError as exc:
-        svc.metrics.uploads.labels("rejected").inc()
-        raise OpenAIError(400, f"multipart error: {exc}", code="invalid_multipart") from None
-    except UploadStalled as exc:
-        svc.metrics.uploads.labels("aborted").inc()
-        raise OpenAIError(408, str(exc), code="upload_stalled", headers={"Connection": "close"}) from None
-    except ClientDisconnect:
-        svc.metrics.uploads.labels("aborted").inc()
-        return Response(status_code=400)
-    finally:
-        svc.uploads.release(who)
+        received = await receive_job_upload(request, svc, audio_field="file", text_fields=FIELDS)
+    except UploadRefused as exc:
+        if exc.kind == "busy":
+            raise OpenAIError(429, exc.message, type_="rate_limit_error", code="rate_limit_exceeded",
+                              headers={"Retry-After": str(RETRY_BUSY_SECS), "Connection": "close"}) from None
+        if exc.kind == "stalled":
+            raise OpenAIError(408, exc.message, code="upload_stalled", headers={"Connection": "close"}) from None
+        if exc.kind == "multipart":
+            raise OpenAIError(400, exc.message, code="invalid_multipart") from None
+        return Response(status_code=400)  # the client is gone
+    job_id, key, who, upload = received.job_id, received.key, received.who, received.upload
     loop = asyncio.get_running_loop()
     finished = asyncio.Event()
 

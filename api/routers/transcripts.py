@@ -1,7 +1,7 @@
 """``GET /jobs/{id}/transcript.{json,srt,vtt,txt}``: a finished job's transcript as a file.
 
 Both modes render from the job's segments (local: SQLite; cluster: the
-result JSON the worker wrote to S3, read through the JobStore), so the cue
+result JSON the worker wrote to S3, read through the JobQueue), so the cue
 options below apply everywhere — the srt/vtt/txt objects a cluster worker
 writes on request (``spec.outputFormats``) use the default options and are
 not needed here. ``Content-Disposition: attachment`` names the file after the

@@ -175,15 +175,13 @@ ENGINE_MODULES = frozenset({"numpy", "av", "pywhispercpp", "_pywhispercpp"})
 
 
 def _plugins() -> list:
-    """Sub-commands contributed by the facade and the worker, when installed."""
-    found = []
-    for module in ("whisperop.api.cli", "whisperop.inference.worker_cli", "whisperop.operator.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ImportError:
-            continue
-        found.append(mod.register)
-    return found
+    """Sub-commands contributed by the facade (``serve``) and the worker (``worker``). Both modules
+    import only the standard library at the top (their dependencies load when the command runs,
+    where a missing extra is reported by :func:`main`), so they are always importable."""
+    from whisperop.api import cli as api_cli
+    from whisperop.inference import worker_cli
+
+    return [api_cli.register, worker_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

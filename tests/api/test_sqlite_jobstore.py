@@ -10,7 +10,7 @@ import pytest
 
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound
 from whisperop.core.models import Job, JobStatus, Segment, Task, TranscriptionResult
-from whisperop.core.ports import BlobStore, JobChange, JobStore
+from whisperop.core.ports import BlobStore, JobChange, JobQueue
 from whisperop.stores.local_blobs import LocalBlobStore
 from whisperop.stores.sqlite_jobs import RESTART_MESSAGE, SqliteJobStore
 
@@ -24,7 +24,7 @@ def _result() -> TranscriptionResult:
 
 
 def test_adapters_satisfy_the_ports(jobstore: SqliteJobStore, blobstore: LocalBlobStore) -> None:
-    assert isinstance(jobstore, JobStore)
+    assert isinstance(jobstore, JobQueue)
     assert isinstance(blobstore, BlobStore)
 
 

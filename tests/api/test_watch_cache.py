@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from whisperop.stores.k8s_watch import ResourceWatch
+from whisperop.cluster.watch import ResourceWatch
 
 
 class ListOnly:

@@ -152,7 +152,7 @@ def test_operator_and_cluster_facade_import_no_engine() -> None:
     """What the operator image runs: kopf's module, the CLI (whisperop --help,
     serve --cluster) and the cluster stores, with the engine modules blocked."""
     code = _BLOCK_ENGINE + (
-        "import whisperop.operator.main, whisperop.api.app, whisperop.stores.k8s_jobs, whisperop.stores.k8s_model, "
+        "import whisperop.operator.main, whisperop.api.app, whisperop.cluster.job_queue, whisperop.cluster.model_runtime, "
         "whisperop.stores.s3_blobs\n"
         "from whisperop import cli\n"
         "cli.build_parser().parse_args(['serve', '--help'])\n"

@@ -117,8 +117,8 @@ class InProcessFacade:
 
         from whisperop.api.app import create_app
         from whisperop.core.settings import ServerSettings
-        from whisperop.stores.k8s_jobs import K8sJobStore
-        from whisperop.stores.k8s_model import ClusterModelRuntime
+        from whisperop.cluster.job_queue import K8sJobStore
+        from whisperop.cluster.model_runtime import ClusterModelRuntime
         from whisperop.stores.s3_blobs import S3BlobStore
 
         s3 = cluster.s3_env
@@ -459,7 +459,7 @@ def test_real_410_gone_relists_and_delivers_the_missed_terminal_change(cluster: 
     """The watch resumes from a resourceVersion the API server no longer has (410 Gone): the store
     relists, diffs against its cache and still delivers the transition it missed, exactly once."""
     from whisperop.core.ports import JobChange
-    from whisperop.stores.k8s_jobs import K8sJobStore
+    from whisperop.cluster.job_queue import K8sJobStore
     from whisperop.stores.s3_blobs import S3BlobStore
 
     c = cluster
@@ -494,7 +494,7 @@ def test_real_410_gone_relists_and_delivers_the_missed_terminal_change(cluster: 
 def test_load_unload_record_demand_the_operator_reads_and_never_touch_spec(cluster: Cluster, tiny_model: Path) -> None:
     from whisperop.core.models import ModelState
     from whisperop.operator.scaling import parse_demand
-    from whisperop.stores.k8s_model import ClusterModelRuntime
+    from whisperop.cluster.model_runtime import ClusterModelRuntime
 
     c = cluster
     rt = ClusterModelRuntime(c.api, c.ns, watch_timeout_seconds=30)

@@ -197,24 +197,18 @@ def test_guarded_async_client(loopback_server: tuple[str, list[str]]) -> None:
     assert r.status_code == 200 and hits == ["/y"]
 
 
-def test_worker_audio_download_goes_through_the_guard(loopback_server: tuple[str, list[str]], tmp_path,  # type: ignore[no-untyped-def]
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_audio_download_goes_through_the_guard(loopback_server: tuple[str, list[str]], tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The cluster worker's http(s) audio fetch (spec.audio): refused for an internal
     address, also when an allowed first hop redirects to one; allowed when listed."""
-    from types import SimpleNamespace
-
-    from whisperop.inference.worker import Worker
+    from whisperop.cluster.work_queue import download_audio
 
     base, hits = loopback_server
-    worker = SimpleNamespace(s3=None)  # _download touches self.s3 only for s3:// URIs
-    monkeypatch.delenv("WHISPEROP_OUTBOUND_ALLOW", raising=False)
+    # the worker passes WHISPEROP_OUTBOUND_ALLOW (WorkerConfig.outbound_allow); s3 is touched only for s3:// URIs
     with pytest.raises(UnsafeURLError):
-        Worker._download(worker, base + "/audio.wav", tmp_path)  # type: ignore[arg-type]
+        download_audio(base + "/audio.wav", tmp_path, None, allow="")
     assert hits == []
-    monkeypatch.setenv("WHISPEROP_OUTBOUND_ALLOW", "localhost")
     with pytest.raises(UnsafeURLError):
-        Worker._download(worker, base.replace("127.0.0.1", "localhost") + "/redirect-internal", tmp_path)  # type: ignore[arg-type]
+        download_audio(base.replace("127.0.0.1", "localhost") + "/redirect-internal", tmp_path, None, allow="localhost")
     assert hits == ["/redirect-internal"]
-    monkeypatch.setenv("WHISPEROP_OUTBOUND_ALLOW", "127.0.0.1")
-    got = Worker._download(worker, base + "/audio.wav", tmp_path)  # type: ignore[arg-type]
+    got = download_audio(base + "/audio.wav", tmp_path, None, allow="127.0.0.1")
     assert got.read_bytes() == b"ok"

@@ -1,3 +1,5 @@
-"""Cluster-mode plumbing shared by the operator, the worker and the cluster facade:
-custom-resource access with resourceVersion-guarded writes, the queue order and
-claim protocol, Events, S3 settings and the webhook registry."""
+"""Every Kubernetes API-server client of the project, shared by the operator, the worker and
+the cluster facade: custom-resource access with resourceVersion-guarded writes (kube), the
+watch caches (informer, watch), the facade's JobQueue (job_queue) and ModelRuntime
+(model_runtime), the worker's WorkQueue (work_queue) with its S3 checkpoints (checkpoint),
+S3 settings (s3) and the webhook registry (webhooks)."""

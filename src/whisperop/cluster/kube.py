@@ -167,7 +167,7 @@ def queue_key(obj: dict[str, Any]) -> tuple[int, str, str]:
 
 def is_claimable(obj: dict[str, Any]) -> bool:
     status = obj.get("status") or {}
-    return status.get("phase") == "Queued" and not obj.get("spec", {}).get("cancel") and not obj["metadata"].get(
+    return status.get("phase") == crds.Phase.Queued and not obj.get("spec", {}).get("cancel") and not obj["metadata"].get(
         "deletionTimestamp")
 
 
@@ -176,7 +176,7 @@ def claim(res: Resources, obj: dict[str, Any], worker: str) -> dict[str, Any] | 
     the caller saw. Returns the claimed object, or None when someone else changed it first."""
     t = ts()
     status = {
-        "phase": "Running",
+        "phase": crds.Phase.Running.value,
         "worker": worker,
         "heartbeatTime": t,
         "startTime": t,

@@ -8,33 +8,32 @@ deletion of everything under a prefix (job clean-up)."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from whisperop.core.crds import split_s3_uri
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from whisperop.core.crds import ResultDoc, split_s3_uri
 
 
-@dataclass(frozen=True)
-class S3Settings:
-    endpoint: str | None
-    access_key: str | None
-    secret_key: str | None
-    region: str
-    bucket: str
+class S3Settings(BaseSettings):
+    """S3 of the cluster components: one pydantic-settings object (the ``WHISPEROP_S3_*`` names,
+    with the AWS SDK's key variables as fallbacks)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True, frozen=True)
+
+    endpoint: str | None = Field(None, validation_alias="WHISPEROP_S3_ENDPOINT")
+    access_key: str | None = Field(None, validation_alias=AliasChoices("WHISPEROP_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"))
+    secret_key: str | None = Field(None, validation_alias=AliasChoices("WHISPEROP_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"))
+    region: str = Field("us-east-1", validation_alias="WHISPEROP_S3_REGION")
+    bucket: str = Field("whisperop", validation_alias="WHISPEROP_S3_BUCKET")
 
     @classmethod
     def from_env(cls) -> "S3Settings":
-        e = os.environ
-        return cls(
-            endpoint=e.get("WHISPEROP_S3_ENDPOINT") or None,
-            access_key=e.get("WHISPEROP_S3_ACCESS_KEY") or e.get("AWS_ACCESS_KEY_ID") or None,
-            secret_key=e.get("WHISPEROP_S3_SECRET_KEY") or e.get("AWS_SECRET_ACCESS_KEY") or None,
-            region=e.get("WHISPEROP_S3_REGION") or "us-east-1",
-            bucket=e.get("WHISPEROP_S3_BUCKET") or "whisperop",
-        )
+        return cls()
 
     @cached_property
     def client(self) -> Any:
@@ -68,3 +67,10 @@ class S3Settings:
                 self.client.delete_objects(Bucket=b, Delete={"Objects": keys, "Quiet": True})
                 n += len(keys)
         return n
+
+
+def read_result(client: Any, uri: str) -> ResultDoc:
+    """A Done job's ``transcript.json`` at ``uri`` (``status.result.json``), parsed; ``client`` is
+    boto3's. The one reader of results, for the facade's GET and the operator's webhook."""
+    bucket, key = split_s3_uri(uri)
+    return ResultDoc.parse(json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read()))

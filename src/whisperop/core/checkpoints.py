@@ -50,7 +50,7 @@ class Checkpoint(Protocol):
 
 @runtime_checkable
 class CheckpointStore(Protocol):
-    """A JobStore that keeps checkpoints (local mode's SQLite store)."""
+    """A JobQueue that keeps checkpoints (local mode's SQLite store)."""
 
     def checkpoint(self, job_id: str) -> Checkpoint:
         ...

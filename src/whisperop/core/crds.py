@@ -2,19 +2,28 @@
 
 One place for the types, in the kubebuilder spirit: the pydantic models below
 are the source of the CRD schemas (``python -m whisperop.core.crdgen`` writes
-``crds/*.yaml`` from them), and the operator, the worker and the REST facade
-read and write the resources through them. Field names are the Kubernetes
-camelCase names; validation (enums, minimums, URI rules, defaults) is declared
-here once and enforced by the API server through the generated schema.
+``crds/*.yaml`` from them). Field names are the Kubernetes camelCase names;
+validation (enums, minimums, URI rules, defaults) is declared here once and
+enforced by the API server through the generated schema.
+
+Who reads resources through the models: the worker parses the job it claims
+(:class:`TranscriptionJob`, :mod:`whisperop.cluster.work_queue`) and its
+WhisperModel's spec. The operator and the facade's watch caches still keep
+the API server's dicts (parsing at those watch boundaries is not done yet),
+but take every phase (:class:`Phase`,
+:data:`TERMINAL_PHASES`, :func:`phase_of`), schema default (``DEFAULT_*``),
+annotation and the demand annotation's format (:func:`demand_annotation`,
+:func:`parse_demand`) from here, so none of them is spelled twice.
 
 Also here: the names every component shares (group, plural, annotations,
-labels, finalizer, phases, condition types) and the conversion of a
-TranscriptionJob into the contract's ``Job`` shape (used by webhooks and by
-the cluster JobStore of the facade).
+labels, finalizer, condition types) and the conversion of a TranscriptionJob
+into the contract's ``Job`` shape (used by webhooks and by the cluster
+JobQueue of the facade).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -39,6 +48,9 @@ ANN_DEMAND = "whisperop.io/demand"  # on WhisperModels: {"action": "load"|"unloa
 ANN_LOAD_STATE = "whisperop.io/load-state"  # on inference pods: what the worker reports (loading/waiting_for_gpu/ready)
 ANN_AUDIO_OWNED = "whisperop.io/audio-owned"  # on jobs: "true" when the system uploaded the audio (facade): GC deletes it
 ANN_SUBMITTED = "whisperop.io/submitted-at"  # on jobs: RFC 3339 with microseconds, set by the facade (FIFO within a second)
+ANN_FILENAME = "whisperop.io/filename"  # on jobs: the uploaded file's name (the facade)
+ANN_DECODE_HINTS = "whisperop.io/decode-hints"  # on jobs: {"prompt", "temperature"} of an OpenAI-compatible request
+ANN_OWNER = "whisperop.io/owner"  # on jobs: the submitting token's principal (never the token itself)
 ANN_TEMPLATE_HASH = "whisperop.io/template-hash"  # on Deployments: hash of the WhisperModel spec rendered into the pod template
 WEBHOOK_CONFIGMAP = "whisperop-webhooks"  # per namespace: registry of model lifecycle webhook URLs
 
@@ -70,8 +82,25 @@ class Phase(str, Enum):
     def terminal(self) -> bool:
         return self in (Phase.Done, Phase.Failed, Phase.Cancelled)
 
+    def __str__(self) -> str:  # the value in labels, messages and logs, as for a plain string
+        return self.value
 
-TERMINAL_PHASES = frozenset({"Done", "Failed", "Cancelled"})
+
+TERMINAL_PHASES: frozenset[Phase] = frozenset(p for p in Phase if p.terminal)  # str enum: "Done" in it, too
+
+
+def phase_of(obj: dict[str, Any] | None) -> Phase:
+    """A TranscriptionJob's phase (a job the operator has not accepted yet has none: ``Queued``)."""
+    return Phase(((obj or {}).get("status") or {}).get("phase") or Phase.Queued)
+
+
+# Schema defaults of WhisperModel.spec: the CRD schema (via the fields below) and the few readers
+# of raw resources (operator/) both take them from here.
+DEFAULT_MIN_REPLICAS = 0
+DEFAULT_MAX_REPLICAS = 1
+DEFAULT_IDLE_TIMEOUT_SECS = 300
+DEFAULT_GPU_POLL_INTERVAL_SECS = 30
+DEFAULT_GPUS = 1
 
 
 class OutputFormat(str, Enum):
@@ -201,7 +230,7 @@ class Toleration(_Base):
 
 
 class ModelResources(_Base):
-    gpus: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per inference pod (0 = CPU only)")
+    gpus: int = Field(DEFAULT_GPUS, ge=0, le=16, description="nvidia.com/gpu per inference pod (0 = CPU only)")
     requests: dict[str, str] = Field(default_factory=dict, description="extra resource requests, e.g. cpu, memory")
     limits: dict[str, str] = Field(default_factory=dict, description="extra resource limits")
 
@@ -243,10 +272,10 @@ class WhisperModelSpec(_Base):
     )
     source: ModelSourceSpec | None = Field(None, description="where the model file is, other than modelURI (exclusive with it)")
     displayName: str | None = Field(None, max_length=253)
-    minReplicas: int = Field(0, ge=0, le=1000)
-    maxReplicas: int = Field(1, ge=1, le=1000)
-    idleTimeoutSeconds: int = Field(300, ge=0, description="scale to minReplicas after this long without work; 0 = never")
-    gpuPollIntervalSeconds: int = Field(30, ge=1, description="retry interval of a load that failed for lack of GPU memory")
+    minReplicas: int = Field(DEFAULT_MIN_REPLICAS, ge=0, le=1000)
+    maxReplicas: int = Field(DEFAULT_MAX_REPLICAS, ge=1, le=1000)
+    idleTimeoutSeconds: int = Field(DEFAULT_IDLE_TIMEOUT_SECS, ge=0, description="scale to minReplicas after this long without work; 0 = never")
+    gpuPollIntervalSeconds: int = Field(DEFAULT_GPU_POLL_INTERVAL_SECS, ge=1, description="retry interval of a load that failed for lack of GPU memory")
     resources: ModelResources = Field(default_factory=ModelResources)
     nodeSelector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
@@ -338,9 +367,9 @@ def results_prefix(namespace: str, name: str) -> str:
     return f"results/{namespace}/{name}/"
 
 
-PHASE_TO_STATUS = {
-    "Queued": JobStatus.queued, "Running": JobStatus.running, "Done": JobStatus.done,
-    "Failed": JobStatus.failed, "Cancelled": JobStatus.cancelled,
+PHASE_TO_STATUS: dict[str, JobStatus] = {
+    Phase.Queued: JobStatus.queued, Phase.Running: JobStatus.running, Phase.Done: JobStatus.done,
+    Phase.Failed: JobStatus.failed, Phase.Cancelled: JobStatus.cancelled,
 }
 
 
@@ -349,16 +378,16 @@ def job_from_resource(obj: dict[str, Any], segments: list[Segment] | None = None
     meta = obj.get("metadata", {})
     spec = obj.get("spec", {})
     status = obj.get("status") or {}
-    phase = status.get("phase") or "Queued"
+    phase = phase_of(obj)
     audio = spec.get("audio", "")
-    filename = (meta.get("annotations") or {}).get("whisperop.io/filename") or audio.rstrip("/").rsplit("/", 1)[-1] or None
+    filename = (meta.get("annotations") or {}).get(ANN_FILENAME) or audio.rstrip("/").rsplit("/", 1)[-1] or None
     created = parse_time(meta.get("creationTimestamp"))
     fields: dict[str, Any] = {
         "id": meta.get("name", ""),
         "status": PHASE_TO_STATUS[phase],
         "task": spec.get("task", "transcribe"),
         "language": status.get("language") or spec.get("language"),
-        "progress": 100 if phase == "Done" else int(status.get("progress") or 0),
+        "progress": 100 if phase == Phase.Done else int(status.get("progress") or 0),
         "duration_secs": status.get("durationSecs"),
         "segments": segments or [],
         "error": status.get("error"),
@@ -415,3 +444,33 @@ def submission_order(obj: dict[str, Any]) -> str:
 
 def submitted_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Demand:
+    """The facade's ``whisperop.io/demand`` annotation on a WhisperModel (``POST /model/load|unload``)."""
+
+    action: str  # load | unload
+    at: datetime
+
+
+def parse_demand(annotations: dict[str, str] | None) -> Demand | None:
+    """The demand annotation of a WhisperModel (None when absent or malformed)."""
+    raw = (annotations or {}).get(ANN_DEMAND)
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+        at = parse_time(d.get("at"))
+        if d.get("action") in ("load", "unload") and at is not None:
+            return Demand(d["action"], at)
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return None
+
+
+def demand_annotation(action: str, at: datetime | None = None) -> dict[str, Any]:
+    """The merge patch the facade sends to record a demand (``at``: now when not given); the
+    operator reads it back with :func:`parse_demand` and never edits it."""
+    when = at or datetime.now(timezone.utc)
+    return {"metadata": {"annotations": {ANN_DEMAND: json.dumps({"action": action, "at": rfc3339(when)})}}}

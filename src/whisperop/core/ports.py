@@ -1,19 +1,24 @@
-"""Ports: the interfaces between the facade, the worker and their backends.
+"""Ports: the interfaces between the facade, the executor and their backends.
 
-The REST facade and the worker never talk to SQLite, files, S3, custom
-resources or whisper.cpp directly; they talk to these three protocols. Local
-mode (``whisperop serve``) plugs in SQLite + files + an in-process engine;
-cluster mode plugs in TranscriptionJob resources + S3 + worker Deployments.
-Keeping the surface this small is what lets both modes pass the same
-contract suite.
+The REST facade talks to a :class:`JobQueue` (create, read, list, cancel,
+watch, the webhook registry), a :class:`BlobStore` and a :class:`ModelRuntime`;
+it never runs jobs. The executor (:mod:`whisperop.inference.executor`, the same
+code in ``whisperop serve`` and in a worker pod) talks to a :class:`WorkQueue`:
+``claim_next()`` hands it a :class:`Lease` on one job, through which it reads
+the audio and writes progress, the result or the failure. Local mode plugs in
+SQLite + files (:mod:`whisperop.stores`); cluster mode plugs in
+TranscriptionJob resources + S3 (:mod:`whisperop.cluster`). Keeping the
+surface this small is what lets both modes pass the same contract suite.
 
 Conventions every adapter follows:
 
-- Every state change a worker makes (progress, completion, failure) is
-  *conditional on the job still running*: a job cancelled through the API
-  in the meantime stays cancelled, and the late write is dropped (the
-  method returns ``None``/``False``). That is how "cancel discards the
-  partial result" holds without locks spanning two processes.
+- Every state change an executor makes through its lease (progress,
+  completion, failure) is *conditional on the lease still holding the job*:
+  a job cancelled through the API in the meantime stays cancelled (or, in a
+  cluster, a job requeued by the operator belongs to its next worker), and
+  the late write is dropped (the method returns ``False``). That is how
+  "cancel discards the partial result" holds without locks spanning two
+  processes.
 - ``watch`` delivers every change once, in commit order, to in-process
   callbacks; SSE fan-out and webhooks hang off that one source instead of
   polling the store per subscriber.
@@ -28,27 +33,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+from whisperop.core.checkpoints import Checkpoint
 from whisperop.core.gpu import GpuInfo
-from whisperop.core.models import (
-    Job,
-    JobStatus,
-    ModelLoadingEvent,
-    ModelReadyEvent,
-    ModelState,
-    ModelStatus,
-    ModelUnloadedEvent,
-    ModelWaitingForGpuEvent,
-    TranscriptionResult,
-)
+from whisperop.core.models import Job, JobStatus, ModelState, ModelStatus, TranscriptionResult
+from whisperop.core.models import ModelLoadingEvent, ModelReadyEvent, ModelUnloadedEvent, ModelWaitingForGpuEvent
 
-# ── JobStore ─────────────────────────────────────────────────────────────────
+# ── JobQueue ─────────────────────────────────────────────────────────────────
 
 ChangeKind = Literal["created", "started", "progress", "finished"]
 
 
 @dataclass(frozen=True)
 class JobChange:
-    """One committed change of a job, as ``JobStore.watch`` callbacks see it.
+    """One committed change of a job, as ``JobQueue.watch`` callbacks see it.
 
     ``chunk``/``chunks_total`` carry the progress detail that the SSE
     ``progress`` event needs but the Job shape does not hold.
@@ -80,15 +77,6 @@ class DecodeHints:
 
 
 @dataclass(frozen=True)
-class ClaimedJob:
-    """A job the worker now owns (status ``running``), where its audio is, and its decode hints."""
-
-    job: Job
-    audio_key: str
-    hints: DecodeHints = DecodeHints()
-
-
-@dataclass(frozen=True)
 class JobPage:
     """One page of ``GET /jobs``: jobs newest first (without segments) and the cursor of the
     next page (``None`` on the last one). Cursors are opaque strings owned by the store."""
@@ -102,8 +90,8 @@ Unsubscribe = Callable[[], None]
 
 
 @runtime_checkable
-class JobStore(Protocol):
-    """Durable jobs plus the webhook-URL registry."""
+class JobQueue(Protocol):
+    """The facade's side of the durable jobs, plus the webhook-URL registry."""
 
     def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None,
                owner: str | None = None) -> Job:
@@ -156,26 +144,14 @@ class JobStore(Protocol):
         """queued/running → cancelled now; raises ``JobNotFound`` or ``JobAlreadyTerminal``."""
         ...
 
-    def claim_next(self) -> ClaimedJob | None:
-        """Atomically move the next queued job (highest priority, then oldest) to ``running``; ``None`` when idle."""
-        ...
 
-    def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
-        """Chunks done so far (and the audio duration once known); False if no longer running."""
-        ...
 
     def progress(self, job_id: str) -> tuple[int, int] | None:
         """``(chunks done, chunks total)`` of a running job whose audio is planned, else None
         (the state an SSE subscriber joining mid-job starts with)."""
         ...
 
-    def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
-        """running → done with the result; ``None`` if the job was cancelled meanwhile."""
-        ...
 
-    def fail(self, job_id: str, error: str) -> Job | None:
-        """running → failed with ``error``; ``None`` if the job was cancelled meanwhile."""
-        ...
 
     def audio_key(self, job_id: str) -> str | None:
         ...
@@ -203,6 +179,72 @@ class JobStore(Protocol):
         ...
 
     def close(self) -> None:
+        ...
+
+
+# ── WorkQueue ────────────────────────────────────────────────────────────────
+
+
+@runtime_checkable
+class Lease(Protocol):
+    """One claimed job, held by one executor until it ends (see the module docstring).
+
+    The executor calls, in order: ``audio`` (and ``checkpoint``) to run the job,
+    ``decoded``/``progress`` while it runs, ``cancel_requested`` from the engine's
+    abort poll, then exactly one of ``complete``/``fail``/``cancelled``/``release``,
+    and finally ``close``."""
+
+    job: Job
+    hints: DecodeHints
+
+    def audio(self) -> AbstractContextManager[Path]:
+        """A local file with the job's audio for the duration of the ``with`` block."""
+        ...
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Where the engine keeps the job's finished chunks (None: no checkpoints)."""
+        ...
+
+    def decoded(self, duration_secs: float, chunks_total: int) -> None:
+        """The audio is decoded and planned: its duration and chunk count."""
+        ...
+
+    def progress(self, chunk: int, chunks_total: int) -> None:
+        """Chunks done so far (adapters may coalesce writes)."""
+        ...
+
+    def cancel_requested(self) -> bool:
+        """The job was cancelled through the API, or is no longer this lease's."""
+        ...
+
+    def complete(self, result: TranscriptionResult) -> bool:
+        """running → done with the result; False when the job was cancelled or taken meanwhile."""
+        ...
+
+    def fail(self, error: str) -> bool:
+        """running → failed with ``error``; False when the job was cancelled or taken meanwhile."""
+        ...
+
+    def cancelled(self) -> None:
+        """The run stopped because of ``cancel_requested``: record it (where the store has not yet)."""
+        ...
+
+    def release(self) -> None:
+        """The run stopped because its executor is shutting down: the job runs again later,
+        resuming from its checkpoint (local: at the next start; cluster: on another worker)."""
+        ...
+
+    def close(self) -> None:
+        """End the lease (heartbeats stop); called last, whatever happened."""
+        ...
+
+
+@runtime_checkable
+class WorkQueue(Protocol):
+    """The executor's side of the durable jobs."""
+
+    def claim_next(self) -> Lease | None:
+        """Atomically take the next queued job (highest priority, then oldest); ``None`` when idle."""
         ...
 
 

@@ -81,6 +81,21 @@ class EngineSettings(BaseSettings):
         return int(chunk) == index and attempt < int(attempts or "1")
 
 
+#: Server-side timeout of each watch request (the watch then resumes from its resourceVersion):
+#: one default for the facade's watches and the operator's (``WHISPEROP_WATCH_TIMEOUT_SECS``).
+DEFAULT_WATCH_TIMEOUT_SECS = 240
+
+
+class ClusterFacadeSettings(BaseSettings):
+    """What ``whisperop serve --cluster`` reads on top of :class:`ServerSettings` (docs/serve.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", env_ignore_empty=True)  # only the aliases
+
+    model: str = Field("default", alias="WHISPEROP_MODEL_NAME", description="the WhisperModel this facade serves")
+    upload_prefix: str | None = Field(None, alias="WHISPEROP_S3_UPLOAD_PREFIX", description="default uploads/<ns>/")
+    watch_timeout_secs: int = Field(DEFAULT_WATCH_TIMEOUT_SECS, ge=1, alias="WHISPEROP_WATCH_TIMEOUT_SECS")
+
+
 class ServerSettings(BaseSettings):
     """``whisperop serve`` and the REST facade."""
 

@@ -1,1 +1,3 @@
-"""Adapters of the JobStore and BlobStore ports (local: SQLite + files; cluster: custom resources + S3)."""
+"""Local and object storage: the SQLite JobQueue and its WorkQueue (``whisperop serve``),
+and the BlobStores (local files, S3). Everything that talks to the Kubernetes API server
+lives in :mod:`whisperop.cluster`."""

@@ -1,4 +1,4 @@
-"""JobStore on SQLite (stdlib ``sqlite3``, WAL) — the local ``whisperop serve`` backend.
+"""JobQueue on SQLite (stdlib ``sqlite3``, WAL) — the local ``whisperop serve`` backend.
 
 One connection shared by every thread, guarded by a lock: the facade, the
 worker thread and the webhook sender all write, and SQLite serialises
@@ -21,13 +21,14 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from whisperop.core.checkpoints import ChunkRecord
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 from whisperop.core.models import DegradedChunk, Job, JobStatus, RemovedText, Segment, TranscriptionResult, utcnow
-from whisperop.core.ports import ChangeKind, ClaimedJob, DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
+from whisperop.core.ports import ChangeKind, DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
 from whisperop.core.settings import WebhookRegistrySettings
 from whisperop.core.subscribers import Subscribers
 
@@ -142,8 +143,18 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     )
 
 
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job :meth:`SqliteJobStore.claim_next` moved to ``running``, where its audio is, and its decode
+    hints (:class:`whisperop.stores.local_queue.LocalWorkQueue` turns it into the executor's lease)."""
+
+    job: Job
+    audio_key: str
+    hints: DecodeHints = DecodeHints()
+
+
 class SqliteJobStore:
-    """The local JobStore: ``<data_dir>/jobs.sqlite3``."""
+    """The local JobQueue: ``<data_dir>/jobs.sqlite3``."""
 
     def __init__(self, path: str | Path, registry: WebhookRegistrySettings | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:

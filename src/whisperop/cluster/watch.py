@@ -1,6 +1,6 @@
 """One list+watch of one custom-resource kind, shared by everything in a facade process.
 
-The cluster JobStore and the cluster ModelRuntime each own exactly one
+The cluster JobQueue and the cluster ModelRuntime each own exactly one
 :class:`ResourceWatch`; SSE subscribers, webhooks-free fan-out and
 ``/health`` read its cache or hang callbacks off it, so the number of
 API-server watches is constant in the number of subscribers.
@@ -35,7 +35,7 @@ from whisperop.cluster.kube import Resources
 from whisperop.core import crds
 from whisperop.core.subscribers import Subscribers
 
-log = logging.getLogger("whisperop.stores.watch")
+log = logging.getLogger("whisperop.cluster.watch")
 
 Obj = dict[str, Any]
 WatchCallback = Callable[[str, Obj, "Obj | None"], None]

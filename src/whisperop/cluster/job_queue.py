@@ -1,4 +1,4 @@
-"""The JobStore port on TranscriptionJob custom resources (cluster mode of the facade).
+"""The JobQueue port on TranscriptionJob custom resources (cluster mode of the facade).
 
 A job submitted over REST is a TranscriptionJob named by the job id (a UUID)
 in the facade's namespace; its audio was streamed to S3 by the facade's
@@ -23,11 +23,11 @@ Reads:
 Writes: ``cancel`` merge-patches ``spec.cancel: true`` guarded by the
 resourceVersion (409 → re-read and retry); the operator (queued) or the worker
 (running) then moves the job to ``Cancelled``. The facade never runs jobs:
-the worker-side methods (claim, progress, complete, fail) are not available
-here — ``whisperop worker`` implements that protocol against the resources.
+the executor's side of the resources is the WorkQueue of
+:mod:`whisperop.cluster.work_queue` (``whisperop worker``).
 
 ``watch`` turns the process's single TranscriptionJob watch
-(:class:`~whisperop.stores.k8s_watch.ResourceWatch`) into ``JobChange``s:
+(:class:`~whisperop.cluster.watch.ResourceWatch`) into ``JobChange``s:
 ``created``, ``started`` (→ Running), ``progress`` (chunk advanced) and
 ``finished`` (→ a terminal phase, emitted once per job per process, also
 when only a relist after ``410 Gone`` revealed it).
@@ -50,36 +50,32 @@ from typing import Any
 from whisperop.cluster import kube
 from whisperop.cluster import webhooks as cluster_webhooks
 from whisperop.core import crds
+from whisperop.core.crds import Phase
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
-from whisperop.core.models import Job, JobStatus, TranscriptionResult
-from whisperop.core.ports import ClaimedJob, DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
+from whisperop.core.models import Job, JobStatus
+from whisperop.core.ports import DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
 from whisperop.core.subscribers import Subscribers
-from whisperop.stores.k8s_watch import Obj, ResourceWatch
+from whisperop.cluster.s3 import read_result
+from whisperop.cluster.watch import Obj, ResourceWatch
 from whisperop.stores.s3_blobs import S3BlobStore
 
-log = logging.getLogger("whisperop.stores.k8s_jobs")
+log = logging.getLogger("whisperop.cluster.job_queue")
 
-ANN_FILENAME = "whisperop.io/filename"
-ANN_DECODE_HINTS = "whisperop.io/decode-hints"  # {"prompt", "temperature"} of an OpenAI-compatible request; the worker applies them
-ANN_OWNER = "whisperop.io/owner"  # the submitting token's principal (never the token itself)
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-TERMINAL_PHASES = ("Done", "Failed", "Cancelled")
 READ_YOUR_WRITES_SECS = 5.0  # how long create waits for its own job to reach the watch cache
 SEGMENT_CACHE_SIZE = 256  # result documents kept in memory (GET of a finished job polled by clients)
 
 
 def _owner_of(obj: Obj) -> str | None:
-    return (obj["metadata"].get("annotations") or {}).get(ANN_OWNER) or None
+    return (obj["metadata"].get("annotations") or {}).get(crds.ANN_OWNER) or None
 
 
-def _phase(obj: Obj | None) -> str | None:
-    if obj is None:
-        return None
-    return (obj.get("status") or {}).get("phase") or "Queued"
+def _phase(obj: Obj | None) -> Phase | None:
+    return None if obj is None else crds.phase_of(obj)
 
 
 class K8sJobStore:
-    """JobStore on TranscriptionJobs of one namespace and one model."""
+    """JobQueue on TranscriptionJobs of one namespace and one model."""
 
     def __init__(self, api: Any, namespace: str, blobs: S3BlobStore, model: str = crds.DEFAULT_MODEL,
                  watch_timeout_seconds: int = 240, ttl_secs_after_finished: int | None = None) -> None:
@@ -101,7 +97,7 @@ class K8sJobStore:
     def start(self) -> None:
         self.informer.start()
         for obj in self.informer.items():
-            if _phase(obj) in TERMINAL_PHASES:
+            if _phase(obj) in crds.TERMINAL_PHASES:
                 self._finished.add(obj["metadata"]["name"])
 
     def close(self) -> None:
@@ -123,8 +119,7 @@ class K8sJobStore:
             hit = self._segment_cache.get(ck)
         if hit is not None:
             return hit
-        bucket, key = crds.split_s3_uri(uri)
-        doc = crds.ResultDoc.parse(json.loads(self.blobs.client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        doc = read_result(self.blobs.client, uri)
         with self._lock:
             self._segment_cache[ck] = doc
             while len(self._segment_cache) > SEGMENT_CACHE_SIZE:
@@ -132,7 +127,7 @@ class K8sJobStore:
         return doc
 
     def to_job(self, obj: Obj) -> Job:
-        if _phase(obj) != "Done":
+        if _phase(obj) != Phase.Done:
             return crds.job_from_resource(obj, [])
         return crds.job_with_result(obj, self._result_doc(obj), verbose=True)  # the routes drop removed unless ?verbose=true
 
@@ -144,7 +139,7 @@ class K8sJobStore:
         except kube.NotFound:
             raise JobNotFound(job_id) from None
 
-    # ── JobStore: facade side ────────────────────────────────────────────
+    # ── JobQueue: facade side ────────────────────────────────────────────
 
     def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None,
                owner: str | None = None) -> Job:
@@ -169,11 +164,11 @@ class K8sJobStore:
         if not external:
             annotations[crds.ANN_AUDIO_OWNED] = "true"
         if hints and hints.to_dict():  # an annotation, not spec: the CRD schema stays the contract's
-            annotations[ANN_DECODE_HINTS] = json.dumps(hints.to_dict())
+            annotations[crds.ANN_DECODE_HINTS] = json.dumps(hints.to_dict())
         if job.filename:
-            annotations[ANN_FILENAME] = job.filename
+            annotations[crds.ANN_FILENAME] = job.filename
         if owner:
-            annotations[ANN_OWNER] = owner
+            annotations[crds.ANN_OWNER] = owner
         body = {
             "apiVersion": crds.API_VERSION, "kind": crds.JOB_KIND,
             "metadata": {"name": job.id, "annotations": annotations, "labels": {crds.LABEL_MODEL: self.model}},
@@ -192,7 +187,7 @@ class K8sJobStore:
 
     def count_queued(self, owner: str) -> int:
         return sum(1 for o in self.informer.items()
-                   if _phase(o) in (None, "Queued") and not (o.get("spec") or {}).get("cancel")
+                   if _phase(o) in (None, Phase.Queued) and not (o.get("spec") or {}).get("cancel")
                    and _owner_of(o) == owner)
 
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
@@ -236,8 +231,8 @@ class K8sJobStore:
         """Deletes the TranscriptionJob; the operator's finalizer removes its S3 objects (results,
         and the audio the facade uploaded), so there is no audio key for the caller."""
         phase = _phase(self._read(job_id))
-        if phase not in TERMINAL_PHASES:
-            raise JobStillActive(job_id, crds.PHASE_TO_STATUS[phase or "Queued"].value)
+        if phase not in crds.TERMINAL_PHASES:
+            raise JobStillActive(job_id, crds.PHASE_TO_STATUS[phase or Phase.Queued].value)
         try:
             self.res.delete(job_id)
         except kube.NotFound:
@@ -252,7 +247,7 @@ class K8sJobStore:
     def count_by_status(self) -> dict[JobStatus, int]:
         counts = {s: 0 for s in JobStatus}
         for o in self.informer.items():
-            counts[crds.PHASE_TO_STATUS[_phase(o) or "Queued"]] += 1
+            counts[crds.PHASE_TO_STATUS[_phase(o) or Phase.Queued]] += 1
         return counts
 
     def queue_depth(self) -> int:
@@ -261,7 +256,7 @@ class K8sJobStore:
         for o in self.informer.items():
             if (o.get("spec") or {}).get("model", crds.DEFAULT_MODEL) != self.model:
                 continue
-            if _phase(o) == "Queued" and not o["spec"].get("cancel") and not o["metadata"].get("deletionTimestamp"):
+            if _phase(o) == Phase.Queued and not o["spec"].get("cancel") and not o["metadata"].get("deletionTimestamp"):
                 n += 1
         return n
 
@@ -269,7 +264,7 @@ class K8sJobStore:
         for _ in range(10):
             obj = self._read(job_id)
             phase = _phase(obj)
-            if phase in TERMINAL_PHASES:
+            if phase in crds.TERMINAL_PHASES:
                 raise JobAlreadyTerminal(job_id, crds.PHASE_TO_STATUS[phase].value)
             try:
                 self.res.patch(job_id, {"spec": {"cancel": True}}, rv=obj["metadata"]["resourceVersion"])
@@ -284,14 +279,14 @@ class K8sJobStore:
         deadline = time.monotonic() + wait_secs
         while time.monotonic() < deadline:
             cur = self.informer.cached(job_id)
-            if cur is not None and _phase(cur) == "Cancelled":
+            if cur is not None and _phase(cur) == Phase.Cancelled:
                 return crds.job_from_resource(cur)
-            if cur is not None and _phase(cur) in ("Done", "Failed"):
+            if cur is not None and _phase(cur) in (Phase.Done, Phase.Failed):
                 break  # the worker finished first; report what happened honestly below
             time.sleep(0.05)
         cur = self._read(job_id)
         job = self.to_job(cur)
-        if _phase(cur) in ("Done", "Failed"):
+        if _phase(cur) in (Phase.Done, Phase.Failed):
             return job
         return job.model_copy(update={"status": JobStatus.cancelled, "segments": []})
 
@@ -314,27 +309,13 @@ class K8sJobStore:
     def webhook_urls(self) -> list[str]:
         return cluster_webhooks.registered(self.api, self.namespace)
 
-    # ── JobStore: worker side (not the facade's business) ───────────────
-
-    def claim_next(self) -> ClaimedJob | None:
-        raise NotImplementedError("workers claim TranscriptionJobs themselves (whisperop worker)")
-
-    def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
-        raise NotImplementedError("whisperop worker writes progress")
-
     def progress(self, job_id: str) -> tuple[int, int] | None:
         obj = self._read(job_id)
         st = obj.get("status") or {}
         total = int(st.get("chunksTotal") or 0)
-        if _phase(obj) != "Running" or total < 1:
+        if _phase(obj) != Phase.Running or total < 1:
             return None
         return int(st.get("chunk") or 0), total
-
-    def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
-        raise NotImplementedError("whisperop worker writes results")
-
-    def fail(self, job_id: str, error: str) -> Job | None:
-        raise NotImplementedError("whisperop worker writes failures")
 
     # ── the watch → JobChange ────────────────────────────────────────────
 
@@ -349,21 +330,21 @@ class K8sJobStore:
             return
         phase, before = _phase(obj), _phase(prev)
         st, pst = obj.get("status") or {}, (prev or {}).get("status") or {}
-        if prev is None and phase not in TERMINAL_PHASES:
+        if prev is None and phase not in crds.TERMINAL_PHASES:
             self._publish(JobChange("created", crds.job_from_resource(obj)))
-        if phase == "Running" and before != "Running":
+        if phase == Phase.Running and before != Phase.Running:
             self._publish(JobChange("started", crds.job_from_resource(obj)))
         # Progress: the worker rate-limits its status writes (≤ 2/s), so one write can cover several
         # chunks; every chunk between the last one this process saw and the current one is done, and
         # each gets its progress event (as in local mode). A Done job has done all its chunks.
-        seen = int(pst.get("chunk") or 0) if before == "Running" else 0
+        seen = int(pst.get("chunk") or 0) if before == Phase.Running else 0
         total = int(st.get("chunksTotal") or 0)
-        upto = int(st.get("chunk") or 0) if phase == "Running" else total if phase == "Done" else 0
-        if before not in TERMINAL_PHASES and total >= 1 and upto > seen and name not in self._finished:
+        upto = int(st.get("chunk") or 0) if phase == Phase.Running else total if phase == Phase.Done else 0
+        if before not in crds.TERMINAL_PHASES and total >= 1 and upto > seen and name not in self._finished:
             job = crds.job_from_resource(obj)
             for chunk in range(max(seen, 0) + 1, min(upto, total) + 1):
                 self._publish(JobChange("progress", job, chunk, total))
-        if phase in TERMINAL_PHASES:
+        if phase in crds.TERMINAL_PHASES:
             with self._lock:
                 if name in self._finished:
                     return

@@ -21,7 +21,6 @@ operator's job; the facade does not send them (create_app with
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any
@@ -39,14 +38,9 @@ from whisperop.core.models import (
 )
 from whisperop.core.ports import JobTiming, RuntimeEvent, RuntimeListener, Unsubscribe
 from whisperop.core.subscribers import Subscribers
-from whisperop.stores.k8s_watch import Obj, ResourceWatch
+from whisperop.cluster.watch import Obj, ResourceWatch
 
-log = logging.getLogger("whisperop.stores.k8s_model")
-
-
-def demand_patch(action: str) -> dict[str, Any]:
-    """The operator's demand annotation (operator/scaling.py ``demand_annotation``), as a merge patch."""
-    return {"metadata": {"annotations": {crds.ANN_DEMAND: json.dumps({"action": action, "at": kube.ts()})}}}
+log = logging.getLogger("whisperop.cluster.model_runtime")
 
 
 def _state(obj: Obj | None) -> ModelState:
@@ -91,7 +85,7 @@ class ClusterModelRuntime:
                                vram_used_mb=gpu.used_mb if gpu else None, vram_total_mb=gpu.total_mb if gpu else None)
         if state == ModelState.waiting_for_gpu:
             return ModelStatus(state=state, vram_needed_mb=st.get("vramNeededMB") or 0, vram_free_mb=st.get("vramFreeMB") or 0,
-                               retry_in_secs=st.get("retryInSecs") or int(((obj or {}).get("spec") or {}).get("gpuPollIntervalSeconds") or 30))
+                               retry_in_secs=st.get("retryInSecs") or int(((obj or {}).get("spec") or {}).get("gpuPollIntervalSeconds") or crds.DEFAULT_GPU_POLL_INTERVAL_SECS))
         return ModelStatus(state=state)
 
     def gpu(self) -> GpuInfo | None:
@@ -104,7 +98,7 @@ class ClusterModelRuntime:
 
     def _demand(self, action: str) -> None:
         try:
-            self.res.patch(self.model, demand_patch(action))
+            self.res.patch(self.model, crds.demand_annotation(action))
         except kube.NotFound:
             log.warning("no WhisperModel to record demand on", extra={"model": self.model, "action": action})
 
@@ -127,7 +121,7 @@ class ClusterModelRuntime:
         if typ == "DELETED" or prev is None:
             return
         st, pst = obj.get("status") or {}, prev.get("status") or {}
-        if st.get("phase") != "Done" or pst.get("phase") == "Done":
+        if st.get("phase") != crds.Phase.Done or pst.get("phase") == crds.Phase.Done:
             return
         if ((obj.get("spec") or {}).get("model") or crds.DEFAULT_MODEL) != self.model:
             return

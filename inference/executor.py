@@ -1,0 +1,135 @@
+"""The job executor: one leased job through the engine, in both modes.
+
+``whisperop serve`` (:mod:`whisperop.inference.runtime`) and the worker pod
+(:mod:`whisperop.inference.worker`) run every job through :meth:`Executor.run`;
+what differs between them is only the :class:`~whisperop.core.ports.Lease`
+(SQLite + files, or a TranscriptionJob + S3). A run:
+
+    lease → audio → engine.transcribe_file → complete | fail | cancelled | release
+
+How a run ends:
+
+- the engine returns a result and no cancel was requested → ``complete``
+  (False: the job was cancelled or taken meanwhile, the result is dropped);
+- the engine stops for ``should_cancel`` (it raises :class:`JobCancelled`):
+  a cancel requested through the API → ``cancelled``; the executor's own
+  :meth:`Executor.interrupt` (the server or pod is shutting down) →
+  ``release``: the job runs again later from its checkpoint;
+- a :class:`WhisperOpError` fails the job with its message; any other
+  exception (S3, HTTP, a bug) fails it with ``<type>: <message>`` and is
+  logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from whisperop.core.checkpoints import Checkpoint
+from whisperop.core.errors import JobCancelled, WhisperOpError
+from whisperop.core.models import TranscriptionResult
+from whisperop.core.ports import JobTiming, Lease
+from whisperop.inference.engine import Progress, ProgressCallback, TranscribeRequest
+
+log = logging.getLogger("whisperop.executor")
+
+
+class Engine(Protocol):
+    """What the executor needs of an engine (:class:`whisperop.inference.engine.WhisperEngine`)."""
+
+    def transcribe_file(self, path: Path, request: TranscribeRequest = ..., on_progress: ProgressCallback | None = None,
+                        should_cancel: Callable[[], bool] | None = None,
+                        on_decoded: Callable[[float, int], None] | None = None,
+                        checkpoint: Checkpoint | None = None) -> TranscriptionResult:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def request_of(lease: Lease) -> TranscribeRequest:
+    """The engine request of a leased job: the contract's fields plus the decode hints."""
+    job = lease.job
+    return TranscribeRequest(language=job.language, task=job.task, prompt=lease.hints.prompt,
+                             temperature=lease.hints.temperature, time_limit_secs=job.time_limit_secs,
+                             chunk_time_limit_factor=job.chunk_time_limit_factor)
+
+
+class Executor:
+    """Runs leased jobs one at a time (see the module docstring)."""
+
+    def __init__(self, on_timing: Callable[[JobTiming], None] | None = None) -> None:
+        self._on_timing = on_timing
+        self._interrupted = threading.Event()
+        self._current: Lease | None = None
+
+    @property
+    def current(self) -> Lease | None:
+        """The lease of the job running now (None between jobs)."""
+        return self._current
+
+    def interrupt(self) -> None:
+        """Shutting down: abort the running job (released, not failed) and every later one."""
+        self._interrupted.set()
+
+    def _should_stop(self, lease: Lease) -> bool:
+        return lease.cancel_requested() or self._interrupted.is_set()
+
+    def run(self, lease: Lease, engine: Engine) -> None:
+        job = lease.job
+        self._current = lease
+        log.info("job started", extra={"job_id": job.id, "task": job.task.value, "language": job.language})
+        try:
+            self._execute(lease, engine)
+        finally:
+            self._current = None
+            lease.close()
+
+    def _execute(self, lease: Lease, engine: Engine) -> None:
+        t0 = time.monotonic()
+
+        def on_progress(p: Progress) -> None:
+            lease.progress(p.chunk, p.chunks_total)
+
+        try:
+            with lease.audio() as path:
+                result = engine.transcribe_file(path, request_of(lease), on_progress=on_progress,
+                                                should_cancel=lambda: self._should_stop(lease),
+                                                on_decoded=lease.decoded, checkpoint=lease.checkpoint())
+            if lease.cancel_requested():
+                raise JobCancelled()
+            self._record(lease, result, time.monotonic() - t0)
+        except JobCancelled:
+            self._stopped(lease)
+        except WhisperOpError as exc:
+            self._fail(lease, str(exc))
+        except Exception as exc:  # S3/HTTP errors, anything unexpected: the job fails with the reason
+            log.exception("job failed unexpectedly", extra={"job_id": lease.job.id})
+            self._fail(lease, f"{type(exc).__name__}: {exc}")
+
+    def _stopped(self, lease: Lease) -> None:
+        if lease.cancel_requested():
+            log.info("job cancelled while running; aborted", extra={"job_id": lease.job.id})
+            lease.cancelled()
+        else:
+            log.info("job interrupted by shutdown; it runs again from its checkpoint", extra={"job_id": lease.job.id})
+            lease.release()
+
+    def _fail(self, lease: Lease, error: str) -> None:
+        log.info("job failed", extra={"job_id": lease.job.id, "error": error})
+        lease.fail(error)
+
+    def _record(self, lease: Lease, result: TranscriptionResult, wall: float) -> None:
+        job_id = lease.job.id
+        if not lease.complete(result):
+            log.info("job cancelled while running; result discarded", extra={"job_id": job_id})
+            return
+        log.info("job done", extra={"job_id": job_id, "audio_secs": result.duration_secs, "wall_secs": round(wall, 3),
+                                    "segments": len(result.segments), "segments_removed": len(result.removed),
+                                    "degraded_chunks": [d.index for d in result.degraded_chunks]})
+        if self._on_timing is not None:
+            self._on_timing(JobTiming(job_id=job_id, audio_secs=result.duration_secs, wall_secs=wall))

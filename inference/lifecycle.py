@@ -1,0 +1,125 @@
+"""Loading the model, in both modes: load, wait for GPU memory, retry, test hooks.
+
+``whisperop serve`` (:mod:`whisperop.inference.runtime`) turns what happens
+into model states and events (SSE, webhooks); the worker pod
+(:mod:`whisperop.inference.worker`) into its ``whisperop.io/load-state``
+annotation. The loop itself is this one:
+
+    loading ─→ engine (warmed up by its constructor)
+       └─(GpuMemoryError)→ waiting_for_gpu ─(poll interval)→ loading
+    any wait ─(no longer wanted)→ None
+
+Test hooks (environment, the same in both modes; nothing else about the
+engine is simulated):
+
+- ``WHISPEROP_FAULT_LOAD_OOM_COUNT=N``: the next N load attempts raise
+  :class:`GpuMemoryError` as if VRAM were full (exercises ``waiting_for_gpu``).
+- ``WHISPEROP_FAULT_LOAD_DELAY_SECS=S``: every load takes S seconds longer
+  (makes ``loading`` observable; an unload request interrupts the delay).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from whisperop.core.errors import GpuMemoryError
+from whisperop.core.gpu import gpu_memory
+from whisperop.core.settings import EngineSettings
+from whisperop.inference.engine import WhisperEngine
+
+log = logging.getLogger("whisperop.lifecycle")
+
+EngineFactory = Callable[[Path, EngineSettings], WhisperEngine]
+
+
+class FaultHooks(BaseSettings):
+    """Test hooks (see the module docstring); both default to off."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    load_oom_count: int = Field(0, ge=0, alias="WHISPEROP_FAULT_LOAD_OOM_COUNT")
+    load_delay_secs: float = Field(0.0, ge=0.0, alias="WHISPEROP_FAULT_LOAD_DELAY_SECS")
+
+
+def default_engine(path: Path, settings: EngineSettings) -> WhisperEngine:
+    return WhisperEngine(path, settings)
+
+
+class LoadObserver(Protocol):
+    """What a mode does with the load loop's steps (model events, or a pod annotation)."""
+
+    def wanted(self) -> bool:
+        """Still worth loading (no unload or shutdown came in)."""
+        ...
+
+    def sleep(self, secs: float) -> bool:
+        """Wait up to ``secs``; False as soon as the model is no longer wanted."""
+        ...
+
+    def loading(self) -> None:
+        ...
+
+    def waiting_for_gpu(self, needed_mb: int, free_mb: int, retry_secs: float, exc: GpuMemoryError) -> None:
+        ...
+
+
+def _size_mb(path: Path) -> int:
+    return max(1, path.stat().st_size // (1024 * 1024)) if path.exists() else 1
+
+
+class ModelLoader:
+    """The load loop (see the module docstring); one per runtime (it counts the OOM test hook down)."""
+
+    def __init__(self, settings: EngineSettings, faults: FaultHooks | None = None,
+                 engine_factory: EngineFactory = default_engine) -> None:
+        self.settings = settings
+        self.faults = faults or FaultHooks()
+        self._oom_left = self.faults.load_oom_count
+        self._factory = engine_factory
+        self.load_secs = 0.0  # how long the last successful engine construction (load + warm-up) took
+
+    def load(self, locate: Callable[[], tuple[Path, float]], observer: LoadObserver) -> WhisperEngine | None:
+        """Load the model ``locate()`` names (its path and the GPU poll interval, read again for every
+        attempt), waiting for GPU memory as long as needed; None once no longer wanted. Any other
+        load error (a missing or broken file) propagates."""
+        while observer.wanted():
+            observer.loading()
+            path, poll = locate()
+            try:
+                return self._attempt(path, observer)
+            except GpuMemoryError as exc:
+                mem = gpu_memory(self.settings.cuda_device)
+                needed = exc.vram_needed_mb if exc.vram_needed_mb is not None else _size_mb(path)
+                free = exc.vram_free_mb if exc.vram_free_mb is not None else (mem.free_mb if mem else 0)
+                log.warning("not enough GPU memory to load the model; retrying",
+                            extra={"error": str(exc), "retry_in_secs": poll})
+                observer.waiting_for_gpu(int(needed), int(free), poll, exc)
+                if not observer.sleep(poll):
+                    return None
+            except _Unwanted:
+                return None
+        return None
+
+    def _attempt(self, path: Path, observer: LoadObserver) -> WhisperEngine:
+        if self.faults.load_delay_secs > 0 and not observer.sleep(self.faults.load_delay_secs):
+            raise _Unwanted()
+        if self._oom_left > 0:
+            self._oom_left -= 1
+            mem = gpu_memory(self.settings.cuda_device)
+            raise GpuMemoryError("simulated out of GPU memory (WHISPEROP_FAULT_LOAD_OOM_COUNT test hook)",
+                                 vram_needed_mb=_size_mb(path), vram_free_mb=mem.free_mb if mem else 0)
+        t0 = time.perf_counter()
+        engine = self._factory(path, self.settings)
+        self.load_secs = time.perf_counter() - t0
+        return engine
+
+
+class _Unwanted(Exception):
+    """A load was abandoned because an unload (or stop) was requested meanwhile."""
