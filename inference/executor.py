@@ -15,6 +15,8 @@ How a run ends:
   a cancel requested through the API → ``cancelled``; the executor's own
   :meth:`Executor.interrupt` (the server or pod is shutting down) →
   ``release``: the job runs again later from its checkpoint;
+- the engine's child process dies (:class:`EngineCrashed`, ``ENGINE_ISOLATION``) →
+  ``requeue`` and the error goes up: the caller replaces the dead engine;
 - a :class:`WhisperOpError` fails the job with its message; any other
   exception (S3, HTTP, a bug) fails it with ``<type>: <message>`` and is
   logged with its traceback.
@@ -30,25 +32,13 @@ from pathlib import Path
 from typing import Protocol
 
 from whisperop.core.checkpoints import Checkpoint
-from whisperop.core.errors import JobCancelled, WhisperOpError
+from whisperop.core.errors import EngineCrashed, JobCancelled, WhisperOpError
 from whisperop.core.models import TranscriptionResult
 from whisperop.core.ports import JobTiming, Lease
-from whisperop.inference.engine import Progress, ProgressCallback, TranscribeRequest
+from whisperop.inference.engine import Progress, TranscribeRequest
+from whisperop.inference.isolated import Engine
 
 log = logging.getLogger("whisperop.executor")
-
-
-class Engine(Protocol):
-    """What the executor needs of an engine (:class:`whisperop.inference.engine.WhisperEngine`)."""
-
-    def transcribe_file(self, path: Path, request: TranscribeRequest = ..., on_progress: ProgressCallback | None = None,
-                        should_cancel: Callable[[], bool] | None = None,
-                        on_decoded: Callable[[float, int], None] | None = None,
-                        checkpoint: Checkpoint | None = None) -> TranscriptionResult:
-        ...
-
-    def close(self) -> None:
-        ...
 
 
 def request_of(lease: Lease) -> TranscribeRequest:
@@ -103,6 +93,13 @@ class Executor:
             if lease.cancel_requested():
                 raise JobCancelled()
             self._record(lease, result, time.monotonic() - t0)
+        except EngineCrashed as exc:
+            # the engine's child process died under the job: it runs again from its checkpoint, and
+            # the caller drops the dead engine and loads a new one
+            log.error("engine process died during a job; reloading the engine",
+                      extra={"job_id": lease.job.id, "error": str(exc), "oom": exc.oom})
+            lease.requeue(str(exc), count_attempt=not exc.oom)
+            raise
         except JobCancelled:
             self._stopped(lease)
         except WhisperOpError as exc:

@@ -32,11 +32,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from whisperop.core.errors import GpuMemoryError
 from whisperop.core.gpu import gpu_memory
 from whisperop.core.settings import EngineSettings
-from whisperop.inference.engine import WhisperEngine
+from whisperop.inference.isolated import Engine, make_engine
 
 log = logging.getLogger("whisperop.lifecycle")
 
-EngineFactory = Callable[[Path, EngineSettings], WhisperEngine]
+EngineFactory = Callable[[Path, EngineSettings], Engine]
 
 
 class FaultHooks(BaseSettings):
@@ -48,8 +48,8 @@ class FaultHooks(BaseSettings):
     load_delay_secs: float = Field(0.0, ge=0.0, alias="WHISPEROP_FAULT_LOAD_DELAY_SECS")
 
 
-def default_engine(path: Path, settings: EngineSettings) -> WhisperEngine:
-    return WhisperEngine(path, settings)
+def default_engine(path: Path, settings: EngineSettings) -> Engine:
+    return make_engine(path, settings)  # ENGINE_ISOLATION: in a child process on a GPU by default
 
 
 class LoadObserver(Protocol):
@@ -85,7 +85,7 @@ class ModelLoader:
         self._factory = engine_factory
         self.load_secs = 0.0  # how long the last successful engine construction (load + warm-up) took
 
-    def load(self, locate: Callable[[], tuple[Path, float]], observer: LoadObserver) -> WhisperEngine | None:
+    def load(self, locate: Callable[[], tuple[Path, float]], observer: LoadObserver) -> Engine | None:
         """Load the model ``locate()`` names (its path and the GPU poll interval, read again for every
         attempt), waiting for GPU memory as long as needed; None once no longer wanted. Any other
         load error (a missing or broken file) propagates."""
@@ -107,7 +107,7 @@ class ModelLoader:
                 return None
         return None
 
-    def _attempt(self, path: Path, observer: LoadObserver) -> WhisperEngine:
+    def _attempt(self, path: Path, observer: LoadObserver) -> Engine:
         if self.faults.load_delay_secs > 0 and not observer.sleep(self.faults.load_delay_secs):
             raise _Unwanted()
         if self._oom_left > 0:

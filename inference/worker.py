@@ -42,11 +42,11 @@ from whisperop.cluster import kube
 from whisperop.cluster.s3 import S3Settings
 from whisperop.cluster.work_queue import ClusterWorkQueue, WorkQueueSettings
 from whisperop.core import crds, modelsource
-from whisperop.core.errors import GpuMemoryError, ModelNotFoundError
+from whisperop.core.errors import EngineCrashed, GpuMemoryError, ModelNotFoundError
 from whisperop.core.gpu import GpuInfo, local_gpu
 from whisperop.core.settings import EngineSettings
 from whisperop.core.urlguard import ALLOW_ENV
-from whisperop.inference.engine import WhisperEngine
+from whisperop.inference.isolated import Engine
 from whisperop.inference.executor import Executor
 from whisperop.inference.lifecycle import FaultHooks, ModelLoader
 
@@ -109,7 +109,7 @@ class Worker:
             resync_secs=cfg.resync_secs, tmp_dir=self.settings.tmp_dir, outbound_allow=cfg.outbound_allow))
         self.loader = ModelLoader(self.settings, FaultHooks())
         self.executor = Executor()
-        self.engine: WhisperEngine | None = None
+        self.engine: Engine | None = None
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.server: ThreadingHTTPServer | None = None
@@ -219,7 +219,15 @@ class Worker:
                 self.queue.wait(1.0)
                 continue
             assert self.engine is not None
-            self.executor.run(lease, self.engine)
+            try:
+                self.executor.run(lease, self.engine)
+            except EngineCrashed:
+                # the engine's child process died under the job (handed back by the executor):
+                # a new engine, through waiting_for_gpu while the GPU's memory is taken
+                self.engine.close()
+                self.engine = None
+                self.ready.clear()
+                self.load()
 
     # lifecycle
     def shutdown(self) -> None:

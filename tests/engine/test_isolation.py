@@ -103,7 +103,9 @@ def test_auto_isolates_on_a_gpu_only() -> None:
 
 def test_cancel_crosses_the_pipe(tiny_model: Path, tmp_path: Path) -> None:
     audio = noise_bursts_wav(tmp_path / "b.wav", 4)
-    eng = IsolatedEngine(tiny_model, _settings())
+    # chunk 1's first decode is held in whisper.cpp's abort callback until the cancel stops it:
+    # the tiny model decodes all 4 chunks faster than a cancel crosses the pipe (0.25 s poll)
+    eng = IsolatedEngine(tiny_model, _settings(WHISPEROP_FAULT_SLOW_CHUNK="1:1", CHUNK_TIME_LIMIT_MIN_SECS=3600))
     done: list[int] = []
     try:
         with pytest.raises(JobCancelled):

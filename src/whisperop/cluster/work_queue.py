@@ -271,6 +271,12 @@ class ClusterLease:
         self._finish(Phase.Queued, "HandedBack", f"{self.pod} is shutting down; job handed back",
                      {"worker": None, "heartbeatTime": None, "startTime": None, "progress": 0, "chunk": 0})
 
+    def requeue(self, reason: str, count_attempt: bool = True) -> None:
+        """Handed back like a shutdown (:meth:`release`): another claim resumes it from its S3
+        checkpoint, and the claim counts the attempt against ``maxAttempts``."""
+        log.warning("engine died under the job; handing it back", extra={"job": self.name, "reason": reason})
+        self.release()
+
     def close(self) -> None:
         self._done.set()
         JOB_SECS.observe(time.perf_counter() - self._t0)

@@ -191,7 +191,7 @@ class Lease(Protocol):
 
     The executor calls, in order: ``audio`` (and ``checkpoint``) to run the job,
     ``decoded``/``progress`` while it runs, ``cancel_requested`` from the engine's
-    abort poll, then exactly one of ``complete``/``fail``/``cancelled``/``release``,
+    abort poll, then exactly one of ``complete``/``fail``/``cancelled``/``release``/``requeue``,
     and finally ``close``."""
 
     job: Job
@@ -232,6 +232,13 @@ class Lease(Protocol):
     def release(self) -> None:
         """The run stopped because its executor is shutting down: the job runs again later,
         resuming from its checkpoint (local: at the next start; cluster: on another worker)."""
+        ...
+
+    def requeue(self, reason: str, count_attempt: bool = True) -> None:
+        """The engine died under the run (an isolated engine's child process): the job runs again,
+        resuming from its checkpoint, and fails instead once it has started ``MAX_JOB_ATTEMPTS``
+        runs; ``count_attempt`` False (an out-of-memory death: the GPU's fault, not the job's)
+        gives the attempt back."""
         ...
 
     def close(self) -> None:

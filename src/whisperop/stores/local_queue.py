@@ -75,6 +75,12 @@ class LocalLease:
     def release(self) -> None:
         """Nothing to write: the job stays ``running`` with its audio and checkpoint until the next start."""
 
+    def requeue(self, reason: str, count_attempt: bool = True) -> None:
+        """Queued again in its FIFO place with its audio and checkpoint (:meth:`SqliteJobStore.requeue`);
+        past ``MAX_JOB_ATTEMPTS`` the store fails it, and then the audio goes."""
+        if self._store.requeue(self.job.id, reason, count_attempt=count_attempt) is None:
+            self._drop_audio()
+
     def close(self) -> None:
         self._unwatch()
 
