@@ -8,7 +8,7 @@ import json
 import pytest
 
 from whisperop.core import crds
-from whisperop.operator.models import claim_condition, observe
+from whisperop.operator.observe import claim_condition, observe, ready_since
 
 
 @pytest.mark.parametrize("pvc, want", [
@@ -58,3 +58,17 @@ def test_worker_ready_state_carries_its_gpu() -> None:
     assert "gpu" not in ready_state("2026-11-24T10:00:00Z", 1.0, None)
     # and what the worker reports is what the facade reads back
     assert GpuInfo.from_report(st["gpu"]) == GpuInfo("NVIDIA H100 80GB HBM3", 81559, 1187)
+
+
+def test_ready_since_is_the_earliest_load_of_a_ready_pod() -> None:
+    """The idle clock starts here (issue 15): not while loading, not at a not-Ready pod's load."""
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    loading = _pod("a", {"state": "loading"})
+    assert ready_since([loading], now) is None
+    early_not_ready = _pod("b", {"state": "ready", "loadedAt": "2026-11-27T11:00:00.000Z"}, ready=False)
+    r1 = _pod("c", {"state": "ready", "loadedAt": "2026-11-27T11:59:00.500Z"})
+    r2 = _pod("d", {"state": "ready", "loadedAt": "2026-11-27T11:59:30.000Z"})
+    assert ready_since([loading, early_not_ready, r2, r1], now) == datetime(2026, 11, 27, 11, 59, 0, 500000, timezone.utc)
+    assert ready_since([_pod("e", {"state": "ready"})], now) == now
