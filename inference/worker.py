@@ -220,6 +220,7 @@ class Worker:
         self._tried: set[tuple[str, str]] = set()
         self.server: ThreadingHTTPServer | None = None
         self.oom_faults = int(os.environ.get("WHISPEROP_FAULT_LOAD_OOM_COUNT", "0") or 0)
+        self.load_delay = float(os.environ.get("WHISPEROP_FAULT_LOAD_DELAY_SECS", "0") or 0)  # as in local mode
 
     # health endpoint
     def serve_http(self) -> int:
@@ -245,7 +246,8 @@ class Worker:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("0.0.0.0", self.cfg.port), Handler)
+        # WHISPEROP_WORKER_BIND: the pod IP's kubelet probes need all interfaces (default 0.0.0.0)
+        self.server = ThreadingHTTPServer((os.environ.get("WHISPEROP_WORKER_BIND") or "0.0.0.0", self.cfg.port), Handler)
         threading.Thread(target=self.server.serve_forever, name="health", daemon=True).start()
         port = self.server.server_address[1]
         log.info("health endpoint up", extra={"port": port})
@@ -305,6 +307,8 @@ class Worker:
                     raise GpuMemoryError("simulated out of GPU memory (WHISPEROP_FAULT_LOAD_OOM_COUNT test hook)",
                                          vram_needed_mb=max(1, size), vram_free_mb=0)
                 t0 = time.perf_counter()
+                if self.load_delay > 0:  # test hook: a slow load (image pull + download + load on a real node)
+                    self.stopping.wait(self.load_delay)
                 self.engine = WhisperEngine(path, self.settings)
                 loaded = kube.ts()
                 self._annotate_pod(ready_state(loaded, time.perf_counter() - t0, local_gpu(self.settings.cuda_device)))
@@ -448,7 +452,8 @@ class Worker:
             log.info("job done", extra={"job": name, "segments": len(result.segments)})
         except (JobCancelled, Lost) as exc:
             self._stopped(rj, exc)
-        except WhisperOpError as exc:
+        except WhisperOpError as exc:  # a project error (bad audio, time limit, …): one line, no traceback
+            log.warning("job failed", extra={"job": name, "error": str(exc), "error_type": type(exc).__name__})
             self._fail(rj, str(exc))
         except Exception as exc:  # S3/http errors, anything unexpected: the job fails with the reason
             log.exception("job failed", extra={"job": name})

@@ -183,13 +183,15 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
         spec = wm["spec"]
         now = kube.now()
         demand = scaling.parse_demand(wm["metadata"].get("annotations"))
+        since = ready_since(pods, now)
+        # becoming ready is stored as activity too: status.lastActivityTime is then where the idle
+        # clock starts, and a load request older than it has been served (no reload after the timeout)
         activity = scaling.last_activity(crds.parse_time(st.get("lastActivityTime")), demand,
                                          len(queued) + len(running), now,
                                          crds.parse_time(wm["metadata"].get("creationTimestamp")),
-                                         jobs_seen=_activity_times(jobs))
+                                         jobs_seen=_activity_times(jobs) + ([since] if since else []))
         current = _current_replicas(ns, name)
         arrivals = [t for t in (crds.parse_time(j.get("created")) for j in jobs) if t is not None]
-        since = ready_since(pods, now)
         decision = scaling.decide(spec, len(queued), len(running), current if current is not None else 0,
                                   activity, demand, now, since, last_arrival=max(arrivals) if arrivals else None)
         desired = decision.replicas

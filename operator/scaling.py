@@ -29,7 +29,10 @@ never counts, so a load that takes longer than ``idleTimeoutSeconds`` is not
 undone before anyone could use it (measured before this rule: with
 ``idleTimeoutSeconds: 3`` a load went loading → unloaded in 7.5 s without ever
 being ready; with 20, the Deployment went to zero 16.6 s after the last job
-ended). An explicit unload demand is not idle time and acts at once.
+ended). An explicit unload demand is not idle time and acts at once. The
+reconcile passes the ready time as activity too, so the stored
+``status.lastActivityTime`` is where the idle clock starts, and a load request
+older than it has been served: it gives no replica after the idle timeout.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def idle_deadline(spec: dict[str, Any], activity: datetime | None, ready_since: 
 @dataclass(frozen=True)
 class Decision:
     replicas: int
-    reason: str  # work | unload | idle_timeout | loading | within_idle | load_demand | never_idle | min
+    reason: str  # work | unload | idle_timeout | load_request | loading | within_idle | never_idle | min
 
 
 def decide(spec: dict[str, Any], queued: int, running: int, current: int, activity: datetime | None,
@@ -126,7 +129,7 @@ def decide(spec: dict[str, Any], queued: int, running: int, current: int, activi
     if ready_since is None:
         # not ready (loading, waiting for a GPU, or scaled to zero): loading time is not idle time;
         # a load requested since the last activity gets its replica
-        return Decision(keep, "loading" if keep else "min")
+        return Decision(keep, "load_request" if recent_load and keep > current else "loading" if keep else "min")
     deadline = idle_deadline(spec, activity, ready_since)
     if deadline is not None and now < deadline:
         return Decision(keep, "within_idle")

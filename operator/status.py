@@ -59,8 +59,10 @@ def accepted_message(spec: dict[str, Any]) -> str:
 
 def status_body(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued: int, running: int,
                 activity: datetime | None, source_cond: tuple[str, str, str] | None, now: datetime) -> dict[str, Any]:
-    """The status the model should have (pure). ``lastActivityTime`` only moves forward, by more
-    than a second (fewer writes while jobs run: every reconcile sees ``now`` as activity)."""
+    """The status the model should have (pure). ``lastActivityTime`` only moves forward; while jobs
+    run (every reconcile sees ``now`` as activity) only by more than a second, to save writes.
+    Without work it takes any newer value: a load request must end up older than the ready
+    time stored after it, or the request would count as unserved once the model is down."""
     meta = wm["metadata"]
     old = wm.get("status") or {}
     gen = meta.get("generation")
@@ -81,7 +83,8 @@ def status_body(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued: 
     else:  # a URI source (or a spec that moved off a PVC): no claim to report on
         conds = [c for c in conds if c.get("type") != SOURCE_CONDITION]
     act = crds.parse_time(old.get("lastActivityTime"))
-    if activity is not None and (act is None or activity - act > timedelta(seconds=1)):
+    if activity is not None and (act is None or activity - act > timedelta(seconds=1)
+                                 or (activity > act and not (queued or running))):
         act = activity
     return {
         "state": state, "replicas": desired, "readyReplicas": seen["readyReplicas"],

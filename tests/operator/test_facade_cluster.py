@@ -376,11 +376,13 @@ def test_client_abort_mid_upload_leaves_no_job_and_no_object(cluster: Cluster) -
 
 
 def run_contract_suite(base_url: str, junit: Path, extra_args: list[str] | None = None,
-                       timeout: float = 1500) -> tuple[int, dict[str, str], str]:
-    """``pytest tests/contract`` against ``base_url`` (WHISPEROP_BASE_URL); outcome per test."""
+                       timeout: float = 1500, env_extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    """``pytest tests/contract`` against ``base_url`` (WHISPEROP_BASE_URL); outcome per test.
+    ``env_extra``: what the suite may know of the server (WHISPEROP_CONTRACT_IDLE_TIMEOUT_SECS, …)."""
     import xml.etree.ElementTree as ET
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(env_extra or {})
     env["WHISPEROP_BASE_URL"] = base_url
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "contract"),
            f"--junitxml={junit}", *(extra_args or [])]
@@ -400,7 +402,10 @@ def _contract_on_cluster(c: Cluster, model: Path, tmp_path: Path, args: list[str
     workers = PodWorkers(c)
     f = Facade(c, "contract", QUEUE_WHILE_LOADING="false", GPU_POLL_INTERVAL_SECS="2")
     try:
-        rc, outcomes, tail = run_contract_suite(f.url, tmp_path / "contract.xml", args)
+        # the model never unloads here (idle 0): the suite may check that, and skips its idle-timeout
+        # tests (they run against their own WhisperModel in test_idle_cluster.py)
+        rc, outcomes, tail = run_contract_suite(f.url, tmp_path / "contract.xml", args,
+                                                env_extra={"WHISPEROP_CONTRACT_IDLE_TIMEOUT_SECS": "0"})
     finally:
         f.close()
         workers.close()

@@ -125,3 +125,20 @@ def test_queue_order_keeps_submissions_within_one_second_in_order() -> None:
     urgent = job("zzzz", "2026-11-24T20:36:19Z", priority=5)
     order = sorted([kubectl_later, third, urgent, second, kubectl_same_second], key=kube.queue_key)
     assert [o["metadata"]["name"] for o in order] == ["zzzz", "bbbb", "ffff", "0000", "aaaa"]
+
+
+def test_a_served_load_request_does_not_bring_the_model_back_after_the_idle_timeout() -> None:
+    """The reconcile stores the ready time as activity: once the idle timeout took the model down,
+    the (older) load request gives it no replica again."""
+    spec = {**SPEC, "idleTimeoutSeconds": 6}
+    load = scaling.Demand("load", T0)
+    ready = T0 + timedelta(seconds=8)  # loading took longer than the idle timeout
+    act = scaling.last_activity(None, load, 0, ready, None, jobs_seen=[ready])
+    down = scaling.decide(spec, 0, 0, 1, act, load, ready + timedelta(seconds=6), ready_since=ready)
+    assert (down.replicas, down.reason) == (0, "idle_timeout")
+    after = scaling.decide(spec, 0, 0, 0, act, load, ready + timedelta(seconds=7), ready_since=None)
+    assert (after.replicas, after.reason) == (0, "min")
+    # a new load request does
+    again = scaling.Demand("load", ready + timedelta(seconds=9))
+    act2 = scaling.last_activity(act, again, 0, ready + timedelta(seconds=9), None)
+    assert scaling.decide(spec, 0, 0, 0, act2, again, ready + timedelta(seconds=9), ready_since=None).replicas == 1
