@@ -545,8 +545,9 @@ def test_503_model_not_ready_as_in_local_mode_and_bearer_auth(cluster: Cluster, 
     c = cluster
     tokens = c.tmp / "tokens"
     tokens.write_text("s3cret\n")
-    c.create_model(modelURI=str(tiny_model))
-    f = Facade(c, "503", QUEUE_WHILE_LOADING="false", GPU_POLL_INTERVAL_SECS="7", WHISPEROP_AUTH_TOKENS_FILE=str(tokens))
+    # Retry-After in waiting_for_gpu is the WhisperModel's poll interval, not the facade's env (issue 15)
+    c.create_model(modelURI=str(tiny_model), gpuPollIntervalSeconds=7)
+    f = Facade(c, "503", QUEUE_WHILE_LOADING="false", GPU_POLL_INTERVAL_SECS="99", WHISPEROP_AUTH_TOKENS_FILE=str(tokens))
     auth = {"Authorization": "Bearer s3cret"}
     try:
         assert httpx.get(f.url + "/health", timeout=10).status_code == 200
