@@ -215,7 +215,8 @@ def _log_scale(ns: str, name: str, current: int | None, decision: scaling.Decisi
                activity: datetime | None, since: datetime | None, demand: scaling.Demand | None,
                spec: dict[str, Any], now: datetime) -> None:
     start = scaling.idle_since(activity, since)
-    log.info("scale up" if decision.replicas > (current or 0) else "scale down", extra={
+    msg = "scale up" if decision.replicas > (current or 0) else "scale down" if current is not None else "deployment created"
+    log.info(msg, extra={
         "namespace": ns, "model": name, "from": current, "to": decision.replicas, "reason": decision.reason,
         "queued": queued, "running": running, "idle_secs": round((now - start).total_seconds(), 3) if start else None,
         "idle_timeout_secs": int(spec.get("idleTimeoutSeconds", 300)),

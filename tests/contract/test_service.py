@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import httpx
@@ -27,9 +26,8 @@ def test_health_shape(api: ApiClient, shared) -> None:
 def test_idle_timeout_zero_never_unloads(api: ApiClient, shared) -> None:
     """IDLE_TIMEOUT_SECS=0 means never: the session server (started with 0) still has the
     model it loaded at the start of the session, after many idle gaps between jobs."""
-    declared = os.environ.get("WHISPEROP_CONTRACT_IDLE_TIMEOUT_SECS")  # its starter's word (tests/contract/conftest.py)
-    if shared.server is None and (declared is None or float(declared) != 0):
-        pytest.skip("the WHISPEROP_BASE_URL server's idle timeout is not known to be 0 (WHISPEROP_CONTRACT_IDLE_TIMEOUT_SECS)")
+    if shared.server is None:
+        pytest.skip("the WHISPEROP_BASE_URL server's IDLE_TIMEOUT_SECS is not known to the suite")
     st = api.model_status()
     assert st["state"] == "ready" and st.get("loaded_at") == shared.loaded_at, (
         f"model was reloaded or unloaded during the session: loaded_at {shared.loaded_at} -> {st}"

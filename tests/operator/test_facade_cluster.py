@@ -402,10 +402,9 @@ def _contract_on_cluster(c: Cluster, model: Path, tmp_path: Path, args: list[str
     workers = PodWorkers(c)
     f = Facade(c, "contract", QUEUE_WHILE_LOADING="false", GPU_POLL_INTERVAL_SECS="2")
     try:
-        # the model never unloads here (idle 0): the suite may check that, and skips its idle-timeout
-        # tests (they run against their own WhisperModel in test_idle_cluster.py)
-        rc, outcomes, tail = run_contract_suite(f.url, tmp_path / "contract.xml", args,
-                                                env_extra={"WHISPEROP_CONTRACT_IDLE_TIMEOUT_SECS": "0"})
+        # idle 0 here: the suite's idle-timeout tests skip (they run against a WhisperModel of their
+        # own with a non-zero idle timeout in test_idle_cluster.py)
+        rc, outcomes, tail = run_contract_suite(f.url, tmp_path / "contract.xml", args)
     finally:
         f.close()
         workers.close()
