@@ -7,6 +7,9 @@ default), a WhisperModel at zero replicas (tiny random-weight model, idle
 timeout 300 s). Each round creates one job and records, on this process's
 clock (the worker runs on the same machine):
 
+* ``scaled_s``: job created → ``status.replicas`` ≥ 1 (the operator's scale-up);
+* ``loaded_s``: job created → the worker's ``loadedAt`` (kwok scheduling, the
+  worker process's start and its load: the same before and after);
 * ``ready_s``: job created → ``status.state`` ready seen by a watch;
 * ``ready_lag_s``: the worker's ``loadedAt`` → ``status.state`` ready (what the
   operator adds; the rest is kwok scheduling, the worker's start and its load);
@@ -29,6 +32,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import psutil
 from operator_common import Bench, wait_for
 
 
@@ -96,6 +100,10 @@ class Watch:
         with self.lock:
             return next(((t, st) for t, n, v, st in self.events if n == name and v == val and t >= after), None)
 
+    def first_where(self, name: str, pred: Any, after: float) -> tuple[float, dict[str, Any]] | None:
+        with self.lock:
+            return next(((t, st) for t, n, _, st in self.events if n == name and pred(st) and t >= after), None)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -130,9 +138,12 @@ def main() -> None:
                                          "metadata": {"name": name},
                                          "spec": {"audio": f"s3://{b.s3.bucket}/{key}", "model": "default"}})
             t_ready, st = wait_for(lambda: models.first("default", "ready", t0), 120, "model ready")
+            t_scaled, _ = wait_for(lambda: models.first_where("default", lambda s: (s.get("replicas") or 0) >= 1, t0),
+                                   10, "replicas 1")
             t_run, _ = wait_for(lambda: jobs.first(name, "Running", t0) or jobs.first(name, "Done", t0), 120, "job running")
             loaded = datetime.fromisoformat(st["loadedAt"].replace("Z", "+00:00")).timestamp()
-            r = {"round": i, "ready_s": round(t_ready - t0, 3), "ready_lag_s": round(t_ready - loaded, 3),
+            r = {"round": i, "scaled_s": round(t_scaled - t0, 3), "loaded_s": round(loaded - t0, 3),
+                 "ready_s": round(t_ready - t0, 3), "ready_lag_s": round(t_ready - loaded, 3),
                  "running_s": round(t_run - t0, 3)}
             print(json.dumps(r), flush=True)
             rounds.append(r)
@@ -143,12 +154,18 @@ def main() -> None:
                      60, "model unloaded")
             time.sleep(1)
     finally:
+        try:
+            t = psutil.Process(op.pid).cpu_times()
+            op_cpu = t.user + t.system
+        except psutil.Error:
+            op_cpu = float("nan")
         workers.close()
         b.stop(op)
         b.delete_namespace(ns)
         b.close()
-    summary = {k: {"median": round(statistics.median(r[k] for r in rounds), 3), "max": max(r[k] for r in rounds)}
-               for k in ("ready_s", "ready_lag_s", "running_s")}
+    summary: dict[str, Any] = {k: {"median": round(statistics.median(r[k] for r in rounds), 3), "max": max(r[k] for r in rounds)}
+               for k in ("scaled_s", "loaded_s", "ready_s", "ready_lag_s", "running_s")}
+    summary["operator_cpu_s"] = round(op_cpu, 2)
     print(json.dumps({"summary": summary}), flush=True)
     if args.json:
         with open(args.json, "w") as f:

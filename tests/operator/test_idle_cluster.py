@@ -36,10 +36,14 @@ def _with_defaults(c: Cluster) -> None:
         c.env.pop(k, None)
 
 
+IDLE = int(os.environ.get("WHISPEROP_IDLE_CONTRACT_SECS", "6"))
+RUNS = int(os.environ.get("WHISPEROP_IDLE_CONTRACT_RUNS", "1"))
+
+
+@pytest.mark.timeout(600 + RUNS * (300 + 8 * IDLE))
 def test_idle_timeout_contract_with_operator_defaults_and_slow_loads(cluster: Cluster, tiny_model: Path,
                                                                      tmp_path: Path) -> None:
-    idle = int(os.environ.get("WHISPEROP_IDLE_CONTRACT_SECS", "6"))
-    runs = int(os.environ.get("WHISPEROP_IDLE_CONTRACT_RUNS", "1"))
+    idle, runs = IDLE, RUNS
     load_delay = idle + 2  # every load takes longer than the idle timeout
     c = cluster
     _with_defaults(c)
