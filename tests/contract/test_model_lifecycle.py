@@ -4,6 +4,11 @@ idle timeout, waiting_for_gpu, QUEUE_WHILE_LOADING, model webhooks.
 Each test starts its own server (fresh state, its own settings and fault hooks):
 ``WHISPEROP_FAULT_LOAD_DELAY_SECS`` makes ``loading`` observable and
 ``WHISPEROP_FAULT_LOAD_OOM_COUNT`` makes the next loads fail as out of GPU memory.
+The idle-timeout tests also run against a ``WHISPEROP_BASE_URL`` server whose
+starter declares its idle timeout and load delay (``idle_server`` in
+conftest.py; the cluster facade in tests/operator/test_idle_cluster.py). They
+measure from the server's own ``loaded_at``/``completed_at``, not from when
+this client noticed ready/done, which a cluster facade learns through watches.
 """
 
 from __future__ import annotations
