@@ -117,7 +117,7 @@ class Executor:
             lease.release()
 
     def _fail(self, lease: Lease, error: str) -> None:
-        log.info("job failed", extra={"job_id": lease.job.id, "error": error})
+        log.warning("job failed", extra={"job_id": lease.job.id, "error": error})
         lease.fail(error)
 
     def _record(self, lease: Lease, result: TranscriptionResult, wall: float) -> None:

@@ -75,6 +75,8 @@ class WorkerConfig(BaseSettings):
     model: str = Field(crds.DEFAULT_MODEL, alias="WHISPEROP_MODEL_NAME", description="the WhisperModel to serve")
     model_uri: str | None = Field(None, alias="WHISPEROP_MODEL_URI", description="overrides spec.modelURI")
     port: int = Field(8081, ge=0, alias="WHISPEROP_WORKER_PORT", description="/healthz, /readyz, /metrics (0 = any)")
+    bind: str = Field("0.0.0.0", alias="WHISPEROP_WORKER_BIND",
+                      description="address of that server: the kubelet probes the pod IP, so all interfaces")
     heartbeat_secs: float = Field(10.0, gt=0, alias="WHISPEROP_HEARTBEAT_SECS")
     progress_secs: float = Field(0.5, ge=0, alias="WHISPEROP_PROGRESS_SECS", description="at most one progress write per")
     drain_secs: float = Field(100.0, ge=0, alias="WHISPEROP_DRAIN_SECS", description="SIGTERM: time the running job gets")
@@ -138,7 +140,7 @@ class Worker:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("0.0.0.0", self.cfg.port), Handler)
+        self.server = ThreadingHTTPServer((self.cfg.bind, self.cfg.port), Handler)
         threading.Thread(target=self.server.serve_forever, name="health", daemon=True).start()
         port = self.server.server_address[1]
         log.info("health endpoint up", extra={"port": port})

@@ -1,4 +1,5 @@
-"""``whisperop operator cleanup``: the chart's pre-delete hook (cleanup.py says why)."""
+"""``whisperop operator cleanup``: the chart's pre-delete hook (cleanup.py says why); ``whisperop operator
+kwok-workers``: workers for kwok pods in a cluster brought up by hand (kwok_workers.py)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="seconds to wait for the operator before releasing finalizers (default 120)")
     c.add_argument("--delete-pod", action="append", metavar="NAME", help="also delete this pod (repeatable)")
     c.set_defaults(func=cmd_cleanup)
+    k = sub.add_parser(
+        "kwok-workers", help="run a local `whisperop worker` for each Running kwok inference pod (development only)",
+        description="For a cluster with kwok nodes (python -m whisperop.testenv up): starts one local "
+        "`whisperop worker` per Running inference pod of the namespace, with the pod's identity, and stops it when "
+        "the pod goes; the workers inherit KUBECONFIG and WHISPEROP_S3_*. Runs until interrupted.")
+    k.add_argument("--namespace", required=True)
+    k.add_argument("--model", default=None, help="only this WhisperModel's pods (default: all)")
+    k.add_argument("--log-dir", default="kwok-workers", help="worker logs and model cache (default ./kwok-workers)")
+    k.set_defaults(func=_kwok_workers)
+
+
+def _kwok_workers(args: argparse.Namespace) -> int:
+    from .kwok_workers import cmd_kwok_workers
+
+    return cmd_kwok_workers(args)

@@ -17,6 +17,7 @@ class OperatorConfig:
     heartbeat_timeout_secs: float  # a Running job whose heartbeat is older is requeued
     max_attempts: int  # lost workers tolerated per job before it fails
     metrics_port: int  # 0 = no /metrics server
+    metrics_bind: str  # address of the /metrics server (0.0.0.0: Prometheus scrapes the pod IP)
     worker_port: int  # the inference pod's health/metrics port
     worker_grace_secs: int  # terminationGracePeriodSeconds of inference pods
     worker_heartbeat_secs: float  # passed to workers
@@ -31,6 +32,7 @@ def config() -> OperatorConfig:
         heartbeat_timeout_secs=_f("WHISPEROP_HEARTBEAT_TIMEOUT_SECS", 60.0),
         max_attempts=int(_f("WHISPEROP_MAX_ATTEMPTS", 3)),
         metrics_port=int(_f("WHISPEROP_METRICS_PORT", 9090)),
+        metrics_bind=os.environ.get("WHISPEROP_METRICS_BIND") or "0.0.0.0",
         worker_port=int(_f("WHISPEROP_WORKER_PORT", 8081)),
         worker_grace_secs=int(_f("WHISPEROP_WORKER_GRACE_SECS", 120)),
         worker_heartbeat_secs=_f("WHISPEROP_HEARTBEAT_SECS", 10.0),

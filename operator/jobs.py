@@ -82,12 +82,6 @@ def validate(obj: dict[str, Any], models: kube.Resources) -> tuple[tuple[str, st
     return None, wm
 
 
-def _has_room(wm: dict[str, Any]) -> bool:
-    """True when the model could still scale up (worth reconciling now rather than at its next tick)."""
-    spec, status = wm.get("spec", {}), wm.get("status") or {}
-    return int(status.get("replicas") or 0) < max(int(spec.get("maxReplicas", crds.DEFAULT_MAX_REPLICAS)), int(spec.get("minReplicas", crds.DEFAULT_MIN_REPLICAS)))
-
-
 def reconcile_job(obj: dict[str, Any]) -> str:
     """One level-triggered step for one job; returns what it did (for logs and tests)."""
     meta = obj["metadata"]
@@ -130,11 +124,8 @@ def reconcile_job(obj: dict[str, Any]) -> str:
                 log.warning("could not register webhook URL", exc_info=True)
         if _set_phase(res, obj, crds.Phase.Queued, "Accepted", f"queued for WhisperModel {spec.get('model', 'default')}",
                       extra={"attempts": status.get("attempts", 0), "progress": 0}, cond_type="Accepted"):
-            if wm is not None and _has_room(wm):
-                from . import informers, models  # reconcile the model now, not at its next tick (scale from zero)
-
-                informers.wait_seen(ns, name, obj["metadata"]["resourceVersion"])
-                models.nudge(ns, spec.get("model") or crds.DEFAULT_MODEL)
+            # the model is reconciled when the namespace's job informer sees this job Queued
+            # (informers.py), whether or not it is at maxReplicas: every job is activity
             return "queued"
         return "conflict"
 

@@ -17,7 +17,8 @@ Configuration choices (and why):
   itself (jobs.py, models.py, webhooks.py), the worker per transition it
   makes; kopf's own log-to-Event posting is limited to warnings so handler
   chatter does not multiply API writes;
-* ``/metrics`` (prometheus_client) on ``WHISPEROP_METRICS_PORT`` (9090; 0 = off).
+* ``/metrics`` (prometheus_client) on ``WHISPEROP_METRICS_BIND`` (``0.0.0.0``) port
+  ``WHISPEROP_METRICS_PORT`` (9090; 0 = off).
 
 Handlers: jobs.py (TranscriptionJob lifecycle), models.py (WhisperModel →
 Deployment, state, lost workers), scaling.py (replica policy and the demand
@@ -59,20 +60,21 @@ def ensure_user_name() -> str:
         return name
 
 
-def use_json_logs() -> bool:
-    """With ``LOG_FORMAT=json``, kopf's own records become JSON lines too.
+def use_structured_logs() -> str:
+    """Every line of the operator's output in one format: ``LOG_FORMAT=json`` (one JSON object per
+    line, as the cluster's log pipelines expect) or ``text`` (the default: ``level logger: message
+    key=value…``). Returns the format used.
 
-    ``kopf run`` installs its text handler on the root logger before it imports
-    this module; replacing the root handlers with ours makes every line of the
-    operator's output one JSON object (kopf's, the handlers', the kubernetes
-    client's), as log pipelines of the cluster expect. kopf's Event posting is
-    a handler of its own logger and is kept. ``--log-format`` of kopf still
-    wins when LOG_FORMAT is not json.
+    ``kopf run`` installs its own handler on the root logger before it imports this module, and
+    kopf's formatters print the message only: the fields of the operator's structured lines (the
+    figures behind a scaling decision, a webhook's redacted URL and error) were dropped. Replacing
+    the root handlers with ours gives kopf's records, the handlers' and the kubernetes client's the
+    same format, fields included (kopf's object reference becomes ``object``). kopf's Event posting
+    is a handler of its own logger and is kept; kopf's ``--log-format`` no longer applies.
     """
-    if os.environ.get("LOG_FORMAT", "").lower() != "json":
-        return False
-    setup_logging()  # also turns a fatal exit (e.g. no credentials) into a JSON line
-    return True
+    fmt = "json" if os.environ.get("LOG_FORMAT", "").lower() == "json" else "text"
+    setup_logging(fmt=fmt)  # json: a fatal exit (e.g. no credentials) becomes a JSON line too
+    return fmt
 
 
 @kopf.on.startup()
@@ -90,11 +92,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.standalone = not peering
     if peering:
         settings.peering.name = peering
-    metrics.serve(config().metrics_port)
+    metrics.serve(config().metrics_port, config().metrics_bind)
 
 
 ensure_user_name()
-use_json_logs()
+use_structured_logs()
 
 from . import gc, informers, jobs, metrics, models, scaling, webhooks  # noqa: E402,F401  (registers the handlers)
 from .config import config  # noqa: E402

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the operator, served at ``/metrics`` on WHISPEROP_METRICS_PORT."""
+"""Prometheus metrics of the operator, served at ``/metrics`` on WHISPEROP_METRICS_BIND:WHISPEROP_METRICS_PORT."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ GC = Counter("whisperop_gc_total", "Jobs garbage-collected", ["reason"])
 _started = False
 
 
-def serve(port: int) -> None:
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    """``/metrics`` on ``addr:port`` (WHISPEROP_METRICS_BIND, default all interfaces: Prometheus
+    scrapes the pod IP; ``127.0.0.1`` keeps it local to the pod or the machine)."""
     global _started
     if port and not _started:
-        start_http_server(port)
+        start_http_server(port, addr=addr)
         _started = True

@@ -57,6 +57,9 @@ def deliver_job(res: kube.Resources, obj: dict[str, Any]) -> None:
         "responseCode": result.code, "lastAttemptTime": kube.ts(), "error": result.error,
     }
     metrics.WEBHOOKS.labels("job", "delivered" if result.ok else "failed").inc()
+    log.log(logging.INFO if result.ok else logging.WARNING, "job webhook " + record["state"], extra={
+        "namespace": meta.get("namespace"), "job": meta["name"], "phase": status.get("phase"), "url": redact(url),
+        "result": record["state"], "http_status": result.code, "attempts": result.attempts, "reason": result.error})
     try:
         res.patch_status(meta["name"], {"webhook": record})
     except kube.NotFound:
@@ -81,6 +84,10 @@ def send_model_event(namespace: str, payload: dict[str, Any]) -> None:
     def send(url: str) -> None:
         r = wh.post_json(url, payload, delivery_id=event_id, attempts=config().webhook_attempts)
         metrics.WEBHOOKS.labels("model", "delivered" if r.ok else "failed").inc()
+        log.log(logging.INFO if r.ok else logging.WARNING, "model webhook " + ("delivered" if r.ok else "failed"),
+                extra={"namespace": namespace, "event": payload.get("type"), "url": redact(url),
+                       "result": "delivered" if r.ok else "failed", "http_status": r.code, "attempts": r.attempts,
+                       "reason": r.error})
 
     for url in urls:
         threading.Thread(target=send, args=(url,), daemon=True, name="model-webhook").start()

@@ -79,7 +79,8 @@ def retry_after(state: ModelState, svc: Services) -> int:
         return RETRY_UNLOADED_SECS
     if state == ModelState.loading:
         return RETRY_LOADING_SECS
-    return int(svc.settings.gpu_poll_interval_secs)
+    # the runtime's own poll interval: cluster mode's comes from the WhisperModel (gpuPollIntervalSeconds)
+    return int(getattr(svc.runtime, "gpu_poll_interval_secs", None) or svc.settings.gpu_poll_interval_secs)
 
 
 def _webhook_url(value: str | None, allow: str) -> str | None:

@@ -17,7 +17,9 @@ written during a failing test is attached to the failure report.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -168,6 +170,54 @@ def api(shared: Target, model_events_probe: SSEStream) -> Iterator[ApiClient]:
     yield c
     c.cleanup()
     c.close()
+
+
+# ── idle timeout: a dedicated server here, or what the external server's starter says ──
+
+#: the WHISPEROP_BASE_URL server's idle timeout and extra load time, when whoever started it
+#: says so (the cluster facade's test: the WhisperModel's idleTimeoutSeconds and the workers'
+#: WHISPEROP_FAULT_LOAD_DELAY_SECS); unknown (unset) → the idle tests skip in that mode
+EXTERNAL_IDLE_SECS = os.environ.get("WHISPEROP_CONTRACT_IDLE_TIMEOUT_SECS")
+EXTERNAL_LOAD_DELAY_SECS = float(os.environ.get("WHISPEROP_CONTRACT_LOAD_DELAY_SECS") or 0)
+IDLE_UNKNOWN_REASON = ("the WHISPEROP_BASE_URL server's idle timeout is not known to the suite "
+                       "(set WHISPEROP_CONTRACT_IDLE_TIMEOUT_SECS)")
+
+
+@dataclass
+class IdleTarget:
+    base_url: str
+    idle: float  # seconds a ready, unused model stays loaded
+    load_delay: float  # seconds every load takes on top of the real load
+
+
+def external_idle_secs() -> float | None:
+    return float(EXTERNAL_IDLE_SECS) if EXTERNAL_IDLE_SECS not in (None, "") else None
+
+
+@pytest.fixture
+def idle_server(work_dir: Path, tiny_model: Path) -> Iterator[Callable[[float, float], IdleTarget]]:
+    """``make(idle, load_delay)``: a server that unloads after ``idle`` s; managed mode starts
+    one with those settings, external mode uses WHISPEROP_BASE_URL with the figures its
+    starter declared (a test that needs a slow load skips when the external one is not)."""
+    f = ServerFactory(work_dir, tiny_model)
+
+    def make(idle: float, load_delay: float = 0.0) -> IdleTarget:
+        if MANAGED:
+            env = {"IDLE_TIMEOUT_SECS": str(int(idle))}
+            if load_delay:
+                env["WHISPEROP_FAULT_LOAD_DELAY_SECS"] = str(load_delay)
+            return IdleTarget(f.make("idle", **env).base_url, idle, load_delay)
+        ext = external_idle_secs()
+        if not ext:
+            pytest.skip(IDLE_UNKNOWN_REASON if ext is None else "the WHISPEROP_BASE_URL server never unloads (idle 0)")
+        if load_delay and EXTERNAL_LOAD_DELAY_SECS <= ext:
+            pytest.skip("the WHISPEROP_BASE_URL server's loads are not declared slower than its idle timeout "
+                        "(WHISPEROP_CONTRACT_LOAD_DELAY_SECS)")
+        assert EXTERNAL_URL is not None
+        return IdleTarget(EXTERNAL_URL, ext, EXTERNAL_LOAD_DELAY_SECS)
+
+    yield make
+    f.close_all()
 
 
 @pytest.fixture

@@ -4,11 +4,17 @@ idle timeout, waiting_for_gpu, QUEUE_WHILE_LOADING, model webhooks.
 Each test starts its own server (fresh state, its own settings and fault hooks):
 ``WHISPEROP_FAULT_LOAD_DELAY_SECS`` makes ``loading`` observable and
 ``WHISPEROP_FAULT_LOAD_OOM_COUNT`` makes the next loads fail as out of GPU memory.
+The idle-timeout tests also run against a ``WHISPEROP_BASE_URL`` server whose
+starter declares its idle timeout and load delay (``idle_server`` in
+conftest.py; the cluster facade in tests/operator/test_idle_cluster.py). They
+measure from the server's own ``loaded_at``/``completed_at``, not from when
+this client noticed ready/done, which a cluster facade learns through watches.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Iterator
 
 import pytest
@@ -268,22 +274,30 @@ def test_default_does_not_queue_while_loading(start_server, client_of, audio) ->
 # ── idle timeout ─────────────────────────────────────────────────────────────
 
 
-def test_idle_timeout_unloads_and_notifies(start_server, client_of, receiver: WebhookReceiver, audio) -> None:
-    idle = 2
-    c = client_of(start_server.make("idle", IDLE_TIMEOUT_SECS=str(idle)))
+def _since(server_time: str | None, what: str) -> float:
+    """Seconds from a timestamp the server reported (loaded_at, completed_at) to now. The idle clock
+    is the server's: measuring from when this client *noticed* ready or done would shorten the
+    interval by the notice delay (a cluster facade learns of ready/done through watches)."""
+    return (datetime.now(timezone.utc) - parse_utc(server_time, what)).total_seconds()
+
+
+def test_idle_timeout_unloads_and_notifies(idle_server, client_of, receiver: WebhookReceiver, audio) -> None:
+    t = idle_server(2)
+    idle, load_wait = t.idle, 60 + 2 * t.load_delay
+    c = client_of(t)
+    c.ensure_unloaded(timeout=60)
     with _events(c) as ev:
         assert_not_ready(c.post_job(audio.short, webhook_url=receiver.url("/idle")), "unloaded", 30)
-        c.wait_model("ready", timeout=60)
-        t_ready = time.monotonic()
-        c.wait_model("unloaded", timeout=idle + 20)
-        assert time.monotonic() - t_ready >= idle - 0.5, "unloaded before IDLE_TIMEOUT_SECS passed"
+        st = c.wait_model("ready", timeout=load_wait)
+        c.wait_model("unloaded", timeout=idle + 30)
+        assert _since(st["loaded_at"], "loaded_at") >= idle - 0.5, "unloaded before the idle timeout passed"
         ev.wait_event("model_unloaded", timeout=10)
         [d] = receiver.wait_for("/idle", lambda d: is_model_event(d, "model_unloaded"), timeout=30)
         exact_keys(d.json(), {"type"}, "model_unloaded webhook")
 
         # a job longer than the idle timeout keeps the model loaded until it ends
         assert_not_ready(c.post_job(audio.medium), "unloaded", 30)
-        c.wait_model("ready", timeout=60)
+        c.wait_model("ready", timeout=load_wait)
         job_id = c.submit(audio.medium)
         states: list[str] = []
         while True:
@@ -292,14 +306,39 @@ def test_idle_timeout_unloads_and_notifies(start_server, client_of, receiver: We
                 break
             states.append(c.model_state())
             time.sleep(0.2)
-        t_done = time.monotonic()
         assert_job(job, job_id, status="done")
         assert set(states) <= {"ready"}, f"model state while the job ran: {sorted(set(states))}"
-        c.wait_model("unloaded", timeout=idle + 20)
-        assert time.monotonic() - t_done >= idle - 0.7, "idle timer did not restart when the job finished"
+        c.wait_model("unloaded", timeout=idle + 30)
+        assert _since(job["completed_at"], "completed_at") >= idle - 0.5, "idle timer did not restart when the job finished"
         time.sleep(0.3)
         seq = _validated(ev)
     assert seq == ["model_loading", "model_ready", "model_unloaded"] * 2, f"/model/events: {seq}"
+
+
+def test_a_load_slower_than_the_idle_timeout_is_not_undone(idle_server, client_of, audio) -> None:
+    """Loading time is not idle time (issue 15: a cluster went loading → unloaded in 7.5 s with an
+    idle timeout of 3 s and never reported ready). The model becomes ready, serves a job, and
+    only then goes idle."""
+    t = idle_server(2, load_delay=4)
+    c = client_of(t)
+    c.ensure_unloaded(timeout=60)
+    with _events(c) as ev:
+        assert c.load().status_code == 202
+        ev.wait_event("model_loading", timeout=30)
+        first = ev.wait_for(lambda e: e.event in ("model_ready", "model_unloaded"), timeout=60 + 3 * t.load_delay)
+        assert first.event == "model_ready", f"the load was undone before the model was ready: {_validated(ev)}"
+        st = c.model_status()
+        assert_model_status(st, "ready")
+        assert _since(st["loaded_at"], "loaded_at") < t.idle + 30
+        job_id = c.submit(audio.short)
+        job = c.wait_terminal(job_id, timeout=120)
+        assert_job(job, job_id, status="done")
+        c.wait_model("unloaded", timeout=t.idle + 30)
+        assert _since(job["completed_at"], "completed_at") >= t.idle - 0.5, "unloaded before the idle timeout passed"
+        ev.wait_event("model_unloaded", timeout=10)
+        time.sleep(0.3)
+        seq = _validated(ev)
+    assert seq == ["model_loading", "model_ready", "model_unloaded"], f"/model/events: {seq}"
 
 
 # ── model webhooks go to every URL ever registered ──────────────────────────

@@ -376,11 +376,13 @@ def test_client_abort_mid_upload_leaves_no_job_and_no_object(cluster: Cluster) -
 
 
 def run_contract_suite(base_url: str, junit: Path, extra_args: list[str] | None = None,
-                       timeout: float = 1500) -> tuple[int, dict[str, str], str]:
-    """``pytest tests/contract`` against ``base_url`` (WHISPEROP_BASE_URL); outcome per test."""
+                       timeout: float = 1500, env_extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    """``pytest tests/contract`` against ``base_url`` (WHISPEROP_BASE_URL); outcome per test.
+    ``env_extra``: what the suite may know of the server (WHISPEROP_CONTRACT_IDLE_TIMEOUT_SECS, …)."""
     import xml.etree.ElementTree as ET
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(env_extra or {})
     env["WHISPEROP_BASE_URL"] = base_url
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "contract"),
            f"--junitxml={junit}", *(extra_args or [])]
@@ -400,6 +402,8 @@ def _contract_on_cluster(c: Cluster, model: Path, tmp_path: Path, args: list[str
     workers = PodWorkers(c)
     f = Facade(c, "contract", QUEUE_WHILE_LOADING="false", GPU_POLL_INTERVAL_SECS="2")
     try:
+        # idle 0 here: the suite's idle-timeout tests skip (they run against a WhisperModel of their
+        # own with a non-zero idle timeout in test_idle_cluster.py)
         rc, outcomes, tail = run_contract_suite(f.url, tmp_path / "contract.xml", args)
     finally:
         f.close()
@@ -540,8 +544,9 @@ def test_503_model_not_ready_as_in_local_mode_and_bearer_auth(cluster: Cluster, 
     c = cluster
     tokens = c.tmp / "tokens"
     tokens.write_text("s3cret\n")
-    c.create_model(modelURI=str(tiny_model))
-    f = Facade(c, "503", QUEUE_WHILE_LOADING="false", GPU_POLL_INTERVAL_SECS="7", WHISPEROP_AUTH_TOKENS_FILE=str(tokens))
+    # Retry-After in waiting_for_gpu is the WhisperModel's poll interval, not the facade's env (issue 15)
+    c.create_model(modelURI=str(tiny_model), gpuPollIntervalSeconds=7)
+    f = Facade(c, "503", QUEUE_WHILE_LOADING="false", GPU_POLL_INTERVAL_SECS="99", WHISPEROP_AUTH_TOKENS_FILE=str(tokens))
     auth = {"Authorization": "Bearer s3cret"}
     try:
         assert httpx.get(f.url + "/health", timeout=10).status_code == 200

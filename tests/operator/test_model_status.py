@@ -8,7 +8,7 @@ import json
 import pytest
 
 from whisperop.core import crds
-from whisperop.operator.models import claim_condition, observe
+from whisperop.operator.observe import claim_condition, observe, ready_since
 
 
 @pytest.mark.parametrize("pvc, want", [
@@ -58,3 +58,40 @@ def test_worker_ready_state_carries_its_gpu() -> None:
     assert "gpu" not in ready_state("2026-11-24T10:00:00Z", 1.0, None)
     # and what the worker reports is what the facade reads back
     assert GpuInfo.from_report(st["gpu"]) == GpuInfo("NVIDIA H100 80GB HBM3", 81559, 1187)
+
+
+def test_ready_since_is_the_earliest_load_of_a_ready_pod() -> None:
+    """The idle clock starts here (issue 15): not while loading, not at a not-Ready pod's load."""
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    loading = _pod("a", {"state": "loading"})
+    assert ready_since([loading], now) is None
+    early_not_ready = _pod("b", {"state": "ready", "loadedAt": "2026-11-27T11:00:00.000Z"}, ready=False)
+    r1 = _pod("c", {"state": "ready", "loadedAt": "2026-11-27T11:59:00.500Z"})
+    r2 = _pod("d", {"state": "ready", "loadedAt": "2026-11-27T11:59:30.000Z"})
+    assert ready_since([loading, early_not_ready, r2, r1], now) == datetime(2026, 11, 27, 11, 59, 0, 500000, timezone.utc)
+    assert ready_since([_pod("e", {"state": "ready"})], now) == now
+
+
+def test_status_body_stores_a_newer_activity_when_idle_even_within_a_second() -> None:
+    """lastActivityTime is where the idle clock starts: a ready time 0.3 s after the load request
+    must be stored (or the served request would look unserved once the model is down); while jobs
+    run, moves under a second are not written (every reconcile sees ``now`` as activity)."""
+    from datetime import datetime, timedelta, timezone
+
+    from whisperop.operator.status import changed, status_body
+
+    t0 = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    wm = {"metadata": {"name": "default", "namespace": "ns", "generation": 1},
+          "spec": {"modelURI": "s3://models/whisper/m.bin"},
+          "status": {"lastActivityTime": "2026-11-27T12:00:00.000Z", "state": "loading", "conditions": []}}
+    seen = {"state": "ready", "readyReplicas": 1, "unschedulableReplicas": 0, "unschedulableMessage": None,
+            "vramNeededMB": None, "vramFreeMB": None, "retryInSecs": None, "loadedAt": "2026-11-27T12:00:00.300Z",
+            "gpu": None}
+    idle = status_body(wm, seen, 1, 0, 0, t0 + timedelta(seconds=0.3), None, t0)
+    assert idle["lastActivityTime"] == "2026-11-27T12:00:00.300Z"
+    busy = status_body(wm, seen, 1, 0, 1, t0 + timedelta(seconds=0.3), None, t0)
+    assert busy["lastActivityTime"] == "2026-11-27T12:00:00.000Z"
+    assert changed(wm["status"], idle)
+    assert not changed(idle, status_body({**wm, "status": idle}, seen, 1, 0, 0, t0, None, t0 + timedelta(seconds=9)))

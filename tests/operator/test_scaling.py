@@ -26,17 +26,52 @@ def test_scales_by_queue_depth_up_to_max() -> None:
 
 def test_idle_timeout_then_min_and_zero_means_never() -> None:
     later = T0 + timedelta(seconds=299)
-    assert scaling.desired_replicas(SPEC, 0, 0, current=2, activity=T0, demand=None, now=later) == 2
-    assert scaling.desired_replicas(SPEC, 0, 0, current=2, activity=T0, demand=None, now=T0 + timedelta(seconds=300)) == 0
+    ready = T0 - timedelta(seconds=60)
+    assert scaling.desired_replicas(SPEC, 0, 0, current=2, activity=T0, demand=None, now=later, ready_since=ready) == 2
+    assert scaling.desired_replicas(SPEC, 0, 0, current=2, activity=T0, demand=None, now=T0 + timedelta(seconds=300),
+                                    ready_since=ready) == 0
     never = {**SPEC, "idleTimeoutSeconds": 0}
-    assert scaling.desired_replicas(never, 0, 0, current=1, activity=T0, demand=None, now=T0 + timedelta(days=9)) == 1
+    assert scaling.desired_replicas(never, 0, 0, current=1, activity=T0, demand=None, now=T0 + timedelta(days=9),
+                                    ready_since=ready) == 1
+
+
+def test_idle_clock_starts_when_the_model_is_ready_not_at_the_load_request() -> None:
+    """Issue 15: with idleTimeoutSeconds 3 a load went loading → unloaded in 7.5 s, never ready."""
+    spec = {**SPEC, "idleTimeoutSeconds": 20}
+    load = scaling.Demand("load", T0)
+    act = scaling.last_activity(None, load, 0, T0, None)
+    # loading for 90 s (longer than the idle timeout): never undone while not ready
+    d = scaling.decide(spec, 0, 0, 1, act, load, T0 + timedelta(seconds=90), ready_since=None)
+    assert (d.replicas, d.reason) == (1, "loading")
+    # ready at +90 s: the clock starts there, not at the load request
+    ready = T0 + timedelta(seconds=90)
+    d = scaling.decide(spec, 0, 0, 1, act, load, T0 + timedelta(seconds=109), ready_since=ready)
+    assert (d.replicas, d.reason) == (1, "within_idle")
+    assert scaling.idle_deadline(spec, act, ready) == ready + timedelta(seconds=20)
+    d = scaling.decide(spec, 0, 0, 1, act, load, T0 + timedelta(seconds=110), ready_since=ready)
+    assert (d.replicas, d.reason) == (0, "idle_timeout")
+    # an explicit unload is not idle time: it acts while loading too
+    unload = scaling.Demand("unload", T0 + timedelta(seconds=5))
+    assert scaling.decide(spec, 0, 0, 1, act, unload, T0 + timedelta(seconds=6), ready_since=None).replicas == 0
+
+
+def test_a_finished_job_is_activity_even_if_no_reconcile_saw_it_run() -> None:
+    """Issue 15: the Deployment went to zero 16.6 s after the last job with idleTimeoutSeconds 20;
+    the informer's completionTime (any terminal phase) moves the clock."""
+    spec = {**SPEC, "idleTimeoutSeconds": 20}
+    ready = T0
+    created, finished = T0 + timedelta(seconds=30), T0 + timedelta(seconds=41)
+    act = scaling.last_activity(T0, None, 0, T0 + timedelta(seconds=45), None, jobs_seen=[created, finished])
+    assert act == finished
+    assert scaling.desired_replicas(spec, 0, 0, 1, act, None, finished + timedelta(seconds=19.9), ready_since=ready) == 1
+    assert scaling.desired_replicas(spec, 0, 0, 1, act, None, finished + timedelta(seconds=20), ready_since=ready) == 0
 
 
 def test_demand_load_and_unload() -> None:
     load = scaling.Demand("load", T0)
     act = scaling.last_activity(None, load, 0, T0, None)
     assert scaling.desired_replicas(SPEC, 0, 0, 0, act, load, T0 + timedelta(seconds=10)) == 1
-    assert scaling.desired_replicas(SPEC, 0, 0, 1, act, load, T0 + timedelta(seconds=301)) == 0
+    assert scaling.desired_replicas(SPEC, 0, 0, 1, act, load, T0 + timedelta(seconds=301), ready_since=T0) == 0
     unload = scaling.Demand("unload", T0 + timedelta(seconds=20))
     assert scaling.desired_replicas(SPEC, 0, 0, 1, act, unload, T0 + timedelta(seconds=21)) == 0
     # unload never drops work: with a running job the replicas stay
@@ -48,7 +83,8 @@ def test_demand_load_and_unload() -> None:
     assert scaling.desired_replicas(SPEC, 0, 0, 1, busy_until, unload, T0 + timedelta(seconds=41), last_arrival=job_arrived) == 0
     # a job that arrived after the unload undoes it (normal idle timeout again)
     late_job = T0 + timedelta(seconds=25)
-    assert scaling.desired_replicas(SPEC, 0, 0, 1, busy_until, unload, T0 + timedelta(seconds=41), last_arrival=late_job) == 1
+    assert scaling.desired_replicas(SPEC, 0, 0, 1, busy_until, unload, T0 + timedelta(seconds=41), last_arrival=late_job,
+                                    ready_since=T0) == 1
     ann = scaling.demand_annotation("load", T0)["metadata"]["annotations"]
     assert scaling.parse_demand(ann) == load
     assert scaling.parse_demand({crds.ANN_DEMAND: "garbage"}) is None
@@ -89,3 +125,20 @@ def test_queue_order_keeps_submissions_within_one_second_in_order() -> None:
     urgent = job("zzzz", "2026-11-24T20:36:19Z", priority=5)
     order = sorted([kubectl_later, third, urgent, second, kubectl_same_second], key=kube.queue_key)
     assert [o["metadata"]["name"] for o in order] == ["zzzz", "bbbb", "ffff", "0000", "aaaa"]
+
+
+def test_a_served_load_request_does_not_bring_the_model_back_after_the_idle_timeout() -> None:
+    """The reconcile stores the ready time as activity: once the idle timeout took the model down,
+    the (older) load request gives it no replica again."""
+    spec = {**SPEC, "idleTimeoutSeconds": 6}
+    load = scaling.Demand("load", T0)
+    ready = T0 + timedelta(seconds=8)  # loading took longer than the idle timeout
+    act = scaling.last_activity(None, load, 0, ready, None, jobs_seen=[ready])
+    down = scaling.decide(spec, 0, 0, 1, act, load, ready + timedelta(seconds=6), ready_since=ready)
+    assert (down.replicas, down.reason) == (0, "idle_timeout")
+    after = scaling.decide(spec, 0, 0, 0, act, load, ready + timedelta(seconds=7), ready_since=None)
+    assert (after.replicas, after.reason) == (0, "min")
+    # a new load request does
+    again = scaling.Demand("load", ready + timedelta(seconds=9))
+    act2 = scaling.last_activity(act, again, 0, ready + timedelta(seconds=9), None)
+    assert scaling.decide(spec, 0, 0, 0, act2, again, ready + timedelta(seconds=9), ready_since=None).replicas == 1

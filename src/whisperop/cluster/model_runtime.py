@@ -10,6 +10,13 @@ demand as the operator defines it, the annotation ``whisperop.io/demand``
 patch; the latest one wins. Jobs need no nudge: the operator scales on the
 queued TranscriptionJobs themselves.
 
+The model's timing is the WhisperModel's, never this process's environment:
+``gpu_poll_interval_secs`` (the ``Retry-After`` of a 503 in ``waiting_for_gpu``)
+is ``spec.gpuPollIntervalSeconds`` and ``idle_timeout_secs`` is
+``spec.idleTimeoutSeconds`` (the operator unloads; ``IDLE_TIMEOUT_SECS`` and
+``GPU_POLL_INTERVAL_SECS`` of the facade are not used in cluster mode — before
+issue 15 the Retry-After had to be kept equal to the spec by hand).
+
 Model events for SSE (``model_loading``, ``model_ready``,
 ``model_unloaded``, ``model_waiting_for_gpu``) are the transitions of
 ``status.state`` seen by this process's single WhisperModel watch (a relist
@@ -75,6 +82,23 @@ class ClusterModelRuntime:
     def state(self) -> ModelState:
         return _state(self.obj)
 
+    def _spec_int(self, key: str, default: int) -> int:
+        raw = ((self.obj or {}).get("spec") or {}).get(key)
+        try:
+            return int(raw) if raw is not None else default
+        except (TypeError, ValueError):
+            return default
+
+    @property
+    def gpu_poll_interval_secs(self) -> int:
+        """``spec.gpuPollIntervalSeconds`` (the CRD's default 30 while the WhisperModel is unknown)."""
+        return self._spec_int("gpuPollIntervalSeconds", crds.DEFAULT_GPU_POLL_INTERVAL_SECS)
+
+    @property
+    def idle_timeout_secs(self) -> int:
+        """``spec.idleTimeoutSeconds`` (the CRD's default 300; 0 = never)."""
+        return self._spec_int("idleTimeoutSeconds", crds.DEFAULT_IDLE_TIMEOUT_SECS)
+
     def status(self) -> ModelStatus:
         obj = self.obj
         state = _state(obj)
@@ -85,7 +109,7 @@ class ClusterModelRuntime:
                                vram_used_mb=gpu.used_mb if gpu else None, vram_total_mb=gpu.total_mb if gpu else None)
         if state == ModelState.waiting_for_gpu:
             return ModelStatus(state=state, vram_needed_mb=st.get("vramNeededMB") or 0, vram_free_mb=st.get("vramFreeMB") or 0,
-                               retry_in_secs=st.get("retryInSecs") or int(((obj or {}).get("spec") or {}).get("gpuPollIntervalSeconds") or crds.DEFAULT_GPU_POLL_INTERVAL_SECS))
+                               retry_in_secs=st.get("retryInSecs") or self.gpu_poll_interval_secs)
         return ModelStatus(state=state)
 
     def gpu(self) -> GpuInfo | None:

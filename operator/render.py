@@ -1,0 +1,123 @@
+"""The inference Deployment of a WhisperModel (pure: the spec and the operator's settings in, a manifest out).
+
+Split from models.py (issue 15) so the rendering can be read and tested without
+a cluster; the reconcile applies it with ``models.ensure_deployment``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from whisperop.core import crds, modelsource
+
+from .config import config
+
+
+# the inference image's user and cache (Dockerfile.inference: USER 65532:65532,
+# WHISPEROP_MODEL_CACHE=/var/cache/whisperop/models); the pod must match it
+RUN_AS_ID = 65532
+CACHE_DIR = "/var/cache/whisperop"
+
+
+def deployment_name(model: str) -> str:
+    return f"whisper-{model}"[:63].rstrip("-")
+
+
+def pod_labels(model: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "whisper-operator", crds.LABEL_COMPONENT: "inference", crds.LABEL_MODEL: model}
+
+
+def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
+    """The inference Deployment of a WhisperModel (raises InvalidModelSource for a spec without
+    exactly one model source). Pod Security "restricted": non-root 65532, no privilege escalation,
+    all capabilities dropped, seccomp RuntimeDefault, read-only root with emptyDirs for the
+    model cache and /tmp; a PVC model source is mounted read-only."""
+    meta, spec = wm["metadata"], wm["spec"]
+    source = modelsource.resolve(spec)
+    name = meta["name"]
+    cfg = config()
+    labels = pod_labels(name)
+    res = spec.get("resources") or {}
+    gpus = int(res.get("gpus", crds.DEFAULT_GPUS))
+    limits = dict(res.get("limits") or {})
+    requests = dict(res.get("requests") or {})
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+        requests["nvidia.com/gpu"] = str(gpus)
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "WHISPEROP_MODEL_NAME", "value": name},
+        {"name": "WHISPEROP_WORKER_PORT", "value": str(cfg.worker_port)},
+        {"name": "WHISPEROP_HEARTBEAT_SECS", "value": str(cfg.worker_heartbeat_secs)},
+        {"name": "WHISPEROP_MODEL_CACHE", "value": f"{CACHE_DIR}/models"},
+        {"name": "WHISPEROP_TMP_DIR", "value": "/tmp"},
+        {"name": "USE_GPU", "value": "true" if gpus else "false"},
+    ]
+    if source.local_path:  # PVC source: the worker loads this file as is (no download, no conversion)
+        env.append({"name": modelsource.MODEL_PATH_ENV, "value": source.local_path})
+    env += [{"name": k, "value": v} for k, v in sorted((spec.get("env") or {}).items())]
+    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 1}
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": spec.get("image") or crds.DEFAULT_IMAGE,
+        "command": ["whisperop", "worker"],
+        "env": env,
+        "envFrom": [{"secretRef": {"name": cfg.s3_secret, "optional": True}}],
+        "ports": [{"name": "http", "containerPort": cfg.worker_port}],
+        "readinessProbe": probe,
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20, "failureThreshold": 3},
+        "resources": {k: v for k, v in (("limits", limits), ("requests", requests)) if v},
+        "securityContext": {
+            "runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    if source.kind == "pvc":
+        volumes.append({"name": modelsource.PVC_VOLUME,
+                        "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True}})
+        container["volumeMounts"].append({"name": modelsource.PVC_VOLUME, "mountPath": modelsource.PVC_MOUNT_DIR,
+                                          "readOnly": True})
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": cfg.worker_grace_secs,
+        "volumes": volumes,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_ID, "runAsGroup": RUN_AS_ID,
+                            "fsGroup": RUN_AS_ID, "fsGroupChangePolicy": "OnRootMismatch",
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "enableServiceLinks": False,
+    }
+    if spec.get("runtimeClassName"):
+        pod_spec["runtimeClassName"] = spec["runtimeClassName"]
+    if spec.get("nodeSelector"):
+        pod_spec["nodeSelector"] = spec["nodeSelector"]
+    if spec.get("tolerations"):
+        pod_spec["tolerations"] = spec["tolerations"]
+    if spec.get("serviceAccountName"):
+        pod_spec["serviceAccountName"] = spec["serviceAccountName"]
+    template = {"metadata": {"labels": labels}, "spec": pod_spec}
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(name),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": {crds.ANN_TEMPLATE_HASH: digest},
+            "ownerReferences": [{
+                "apiVersion": crds.API_VERSION, "kind": crds.MODEL_KIND, "name": name, "uid": meta["uid"],
+                "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": template,
+        },
+    }
+
