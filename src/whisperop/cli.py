@@ -175,13 +175,15 @@ ENGINE_MODULES = frozenset({"numpy", "av", "pywhispercpp", "_pywhispercpp"})
 
 
 def _plugins() -> list:
-    """Sub-commands contributed by the facade (``serve``) and the worker (``worker``). Both modules
-    import only the standard library at the top (their dependencies load when the command runs,
-    where a missing extra is reported by :func:`main`), so they are always importable."""
+    """Sub-commands contributed by the facade (``serve``), the worker (``worker``) and the operator
+    (``operator cleanup|kwok-workers``). The three modules import only the standard library at the
+    top (their dependencies load when the command runs, where a missing extra is reported by
+    :func:`main`), so they are always importable."""
     from whisperop.api import cli as api_cli
     from whisperop.inference import worker_cli
+    from whisperop.operator import cli as operator_cli
 
-    return [api_cli.register, worker_cli.register]
+    return [api_cli.register, worker_cli.register, operator_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

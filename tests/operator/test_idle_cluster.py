@@ -48,7 +48,9 @@ def test_idle_timeout_contract_with_operator_defaults_and_slow_loads(cluster: Cl
     c = cluster
     _with_defaults(c)
     c.start_operator()
-    c.create_model(modelURI=str(tiny_model), minReplicas=0, maxReplicas=1, idleTimeoutSeconds=idle)
+    # no GPU request: the kwok nodes' fake GPUs may still be held by pods of earlier tests in the session,
+    # and a pod Unschedulable for a GPU is (rightly) waiting_for_gpu, which is not what this test is about
+    c.create_model(modelURI=str(tiny_model), minReplicas=0, maxReplicas=1, idleTimeoutSeconds=idle, resources={"gpus": 0})
     workers = PodWorkers(c, extra={"WHISPEROP_FAULT_LOAD_DELAY_SECS": str(load_delay)})
     f = Facade(c, "idle", QUEUE_WHILE_LOADING="false")
     hints = {"WHISPEROP_CONTRACT_IDLE_TIMEOUT_SECS": str(idle), "WHISPEROP_CONTRACT_LOAD_DELAY_SECS": str(load_delay)}
