@@ -63,11 +63,11 @@ from whisperop.core.ports import (
 )
 from whisperop.core.settings import EngineSettings
 from whisperop.core.subscribers import Subscribers
-from whisperop.inference.engine import Progress, TranscribeRequest, WhisperEngine
+from whisperop.inference.engine import ChunkPipeline, Progress, TranscribeRequest, create_engine
 
 log = logging.getLogger("whisperop.runtime")
 
-EngineFactory = Callable[[Path, EngineSettings], WhisperEngine]
+EngineFactory = Callable[[Path, EngineSettings], ChunkPipeline]
 
 
 class FaultHooks(BaseSettings):
@@ -83,8 +83,8 @@ class _Interrupted(Exception):
     """A load was abandoned because an unload (or stop) was requested meanwhile."""
 
 
-def _default_engine(path: Path, settings: EngineSettings) -> WhisperEngine:
-    return WhisperEngine(path, settings)
+def _default_engine(path: Path, settings: EngineSettings) -> ChunkPipeline:
+    return create_engine(path, settings)
 
 
 class LocalModelRuntime:
@@ -121,7 +121,7 @@ class LocalModelRuntime:
         self._wake = False
         self._stop = False
         self._last_activity = time.monotonic()
-        self._engine: WhisperEngine | None = None
+        self._engine: ChunkPipeline | None = None
         self._current: tuple[str, threading.Event] | None = None
         self._listeners: Subscribers[RuntimeEvent] = Subscribers("runtime listener")
         self._thread: threading.Thread | None = None
@@ -324,7 +324,7 @@ class LocalModelRuntime:
                 self._cond.wait(left)
             return False
 
-    def _load_engine(self) -> WhisperEngine:
+    def _load_engine(self) -> ChunkPipeline:
         if self.faults.load_delay_secs > 0 and not self._sleep_unless_unwanted(self.faults.load_delay_secs):
             raise _Interrupted()
         if self._oom_left > 0:

@@ -290,7 +290,7 @@ class Worker:
         return dest
 
     def load(self) -> None:
-        from whisperop.inference.engine import WhisperEngine
+        from whisperop.inference.engine import create_engine
 
         while not self.stopping.is_set():
             spec = self._model_spec()
@@ -305,7 +305,7 @@ class Worker:
                     raise GpuMemoryError("simulated out of GPU memory (WHISPEROP_FAULT_LOAD_OOM_COUNT test hook)",
                                          vram_needed_mb=max(1, size), vram_free_mb=0)
                 t0 = time.perf_counter()
-                self.engine = WhisperEngine(path, self.settings)
+                self.engine = create_engine(path, self.settings)
                 loaded = kube.ts()
                 self._annotate_pod(ready_state(loaded, time.perf_counter() - t0, local_gpu(self.settings.cuda_device)))
                 self.ready.set()
