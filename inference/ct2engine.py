@@ -49,6 +49,7 @@ from whisperop.core.models import DegradedChunk, Segment, Word
 from whisperop.core.settings import EngineSettings
 from whisperop.inference.audio import SAMPLE_RATE, DecodedAudio
 from whisperop.inference.chunking import Chunk
+from whisperop.inference.normalize import SpeechMap
 from whisperop.inference.engine import (
     SLOW_FAULT_MAX_SECS,
     WINDOW_SECS,
@@ -75,6 +76,9 @@ GPU_DEFAULT_BATCH = 16
 COMPRESSION_RATIO_MAX = 2.4  # whisper's fallback thresholds (OpenAI's transcribe defaults)
 LOGPROB_MIN = -1.0
 NO_SPEECH_MIN = 0.6
+MAX_SEEKS = 4  # rounds per window: whisper stops early on a window (a long pause, a cut) and seeks on
+MIN_REST_SAMPLES = SAMPLE_RATE  # a rest under 1 s is not decoded again (whisper.cpp refuses < 100 ms)
+MIN_REST_SPEECH_SECS = 0.3  # … nor one with less speech energy than this
 BEST_OF = 5  # samples per window at a fallback temperature (as whisper.cpp's best_of)
 POLL_SECS = 0.05
 # languages written without spaces: every token is a word there (word timestamps)
@@ -241,11 +245,12 @@ class CT2Engine(ChunkPipeline):
         degraded: dict[int, DegradedChunk] = {}
         languages: dict[int, str] = {}
         next_chunk = 0  # records go out in chunk order
+        speech = SpeechMap.from_frame_db(audio.frame_db)
         for b in range(0, len(windows), self.batch_size):
             if cancel(force=True):  # batch boundary: always ask
                 raise JobCancelled()
             batch = windows[b: b + self.batch_size]
-            results = self._decode_bounded(audio, batch, opts, cancel, limits)
+            results = self._decode_bounded(audio, batch, opts, cancel, limits, speech)
             for (chunk, _, _), (segs, lang, deg) in zip(batch, results):
                 pending.setdefault(chunk.index, []).extend(segs)
                 languages.setdefault(chunk.index, lang)
@@ -259,12 +264,12 @@ class CT2Engine(ChunkPipeline):
                                   degraded.get(chunk.index))
 
     def _decode_bounded(self, audio: DecodedAudio, batch: list[tuple[Chunk, int, int]], opts: DecodeOptions,
-                        cancel: _ThrottledCancel, limits: _Limits) -> list[tuple[list[Segment], str, DegradedChunk | None]]:
+                        cancel: _ThrottledCancel, limits: _Limits, speech: SpeechMap) -> list[tuple[list[Segment], str, DegradedChunk | None]]:
         """Decode a batch within its time limit; the windows of a batch that ran
         over are retried one by one (:func:`retry_options`); a window over its
         limit again gets no text and a failed :class:`DegradedChunk`."""
         try:
-            return [(segs, lang, None) for segs, lang in self._decode_batch(audio, batch, opts, cancel, limits, attempt=0)]
+            return [(segs, lang, None) for segs, lang in self._decode_batch(audio, batch, opts, cancel, limits, speech, attempt=0)]
         except _ChunkTimeout as exc:
             first_reason = exc.reason
         log.warning("batch ran over its time limit", extra={"chunks": [c.index for c, _, _ in batch], "reason": first_reason})
@@ -281,7 +286,7 @@ class CT2Engine(ChunkPipeline):
                 out.append(([], opts.language or "", degraded(True, f"{first_reason}; no text for this span")))
                 continue
             try:
-                [(segs, lang)] = self._decode_batch(audio, [item], retry, cancel, limits, attempt=1)
+                [(segs, lang)] = self._decode_batch(audio, [item], retry, cancel, limits, speech, attempt=1)
             except _ChunkTimeout as again:
                 reason = f"{first_reason}; {again.reason}; no text for this span"
                 log.warning("chunk failed: over its time limit", extra={"chunk": chunk.index, "reason": reason})
@@ -316,22 +321,57 @@ class CT2Engine(ChunkPipeline):
             time.sleep(POLL_SECS)
 
     def _decode_batch(self, audio: DecodedAudio, batch: list[tuple[Chunk, int, int]], opts: DecodeOptions,
-                      cancel: _ThrottledCancel, limits: _Limits, attempt: int) -> list[tuple[list[Segment], str]]:
-        import ctranslate2
-
+                      cancel: _ThrottledCancel, limits: _Limits, speech: SpeechMap, attempt: int) -> list[tuple[list[Segment], str]]:
+        """Decode the windows of a batch; a window whose text ended before its
+        audio did (whisper's last timestamp pair is not at the end) has its
+        rest decoded in a follow-up round, as whisper's own seek does — the
+        rounds are batched too (only the windows that have a rest). A rest
+        without speech energy (:class:`SpeechMap`, the normaliser's) is not
+        decoded: each round is a whole encoder pass, ~1.6 s a window here."""
         t0 = time.monotonic()
         deadline, limit = self._batch_deadline(batch, limits)
         slow = any(self.settings.fault_slow(c.index, attempt) for c, _, _ in batch)
         what = f"attempt {attempt + 1} ({describe_options(opts)}, {len(batch)} windows)"
-        pcms = [audio.read(s, e) for _, s, e in batch]
-        enc = self._encode(pcms)
-        if opts.language is None:
-            langs = [max(probs, key=lambda p: p[1])[0].strip("<|>") for probs in self.model.detect_language(enc)]
-        else:
-            langs = [opts.language] * len(batch)
-        prompts = [self._prompt(lang, opts) for lang in langs]
-        best: list[_Decoded | None] = [None] * len(batch)
+        segments: list[list[Segment]] = [[] for _ in batch]
+        langs: list[str | None] = [opts.language] * len(batch)
+        starts = [s for _, s, _ in batch]
         todo = list(range(len(batch)))
+        for _ in range(MAX_SEEKS):
+            windows = [(batch[i][0], starts[i], batch[i][2]) for i in todo]
+            rounds = self._decode_round(audio, windows, opts, [langs[i] for i in todo], cancel, (deadline, limit, limits, t0, slow, what))
+            nxt: list[int] = []
+            for i, (segs, lang, seek) in zip(todo, rounds):
+                segments[i].extend(segs)
+                langs[i] = lang
+                if seek is not None and batch[i][2] - (starts[i] + seek) >= MIN_REST_SAMPLES:
+                    starts[i] += seek
+                    if speech.speech_secs(starts[i] / SAMPLE_RATE, batch[i][2] / SAMPLE_RATE) >= MIN_REST_SPEECH_SECS:
+                        nxt.append(i)
+            todo = nxt
+            if not todo:
+                break
+        log.info("batch decoded", extra={"chunks": [c.index for c, _, _ in batch], "attempt": attempt + 1,
+                                         "audio_secs": round(sum(e - s for _, s, e in batch) / SAMPLE_RATE, 3),
+                                         "wall_secs": round(time.monotonic() - t0, 3)})
+        return [(segs, lang or "") for segs, lang in zip(segments, langs)]
+
+    def _decode_round(self, audio: DecodedAudio, windows: list[tuple[Chunk, int, int]], opts: DecodeOptions,
+                      langs: list[str | None], cancel: _ThrottledCancel,
+                      bounds: tuple[float, float, _Limits, float, bool, str]) -> list[tuple[list[Segment], str, int | None]]:
+        """One encode + generate (+ fallback, + align) over ``windows``; per
+        window its segments, language and where whisper stopped (samples into
+        the window, None when it used the whole window)."""
+        import ctranslate2
+
+        deadline, limit, limits, t0, slow, what = bounds
+        enc = self._encode([audio.read(s, e) for _, s, e in windows])
+        if any(lang is None for lang in langs):
+            detected = [max(probs, key=lambda p: p[1])[0].strip("<|>") for probs in self.model.detect_language(enc)]
+            langs = [lang or det for lang, det in zip(langs, detected)]
+        known = [lang or "en" for lang in langs]
+        prompts = [self._prompt(lang, opts) for lang in known]
+        best: list[_Decoded | None] = [None] * len(windows)
+        todo = list(range(len(windows)))
         temperatures = [opts.temperature]
         if opts.temperature_inc > 0:
             t = opts.temperature + opts.temperature_inc
@@ -339,7 +379,7 @@ class CT2Engine(ChunkPipeline):
                 temperatures.append(round(t, 2))
                 t += opts.temperature_inc
         for temp in temperatures:
-            sub = enc if len(todo) == len(batch) else _rows(enc, todo, ctranslate2)
+            sub = enc if len(todo) == len(windows) else _rows(enc, todo, ctranslate2)
             kwargs: dict[str, Any] = dict(beam_size=opts.beam_size, patience=1.0, num_hypotheses=1, sampling_topk=1)
             if temp > 0:
                 kwargs = dict(beam_size=1, num_hypotheses=BEST_OF, sampling_topk=0, sampling_temperature=temp)
@@ -350,29 +390,42 @@ class CT2Engine(ChunkPipeline):
             for i, res in zip(todo, results):
                 d = self._pick(res, temp)
                 best[i] = d
-                text = self.tokens.text(d.tokens)
-                failed = compression_ratio(text) > COMPRESSION_RATIO_MAX or d.avg_logprob < LOGPROB_MIN
+                failed = compression_ratio(self.tokens.text(d.tokens)) > COMPRESSION_RATIO_MAX or d.avg_logprob < LOGPROB_MIN
                 if failed and not d.silent():
                     retry.append(i)
             todo = retry
             if not todo:
                 break
-        segments = [self._segments(d, e - s) if d is not None and not d.silent() else [] for d, (_, s, e) in zip(best, batch)]
+        raw: list[list[_RawSeg]] = []
+        seeks: list[int | None] = []
+        for d, (_, s, e) in zip(best, windows):
+            if d is None or d.silent():
+                raw.append([])
+                seeks.append(None)
+                continue
+            segs, seek = self._segments(d, e - s)
+            raw.append(segs)
+            seeks.append(None if seek is None else int(round(seek * SAMPLE_RATE)))
         if opts.word_timestamps:
-            self._add_words(enc, segments, [e - s for _, s, e in batch], langs, opts, ctranslate2)
-        log.info("batch decoded", extra={"chunks": [c.index for c, _, _ in batch], "attempt": attempt + 1,
-                                         "audio_secs": round(sum(e - s for _, s, e in batch) / SAMPLE_RATE, 3),
-                                         "wall_secs": round(time.monotonic() - t0, 3)})
-        out: list[tuple[list[Segment], str]] = []
-        for (chunk, s, e), segs, lang in zip(batch, segments, langs):
-            out.append(([_absolute(seg, chunk, s) for seg in segs if seg.text], lang))
-        return out
+            self._add_words(enc, raw, [e - s for _, s, e in windows], known, opts, ctranslate2)
+        return [([_absolute(seg, chunk, s) for seg in segs if seg.text], lang, seek)
+                for (chunk, s, _), segs, lang, seek in zip(windows, raw, known, seeks)]
 
     def _encode(self, pcms: list[np.ndarray]) -> Any:
+        """Encoder outputs of the windows, as one ``[batch, 1500, d]`` value.
+
+        On the CPU each window is encoded alone and the outputs are stacked:
+        a batched encoder pass was slower per window here (4 windows: 15.4 s
+        against 4 x 1.6-2.2 s one by one, int8, 2 threads — the 1500 x 1500
+        attention maps of a batch outgrow the caches). The decoder is where
+        batching pays on the CPU; on a GPU the whole batch is encoded at once."""
         import ctranslate2
 
-        feats = np.stack([log_mel(p, self.filters) for p in pcms])
-        return self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)), to_cpu=False)
+        feats = [log_mel(p, self.filters) for p in pcms]
+        if self.backend != "CPU":
+            return self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(feats))), to_cpu=False)
+        outs = [np.asarray(self.model.encode(ctranslate2.StorageView.from_array(f[None]), to_cpu=True)) for f in feats]
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate(outs)))
 
     def _prompt(self, language: str, opts: DecodeOptions) -> list[int]:
         t = self.tokens
@@ -395,23 +448,30 @@ class CT2Engine(ChunkPipeline):
         assert best is not None
         return best
 
-    def _segments(self, d: _Decoded, n_samples: int) -> list[_RawSeg]:
+    def _segments(self, d: _Decoded, n_samples: int) -> tuple[list[_RawSeg], float | None]:
         """Split a window's tokens at whisper's timestamp pairs (as OpenAI's
-        transcribe does). Times are window-relative seconds."""
+        transcribe does). Times are window-relative seconds. The second value
+        is where to seek for the rest of the window (the last timestamp pair,
+        when the text did not end with a single timestamp), or None when the
+        window is done; the tokens after that pair are dropped (re-decoded)."""
         tb = self.tokens.timestamp_begin
         toks = d.tokens
         dur = n_samples / SAMPLE_RATE
         out: list[_RawSeg] = []
         consecutive = [i for i in range(1, len(toks)) if toks[i] >= tb and toks[i - 1] >= tb]
-        cuts = consecutive + ([len(toks)] if len(toks) >= 2 and toks[-2] < tb <= toks[-1] else [])
+        single_ending = len(toks) >= 2 and toks[-2] < tb <= toks[-1]
+        if not consecutive:
+            self._append(out, toks, dur)
+            return out, None
+        cuts = consecutive + ([len(toks)] if single_ending else [])
         last = 0
         for cut in cuts:
-            piece = toks[last:cut]
+            self._append(out, toks[last:cut], dur)
             last = cut
-            self._append(out, piece, dur)
-        if last < len(toks):  # the rest: a segment without a closing timestamp ends with the window
-            self._append(out, toks[last:], dur)
-        return out
+        if single_ending:
+            return out, None
+        seek = (toks[consecutive[-1] - 1] - tb) * SECS_PER_TIMESTAMP
+        return out, (seek if 0 < seek < dur else None)
 
     def _append(self, out: list[_RawSeg], piece: list[int], dur: float) -> None:
         tb = self.tokens.timestamp_begin
