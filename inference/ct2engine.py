@@ -243,7 +243,7 @@ class CT2Engine(ChunkPipeline):
         pending: dict[int, list[Segment]] = {}
         pending_windows = {c.index: sum(1 for w in windows if w[0].index == c.index) for c in chunks}
         degraded: dict[int, DegradedChunk] = {}
-        languages: dict[int, str] = {}
+        languages: dict[int, str | None] = {}
         next_chunk = 0  # records go out in chunk order
         speech = SpeechMap.from_frame_db(audio.frame_db)
         for b in range(0, len(windows), self.batch_size):
@@ -253,18 +253,20 @@ class CT2Engine(ChunkPipeline):
             results = self._decode_bounded(audio, batch, opts, cancel, limits, speech)
             for (chunk, _, _), (segs, lang, deg) in zip(batch, results):
                 pending.setdefault(chunk.index, []).extend(segs)
-                languages.setdefault(chunk.index, lang)
+                if lang:
+                    languages.setdefault(chunk.index, lang)
                 if deg is not None and chunk.index not in degraded:
                     degraded[chunk.index] = deg
                 pending_windows[chunk.index] -= 1
             while next_chunk < len(chunks) and pending_windows[chunks[next_chunk].index] == 0:
                 chunk = chunks[next_chunk]
                 next_chunk += 1
-                yield ChunkRecord(chunk.index, pending.pop(chunk.index, []), languages.get(chunk.index, opts.language or ""),
+                yield ChunkRecord(chunk.index, pending.pop(chunk.index, []), languages.get(chunk.index, opts.language),
                                   degraded.get(chunk.index))
 
     def _decode_bounded(self, audio: DecodedAudio, batch: list[tuple[Chunk, int, int]], opts: DecodeOptions,
-                        cancel: _ThrottledCancel, limits: _Limits, speech: SpeechMap) -> list[tuple[list[Segment], str, DegradedChunk | None]]:
+                        cancel: _ThrottledCancel, limits: _Limits,
+                        speech: SpeechMap) -> list[tuple[list[Segment], str | None, DegradedChunk | None]]:
         """Decode a batch within its time limit; the windows of a batch that ran
         over are retried one by one (:func:`retry_options`); a window over its
         limit again gets no text and a failed :class:`DegradedChunk`."""
@@ -273,7 +275,7 @@ class CT2Engine(ChunkPipeline):
         except _ChunkTimeout as exc:
             first_reason = exc.reason
         log.warning("batch ran over its time limit", extra={"chunks": [c.index for c, _, _ in batch], "reason": first_reason})
-        out: list[tuple[list[Segment], str, DegradedChunk | None]] = []
+        out: list[tuple[list[Segment], str | None, DegradedChunk | None]] = []  # language None: not known (a failed window)
         retry = retry_options(opts)
         for item in batch:
             chunk = item[0]
@@ -283,14 +285,14 @@ class CT2Engine(ChunkPipeline):
                                      failed=failed, reason=reason)
 
             if limits.job_deadline is not None and time.monotonic() >= limits.job_deadline:
-                out.append(([], opts.language or "", degraded(True, f"{first_reason}; no text for this span")))
+                out.append(([], opts.language, degraded(True, f"{first_reason}; no text for this span")))
                 continue
             try:
                 [(segs, lang)] = self._decode_batch(audio, [item], retry, cancel, limits, speech, attempt=1)
             except _ChunkTimeout as again:
                 reason = f"{first_reason}; {again.reason}; no text for this span"
                 log.warning("chunk failed: over its time limit", extra={"chunk": chunk.index, "reason": reason})
-                out.append(([], opts.language or "", degraded(True, reason)))
+                out.append(([], opts.language, degraded(True, reason)))
                 continue
             reason = f"{first_reason}; retried {describe_options(retry)}: finished in time"
             out.append((segs, lang, degraded(False, reason)))
@@ -365,6 +367,8 @@ class CT2Engine(ChunkPipeline):
 
         deadline, limit, limits, t0, slow, what = bounds
         enc = self._encode([audio.read(s, e) for _, s, e in windows])
+        if not self.model.is_multilingual:  # an English-only export: nothing to detect
+            langs = ["en"] * len(langs)
         if any(lang is None for lang in langs):
             detected = [max(probs, key=lambda p: p[1])[0].strip("<|>") for probs in self.model.detect_language(enc)]
             langs = [lang or det for lang, det in zip(langs, detected)]
@@ -398,12 +402,12 @@ class CT2Engine(ChunkPipeline):
                 break
         raw: list[list[_RawSeg]] = []
         seeks: list[int | None] = []
-        for d, (_, s, e) in zip(best, windows):
-            if d is None or d.silent():
+        for chosen, (_, s, e) in zip(best, windows):
+            if chosen is None or chosen.silent():
                 raw.append([])
                 seeks.append(None)
                 continue
-            segs, seek = self._segments(d, e - s)
+            segs, seek = self._segments(chosen, e - s)
             raw.append(segs)
             seeks.append(None if seek is None else int(round(seek * SAMPLE_RATE)))
         if opts.word_timestamps:
@@ -430,6 +434,8 @@ class CT2Engine(ChunkPipeline):
     def _prompt(self, language: str, opts: DecodeOptions) -> list[int]:
         t = self.tokens
         seq = [t.sot, t.language(language), t.translate if opts.translate else t.transcribe]
+        if not self.model.is_multilingual:
+            seq = [t.sot]  # English-only whisper models take no language or task token
         if opts.initial_prompt:
             prev = t.encode(" " + opts.initial_prompt.strip())[-(448 // 2 - 1):]
             seq = [t.sot_prev, *prev, *seq]
