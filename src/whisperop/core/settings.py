@@ -40,7 +40,7 @@ class EngineSettings(BaseSettings):
     )
     ct2_batch_size: int = Field(
         0, ge=0, le=256, alias="CT2_BATCH_SIZE",
-        description="ENGINE=ctranslate2: windows encoded and decoded in one batch; 0 = auto (8 on the CPU, 16 on a GPU)",
+        description="ENGINE=ctranslate2: windows encoded and decoded in one batch; 0 = auto (4 on the CPU, 16 on a GPU)",
     )
     ct2_compute_type: str = Field(
         "", alias="CT2_COMPUTE_TYPE",
