@@ -17,10 +17,10 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from whisperop.core.errors import JobCancelled, ModelLoadError, ModelNotFoundError
+from whisperop.core.errors import AudioDecodeError, JobCancelled, ModelLoadError, ModelNotFoundError
 from whisperop.core.models import TranscriptionResult
 from whisperop.core.settings import EngineSettings
-from whisperop.inference.audio import SAMPLE_RATE, decode_audio
+from whisperop.inference.audio import SAMPLE_RATE, decode_audio, write_wav
 from whisperop.inference.ct2engine import CT2Engine, log_mel
 from whisperop.inference.engine import ChunkPipeline, Progress, TranscribeRequest, WhisperEngine, create_engine
 from whisperop.modelstore.cache import resolve_model
@@ -28,6 +28,7 @@ from whisperop.modelstore.mel import mel_filters
 from whisperop.testing.speech import word_error_rate
 from tests.engine.test_limits_checkpoints import MemoryCheckpoint
 from tests.support import audio as audio_mod
+from tests.support.audio import noise_bursts_wav
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -202,3 +203,46 @@ def test_ct2_model_in_the_store_is_the_export_as_ctranslate2_loads_it(ct2_model:
     assert not list(ct2_model.glob("model.bin.part*"))
     config = json.loads((ct2_model / "config.json").read_text())
     assert config["alignment_heads"]  # what word timestamps (align) need
+
+
+# ── the shared pipeline, the same assertions on both engines ────────────────
+
+
+@pytest.fixture(scope="module", params=["whispercpp", "ctranslate2"])
+def any_engine(request: pytest.FixtureRequest, tiny_model: Path, ct2_model: Path) -> Iterator[ChunkPipeline]:
+    """whisper.cpp on the tiny random-weight model (fast), CTranslate2 on base."""
+    if request.param == "whispercpp":
+        eng = create_engine(tiny_model, EngineSettings(USE_GPU=False, CHUNK_MAX_SECS=10, TEMPERATURE_INC=0.0))
+    else:
+        eng = create_engine(ct2_model, _settings(CHUNK_MAX_SECS=10, TEMPERATURE_INC=0.0))
+    yield eng
+    eng.close()
+
+
+def test_both_engines_all_silence_gives_zero_segments(any_engine: ChunkPipeline, tmp_path: Path) -> None:
+    path = tmp_path / "silence.wav"
+    write_wav(path, np.zeros(SAMPLE_RATE * 5, np.float32))
+    result = any_engine.transcribe_file(path)
+    assert result.segments == [] and result.chunks == 0 and result.duration_secs == 5.0
+
+
+def test_both_engines_surface_decode_errors_as_typed_errors(any_engine: ChunkPipeline, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF....WAVEfmt garbage" * 50)
+    with pytest.raises(AudioDecodeError):
+        any_engine.transcribe_file(junk)
+
+
+def test_both_engines_report_progress_per_chunk_with_absolute_times(any_engine: ChunkPipeline, tmp_path: Path) -> None:
+    wav = noise_bursts_wav(tmp_path / "b.wav", 3, speech_secs=6.0, pause_secs=1.5)
+    seen: list[Progress] = []
+    result = any_engine.transcribe_file(wav, TranscribeRequest(language="en"), on_progress=seen.append)
+    assert result.chunks >= 2 and [p.chunk for p in seen] == list(range(1, result.chunks + 1))
+    assert all(0.0 <= s.start <= s.end <= result.duration_secs for s in result.segments)
+
+
+def test_both_engines_translate_and_hold_the_given_language(any_engine: ChunkPipeline, tmp_path: Path) -> None:
+    from whisperop.core.models import Task
+
+    result = any_engine.transcribe_file(noise_bursts_wav(tmp_path / "b.wav", 1), TranscribeRequest(language="de", task=Task.translate))
+    assert result.language == "de"
