@@ -49,8 +49,8 @@ def resolve_server_model(model_path: Path | None, model_name: str, cache_dir: Pa
     from whisperop.modelstore.cache import resolve_model
 
     if model_path is not None:
-        if not Path(model_path).is_file():
-            raise ModelNotFoundError(f"WHISPER_MODEL_PATH does not point to a file: {model_path}")
+        if not Path(model_path).is_file() and not (Path(model_path) / "model.bin").is_file():
+            raise ModelNotFoundError(f"WHISPER_MODEL_PATH does not point to a file (or a CTranslate2 model directory): {model_path}")
         return Path(model_path)
     from whisperop.cli import _Bars
 

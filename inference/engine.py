@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisperop.core.errors import JobCancelled
+from whisperop.core.errors import JobCancelled, ModelLoadError
 from whisperop.core.checkpoints import Checkpoint, ChunkRecord
 from whisperop.core.models import DegradedChunk, Segment, Task, TranscriptionResult, Word
 from whisperop.core.settings import GPU_DEFAULT_PARALLELISM, EngineSettings
@@ -114,8 +114,144 @@ class _ThrottledCancel:
         return self.cancelled
 
 
-class WhisperEngine:
-    """A loaded whisper model (one or more contexts) plus the pipeline around it."""
+class ChunkPipeline:
+    """The pipeline every engine backend shares: decode the file, plan (or
+    resume) the chunks, detect the language once, checkpoint and report
+    progress per chunk, normalise. A backend supplies only
+    :meth:`decode_chunks` ("decode these chunks, in order") and the thread
+    count of one call; whisper.cpp (:class:`WhisperEngine`) and CTranslate2
+    (:class:`whisperop.inference.ct2engine.CT2Engine`) both run this one path,
+    so cancellation, checkpoints, time limits and language handling behave
+    the same whichever engine a job gets."""
+
+    settings: EngineSettings
+    model_path: Path
+    backend: str  # "CPU", "CUDA", …
+    load_secs: float
+    warmup_secs: float
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _threads_per_context(self) -> int:
+        raise NotImplementedError
+
+    def decode_chunks(self, audio: DecodedAudio, chunks: list[Chunk], opts: DecodeOptions, cancel: "_ThrottledCancel",
+                      limits: _Limits) -> Iterator[ChunkRecord]:
+        """Decode ``chunks`` and yield one record per chunk, in the given order.
+        Raise :class:`JobCancelled` once ``cancel`` turns true; a chunk over its
+        time limit is retried once and then yields a failed record."""
+        raise NotImplementedError
+
+    # ── transcription ────────────────────────────────────────────────────
+
+    def decode_options(self, request: TranscribeRequest) -> DecodeOptions:
+        s = self.settings
+        return DecodeOptions(
+            language=request.language,
+            translate=request.task == Task.translate,
+            beam_size=request.beam_size or s.beam_size,
+            temperature=s.temperature if request.temperature is None else request.temperature,
+            temperature_inc=s.temperature_inc,
+            initial_prompt=request.prompt,
+            word_timestamps=s.word_timestamps,
+            n_threads=self._threads_per_context(),
+        )
+
+    def chunking_config(self) -> ChunkingConfig:
+        s = self.settings
+        return ChunkingConfig(max_secs=s.chunk_max_secs, min_secs=s.chunk_min_secs, min_silence_secs=s.min_silence_secs)
+
+    def transcribe_file(
+        self,
+        path: str | os.PathLike[str],
+        request: TranscribeRequest = TranscribeRequest(),
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        on_decoded: Callable[[float, int], None] | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> TranscriptionResult:
+        """Transcribe an audio file. ``on_decoded(duration_secs, chunks_total)``
+        is called once the audio is decoded and planned (before any inference).
+
+        With a ``checkpoint`` the plan saved by an earlier run is reused (the
+        same chunks, whatever the chunking settings are now) and its finished
+        chunks are not decoded again."""
+        tmp_dir = str(self.settings.tmp_dir) if self.settings.tmp_dir else None
+        with decode_audio(path, self.settings.max_audio_secs, tmp_dir, self.settings.max_secs_per_mb) as audio:
+            saved = checkpoint.plan() if checkpoint is not None else None
+            if saved is not None:
+                chunks = [Chunk(i, start, end) for i, (start, end) in enumerate(saved)]
+            else:
+                chunks = plan_chunks(audio.frame_db, audio.n_samples, self.chunking_config())
+                if checkpoint is not None:
+                    checkpoint.save_plan([(c.start, c.end) for c in chunks])
+            if on_decoded:
+                on_decoded(audio.duration_secs, len(chunks))
+            return self.transcribe_chunks(audio, chunks, request, on_progress, should_cancel, checkpoint)
+
+    def limits(self, request: TranscribeRequest) -> _Limits:
+        s = self.settings
+        factor = request.chunk_time_limit_factor if request.chunk_time_limit_factor is not None else s.chunk_time_limit_factor
+        job_secs = request.time_limit_secs if request.time_limit_secs is not None else s.job_time_limit_secs
+        return _Limits(factor, s.chunk_time_limit_min_secs, time.monotonic() + job_secs if job_secs > 0 else None)
+
+    def transcribe_chunks(
+        self,
+        audio: DecodedAudio,
+        chunks: list[Chunk],
+        request: TranscribeRequest = TranscribeRequest(),
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> TranscriptionResult:
+        cancel = _ThrottledCancel(should_cancel)
+        opts = self.decode_options(request)
+        limits = self.limits(request)
+        total = len(chunks)
+        records: dict[int, ChunkRecord] = dict(checkpoint.done()) if checkpoint is not None else {}
+        language = request.language
+        if language is None:  # a resumed job keeps the language its first run detected
+            language = next((r.language for _, r in sorted(records.items()) if r.language), None)
+        done = len(records)
+        if records:
+            log.info("job resumed from its checkpoint", extra={"chunks_done": done, "chunks_total": total})
+            if on_progress:
+                on_progress(Progress(done, total))
+
+        def finished(rec: ChunkRecord) -> None:
+            nonlocal done
+            records[rec.index] = rec
+            if checkpoint is not None:
+                checkpoint.save(rec)  # durable before progress advances
+            done += 1
+            if on_progress:
+                on_progress(Progress(done, total))
+
+        remaining = [c for c in chunks if c.index not in records]
+        while remaining and language is None:
+            # Detect once, on the first chunk, then hold the language for the
+            # rest: a job gets one consistent language (and N-1 fewer detections).
+            first = remaining.pop(0)
+            for rec in self.decode_chunks(audio, [first], opts, cancel, limits):
+                language = rec.language
+                finished(rec)
+        for rec in self.decode_chunks(audio, remaining, replace(opts, language=language), cancel, limits):
+            finished(rec)
+        ordered = [seg for i in sorted(records) for seg in records[i].segments]
+        clean = normalize(ordered, SpeechMap.from_frame_db(audio.frame_db))
+        return TranscriptionResult(
+            language=language,
+            duration_secs=round(audio.duration_secs, 3),
+            segments=clean.segments,
+            chunks=total,
+            removed=clean.removed,
+            degraded_chunks=[r.degraded for _, r in sorted(records.items()) if r.degraded is not None],
+        )
+
+
+class WhisperEngine(ChunkPipeline):
+    """A loaded whisper.cpp model (one or more contexts) plus the pipeline around it."""
 
     def __init__(self, model_path: str | Path, settings: EngineSettings | None = None, parallelism: int | None = None) -> None:
         self.settings = settings or EngineSettings()
@@ -252,132 +388,35 @@ class WhisperEngine:
         finally:
             self._pool.put(ctx)
 
-    # ── transcription ────────────────────────────────────────────────────
+    # ── decoding (the backend part of the pipeline) ─────────────────────
 
-    def decode_options(self, request: TranscribeRequest) -> DecodeOptions:
-        s = self.settings
-        return DecodeOptions(
-            language=request.language,
-            translate=request.task == Task.translate,
-            beam_size=request.beam_size or s.beam_size,
-            temperature=s.temperature if request.temperature is None else request.temperature,
-            temperature_inc=s.temperature_inc,
-            initial_prompt=request.prompt,
-            word_timestamps=s.word_timestamps,
-            n_threads=self._threads_per_context(),
-        )
+    def decode_chunks(self, audio: DecodedAudio, chunks: list[Chunk], opts: DecodeOptions, cancel: "_ThrottledCancel",
+                      limits: _Limits) -> Iterator[ChunkRecord]:
+        """One whisper.cpp call per chunk: in order on one context, or on N
+        contexts at once (results still yielded in chunk order)."""
 
-    def chunking_config(self) -> ChunkingConfig:
-        s = self.settings
-        return ChunkingConfig(max_secs=s.chunk_max_secs, min_secs=s.chunk_min_secs, min_silence_secs=s.min_silence_secs)
-
-    def transcribe_file(
-        self,
-        path: str | os.PathLike[str],
-        request: TranscribeRequest = TranscribeRequest(),
-        on_progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-        on_decoded: Callable[[float, int], None] | None = None,
-        checkpoint: Checkpoint | None = None,
-    ) -> TranscriptionResult:
-        """Transcribe an audio file. ``on_decoded(duration_secs, chunks_total)``
-        is called once the audio is decoded and planned (before any inference).
-
-        With a ``checkpoint`` the plan saved by an earlier run is reused (the
-        same chunks, whatever the chunking settings are now) and its finished
-        chunks are not decoded again."""
-        tmp_dir = str(self.settings.tmp_dir) if self.settings.tmp_dir else None
-        with decode_audio(path, self.settings.max_audio_secs, tmp_dir, self.settings.max_secs_per_mb) as audio:
-            saved = checkpoint.plan() if checkpoint is not None else None
-            if saved is not None:
-                chunks = [Chunk(i, start, end) for i, (start, end) in enumerate(saved)]
-            else:
-                chunks = plan_chunks(audio.frame_db, audio.n_samples, self.chunking_config())
-                if checkpoint is not None:
-                    checkpoint.save_plan([(c.start, c.end) for c in chunks])
-            if on_decoded:
-                on_decoded(audio.duration_secs, len(chunks))
-            return self.transcribe_chunks(audio, chunks, request, on_progress, should_cancel, checkpoint)
-
-    def limits(self, request: TranscribeRequest) -> _Limits:
-        s = self.settings
-        factor = request.chunk_time_limit_factor if request.chunk_time_limit_factor is not None else s.chunk_time_limit_factor
-        job_secs = request.time_limit_secs if request.time_limit_secs is not None else s.job_time_limit_secs
-        return _Limits(factor, s.chunk_time_limit_min_secs, time.monotonic() + job_secs if job_secs > 0 else None)
-
-    def transcribe_chunks(
-        self,
-        audio: DecodedAudio,
-        chunks: list[Chunk],
-        request: TranscribeRequest = TranscribeRequest(),
-        on_progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-        checkpoint: Checkpoint | None = None,
-    ) -> TranscriptionResult:
-        cancel = _ThrottledCancel(should_cancel)
-        opts = self.decode_options(request)
-        limits = self.limits(request)
-        total = len(chunks)
-        records: dict[int, ChunkRecord] = dict(checkpoint.done()) if checkpoint is not None else {}
-        language = request.language
-        if language is None:  # a resumed job keeps the language its first run detected
-            language = next((r.language for _, r in sorted(records.items()) if r.language), None)
-        done = len(records)
-        if records:
-            log.info("job resumed from its checkpoint", extra={"chunks_done": done, "chunks_total": total})
-            if on_progress:
-                on_progress(Progress(done, total))
-
-        def run(chunk: Chunk, o: DecodeOptions) -> ChunkRecord:
+        def run(chunk: Chunk) -> ChunkRecord:
             if cancel(force=True):  # chunk boundary: always ask
                 raise JobCancelled()
             pcm = audio.read(chunk.start, chunk.end)
             if pcm.size < MIN_CALL_SAMPLES:
                 pcm = np.concatenate([pcm, np.zeros(MIN_CALL_SAMPLES - pcm.size, dtype=np.float32)])
-            return self._decode_bounded(chunk, pcm, o, cancel, limits)
+            return self._decode_bounded(chunk, pcm, opts, cancel, limits)
 
-        def finished(rec: ChunkRecord) -> None:
-            nonlocal done
-            records[rec.index] = rec
-            if checkpoint is not None:
-                checkpoint.save(rec)  # durable before progress advances
-            done += 1
-            if on_progress:
-                on_progress(Progress(done, total))
-
-        remaining = [c for c in chunks if c.index not in records]
-        while remaining and language is None:
-            # Detect once, on the first chunk, then hold the language for the
-            # rest: a job gets one consistent language (and N-1 fewer detections).
-            first = remaining.pop(0)
-            rec = run(first, opts)
-            language = rec.language
-            finished(rec)
-        opts = replace(opts, language=language)
-        if self.parallelism == 1 or len(remaining) <= 1:
-            for chunk in remaining:
-                finished(run(chunk, opts))
-        else:
-            with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="whisper") as pool:
-                futures = [pool.submit(run, chunk, opts) for chunk in remaining]
-                try:
-                    for fut in futures:
-                        finished(fut.result())
-                except BaseException:
-                    cancel.cancelled = True
-                    for fut in futures:
-                        fut.cancel()
-                    raise
-        ordered = [seg for i in sorted(records) for seg in records[i].segments]
-        clean = normalize(ordered, SpeechMap.from_frame_db(audio.frame_db))
-        return TranscriptionResult(
-            language=language,
-            duration_secs=round(audio.duration_secs, 3),
-            segments=clean.segments,
-            chunks=total,
-            removed=clean.removed,
-            degraded_chunks=[r.degraded for _, r in sorted(records.items()) if r.degraded is not None],
-        )
+        if self.parallelism == 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                yield run(chunk)
+            return
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="whisper") as pool:
+            futures = [pool.submit(run, chunk) for chunk in chunks]
+            try:
+                for fut in futures:
+                    yield fut.result()
+            except BaseException:  # GeneratorExit included: the consumer failed or stopped
+                cancel.cancelled = True
+                for fut in futures:
+                    fut.cancel()
+                raise
 
     # ── time limits ──────────────────────────────────────────────────────
 
@@ -452,6 +491,22 @@ class WhisperEngine:
         log.info("chunk decoded", extra={"chunk": chunk.index, "attempt": attempt + 1,
                                          "audio_secs": round(chunk.duration_secs, 3), "wall_secs": round(time.monotonic() - t0, 3)})
         return to_segments(raw, chunk), lang
+
+
+def create_engine(model_path: str | Path, settings: EngineSettings | None = None,
+                  parallelism: int | None = None) -> ChunkPipeline:
+    """The engine factory: ``ENGINE`` picks the backend behind the one pipeline —
+    whisper.cpp on a GGML file (the default) or CTranslate2 on a CTranslate2
+    model directory (``base-ct2``; faster on the CPU, docs/benchmarks.md)."""
+    s = settings or EngineSettings()
+    if s.engine == "ctranslate2":
+        from whisperop.inference.ct2engine import CT2Engine
+
+        return CT2Engine(model_path, s)
+    if Path(model_path).is_dir():
+        raise ModelLoadError(f"{model_path} is a directory (a CTranslate2 model?); ENGINE=whispercpp needs a GGML file, "
+                             "ENGINE=ctranslate2 loads a CTranslate2 directory")
+    return WhisperEngine(model_path, s, parallelism)
 
 
 SLOW_FAULT_MAX_SECS = 3600.0  # the slow-chunk hook holds a call at most this long (a broken limit shows as a hang)

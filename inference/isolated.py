@@ -128,6 +128,10 @@ def isolation_on(settings: EngineSettings) -> bool:
     1.5 s load of whisper base q8_0: over the 5 % the issue allows); the jobs
     showed no difference beyond the machine's noise (docs/benchmarks.md,
     "Engine isolation overhead")."""
+    if settings.engine == "ctranslate2":
+        # CTranslate2 reports CUDA out-of-memory as a Python exception (GpuMemoryError in
+        # ct2engine), it does not abort; the child process speaks whisper.cpp's engine only
+        return False
     if settings.engine_isolation != "auto":
         return settings.engine_isolation == "process"
     return settings.use_gpu and gpu_memory(settings.cuda_device) is not None
@@ -137,9 +141,9 @@ def make_engine(model_path: str | Path, settings: EngineSettings | None = None, 
     """The engine ``ENGINE_ISOLATION`` asks for: in a child process, or in this one (:func:`isolation_on`)."""
     s = settings or EngineSettings()
     if not isolation_on(s):
-        from whisperop.inference.engine import WhisperEngine
+        from whisperop.inference.engine import create_engine
 
-        return WhisperEngine(model_path, s, parallelism)
+        return create_engine(model_path, s, parallelism)  # ENGINE picks whisper.cpp or CTranslate2
     return IsolatedEngine(model_path, s, parallelism)
 
 

@@ -172,7 +172,7 @@ class Worker:
     def resolve_model(self, uri: str) -> Path:
         if not uri.startswith("s3://"):
             path = Path(uri)
-            if not path.is_file():  # a local file is never fetched: say exactly what is missing
+            if not path.is_file() and not (path / "model.bin").is_file():  # a local file (or CTranslate2 dir) is never fetched
                 raise ModelNotFoundError(f"model file {path} does not exist (PVC not populated, or wrong path?)")
             return path
         cache = Path(self.settings.model_cache_dir)

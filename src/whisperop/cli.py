@@ -18,7 +18,7 @@ from whisperop.core.errors import WhisperOpError
 from whisperop.core.languages import UnknownLanguageError, normalize_language
 from whisperop.core.logs import setup_logging
 from whisperop.core.settings import EngineSettings
-from whisperop.modelstore.cache import CATALOG, DEFAULT_MODEL, fetch_model, resolve_model
+from whisperop.modelstore.cache import CATALOG, DEFAULT_MODEL, cached_model_path, fetch_model, resolve_model
 
 
 class _Bars:
@@ -42,7 +42,7 @@ def _model_path(name: str, settings: EngineSettings) -> Path:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from whisperop.core.models import Task
-    from whisperop.inference.engine import Progress, TranscribeRequest, WhisperEngine
+    from whisperop.inference.engine import Progress, TranscribeRequest, create_engine
     from whisperop.inference.writers import render
 
     settings = EngineSettings()
@@ -55,7 +55,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     overrides = {"beam_size": args.beam_size} if args.beam_size else {}
     if args.threads:
         overrides["threads"] = args.threads
-    engine = WhisperEngine(model_path, settings.model_copy(update=overrides))
+    engine = create_engine(model_path, settings.model_copy(update=overrides))
     bar: tqdm | None = None
 
     def on_decoded(duration: float, chunks: int) -> None:
@@ -123,8 +123,8 @@ def cmd_model_tiny(args: argparse.Namespace) -> int:
 def cmd_model_list(args: argparse.Namespace) -> int:
     settings = EngineSettings()
     for name, src in CATALOG.items():
-        path = settings.model_cache_dir / f"ggml-{name}.bin"
-        state = str(path) if path.is_file() else "(not fetched)"
+        path = cached_model_path(name, settings.model_cache_dir)
+        state = str(path) if path.exists() else "(not fetched)"
         default = " [default]" if name == DEFAULT_MODEL else ""
         print(f"{name:12s} {src.precision:5s} {state}{default}")
     return 0

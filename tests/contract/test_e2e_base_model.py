@@ -35,3 +35,33 @@ def test_jfk_transcribes_to_the_reference(base_url: str) -> None:
     got = audio_mod.normalize_words(" ".join(s["text"] for s in job["segments"]))
     want = audio_mod.normalize_words(audio_mod.reference_text("jfk.wav"))
     assert got == want, f"transcript differs from the reference:\n got: {' '.join(got)}\nwant: {' '.join(want)}"
+
+
+@pytest.fixture(scope="module")
+def ct2_url(session_servers) -> str:
+    if EXTERNAL_URL:
+        pytest.skip("needs its own server with ENGINE=ctranslate2")
+    # the CTranslate2 export itself, resolved (fetched) from the model cache by name
+    srv = session_servers.make("base-ct2", start=False)
+    srv.extra_env.pop("WHISPER_MODEL_PATH", None)
+    srv.extra_env.update({"WHISPER_MODEL": "base-ct2", "ENGINE": "ctranslate2"})
+    srv.start(timeout=900)
+    return srv.base_url
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_jfk_transcribes_to_the_reference_with_ctranslate2(ct2_url: str) -> None:
+    """``whisperop serve`` with ENGINE=ctranslate2: the same API, the same transcript, word timings included."""
+    with ApiClient(ct2_url, timeout=120) as c:
+        c.ensure_ready(timeout=900)
+        job_id = c.submit(audio_mod.JFK_WAV)
+        job = c.wait_terminal(job_id, timeout=600)
+    assert_job(job, job_id, status="done")
+    assert job["language"] == "en", job["language"]
+    got = audio_mod.normalize_words(" ".join(s["text"] for s in job["segments"]))
+    want = audio_mod.normalize_words(audio_mod.reference_text("jfk.wav"))
+    assert got == want, f"transcript differs from the reference:\n got: {' '.join(got)}\nwant: {' '.join(want)}"
+    words = [w for s in job["segments"] for w in s["words"]]
+    assert len(words) == len(want)
+    assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))

@@ -29,9 +29,23 @@ GPU_DEFAULT_PARALLELISM = 8
 
 
 class EngineSettings(BaseSettings):
-    """How audio is cut and how whisper.cpp runs."""
+    """How audio is cut and how whisper.cpp (or CTranslate2) runs."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    engine: Literal["whispercpp", "ctranslate2"] = Field(
+        "whispercpp", alias="ENGINE",
+        description="the decoding backend: whispercpp (GGML model file) or ctranslate2 (CTranslate2 model directory, "
+                    "e.g. the base-ct2 model; the 'ct2' extra); the pipeline around it is the same",
+    )
+    ct2_batch_size: int = Field(
+        0, ge=0, le=256, alias="CT2_BATCH_SIZE",
+        description="ENGINE=ctranslate2: windows encoded and decoded in one batch; 0 = auto (4 on the CPU, 16 on a GPU)",
+    )
+    ct2_compute_type: str = Field(
+        "", alias="CT2_COMPUTE_TYPE",
+        description="ENGINE=ctranslate2: CTranslate2 compute type; empty = int8 on the CPU, float16 on a GPU",
+    )
 
     model_cache_dir: Path = Field(default_factory=lambda: default_cache_dir() / "models", alias="WHISPEROP_MODEL_CACHE")
     chunk_max_secs: float = Field(60.0, gt=1.0, alias="CHUNK_MAX_SECS")
