@@ -127,6 +127,7 @@ class ChunkPipeline:
     settings: EngineSettings
     model_path: Path
     backend: str  # "CPU", "CUDA", …
+    parallelism: int  # decode streams (whisper.cpp contexts; 1 for CTranslate2, which batches instead)
     load_secs: float
     warmup_secs: float
 
