@@ -485,12 +485,19 @@ class IsolatedEngine:
         if not self._send(("job", str(path), request, saved)):
             raise EngineCrashed(self._death_info().describe(), oom=self._death_info().oom)
         cancel_sent = False
+        next_check = time.monotonic() + CANCEL_POLL_SECS
         while True:
             try:
                 msg = self._inbox.get(timeout=CANCEL_POLL_SECS)
             except queue.Empty:
-                if not cancel_sent and should_cancel is not None and should_cancel():
+                msg = None
+            # checked on a clock, not only when the child is quiet: a job whose chunks report faster
+            # than the poll interval would otherwise never see its cancel (found by the cancel test)
+            if not cancel_sent and should_cancel is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + CANCEL_POLL_SECS
+                if should_cancel():
                     cancel_sent = self._send(("cancel",))
+            if msg is None:
                 continue
             kind = msg[0]
             if kind == "result":

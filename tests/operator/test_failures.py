@@ -19,19 +19,24 @@ from .conftest import Cluster, PhaseRecorder, Receiver, wait_for
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="session")
-def long_s3(s3_env: Any, jfk_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """jfk.wav twenty times over (~220 s, 4 chunks): long enough to kill a worker mid-job."""
-    out = tmp_path_factory.mktemp("audio") / "jfk-x20.wav"
+def jfk_repeated_s3(s3_env: Any, jfk_wav: Path, tmp_path_factory: pytest.TempPathFactory, times: int) -> str:
+    """jfk.wav ``times`` times over, uploaded to the test bucket; its s3:// URI."""
+    out = tmp_path_factory.mktemp("audio") / f"jfk-x{times}.wav"
     with wave.open(str(jfk_wav)) as src:
         params, frames = src.getparams(), src.readframes(src.getnframes())
     with wave.open(str(out), "wb") as dst:
         dst.setparams(params)
-        for _ in range(20):
+        for _ in range(times):
             dst.writeframes(frames)
-    key = "inputs/shared/jfk-x20.wav"
+    key = f"inputs/shared/jfk-x{times}.wav"
     s3_env.client().upload_file(str(out), s3_env.bucket, key)
     return f"s3://{s3_env.bucket}/{key}"
+
+
+@pytest.fixture(scope="session")
+def long_s3(s3_env: Any, jfk_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """jfk.wav twenty times over (~220 s, 4 chunks): long enough to kill a worker mid-job."""
+    return jfk_repeated_s3(s3_env, jfk_wav, tmp_path_factory, 20)
 
 
 def _objects(cluster: Cluster, prefix: str) -> list[str]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import signal
-import wave
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import Cluster, wait_for
-from .test_failures import _decoded
+from .test_failures import _decoded, jfk_repeated_s3
 
 pytestmark = pytest.mark.cluster
 
@@ -27,16 +26,7 @@ WORKER_ENV = {"TEMPERATURE_INC": "0", "CHUNK_TIME_LIMIT_MIN_SECS": "3600"}
 @pytest.fixture(scope="module")
 def twenty_minutes_s3(s3_env: Any, jfk_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """jfk.wav 110 times over: 20 min 10 s."""
-    out = tmp_path_factory.mktemp("audio") / "jfk-x110.wav"
-    with wave.open(str(jfk_wav)) as src:
-        params, frames = src.getparams(), src.readframes(src.getnframes())
-    with wave.open(str(out), "wb") as dst:
-        dst.setparams(params)
-        for _ in range(110):
-            dst.writeframes(frames)
-    key = "inputs/shared/jfk-x110.wav"
-    s3_env.client().upload_file(str(out), s3_env.bucket, key)
-    return f"s3://{s3_env.bucket}/{key}"
+    return jfk_repeated_s3(s3_env, jfk_wav, tmp_path_factory, 110)
 
 
 def _segments(cluster: Cluster, name: str) -> list[dict[str, Any]]:
