@@ -18,6 +18,8 @@ chunk's beams depend on what that context decoded before.) Unset, N is
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import logging
 import os
 import queue
@@ -114,7 +116,7 @@ class _ThrottledCancel:
         return self.cancelled
 
 
-class ChunkPipeline:
+class ChunkPipeline(ABC):
     """The pipeline every engine backend shares: decode the file, plan (or
     resume) the chunks, detect the language once, checkpoint and report
     progress per chunk, normalise. A backend supplies only
@@ -131,18 +133,20 @@ class ChunkPipeline:
     load_secs: float
     warmup_secs: float
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Free the backend's model and threads."""
 
+    @abstractmethod
     def _threads_per_context(self) -> int:
-        raise NotImplementedError
+        """CPU threads one decode call uses."""
 
+    @abstractmethod
     def decode_chunks(self, audio: DecodedAudio, chunks: list[Chunk], opts: DecodeOptions, cancel: "_ThrottledCancel",
                       limits: _Limits) -> Iterator[ChunkRecord]:
         """Decode ``chunks`` and yield one record per chunk, in the given order.
         Raise :class:`JobCancelled` once ``cancel`` turns true; a chunk over its
         time limit is retried once and then yields a failed record."""
-        raise NotImplementedError
 
     # ── transcription ────────────────────────────────────────────────────
 
