@@ -4,7 +4,8 @@
 
 Writes ``speech-<N>min.flac`` (16 kHz mono, lossless) and ``speech-<N>min.txt``
 (the reference text, in spoken order) plus ``speech-<N>min.json`` (duration,
-voices, number of clips). The speech is the project's English sentences
+voices, number of clips) and ``speech-<N>min.spans.json`` (each clip's start,
+end and text: the many-jobs case of bench/gpu.py cuts its jobs between clips). The speech is the project's English sentences
 spoken by espeak-ng in several voices (each pass shuffled), with jfk.wav
 repeats interleaved, joined by pauses of 0.3-1.2 s and now and then no pause
 at all (so the chunker also meets continuous speech): the same recipe as the
@@ -69,6 +70,9 @@ def main() -> None:
             "clips": len(speech.spans), "words": len(speech.text.split()), "sample_rate": sr,
             "silence_frac": round(float(np.mean(np.abs(speech.pcm) < 1e-4)), 3)}
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    # each clip's span and text: bench/gpu.py's many-jobs case cuts jobs at the pauses between clips
+    spans = [[round(s, 3), round(e, 3), t] for (s, e), t in zip(speech.spans, speech.texts)]
+    stem.with_suffix(".spans.json").write_text(json.dumps(spans))
     print(json.dumps(meta), file=sys.stderr)
     print(stem.with_suffix(".flac"))
 

@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,8 @@ class Speech:
     text: str
     #: (start_secs, end_secs) of each spoken sentence
     spans: list[tuple[float, float]]
+    #: the text of each span (bench/gpu.py cuts the speech into jobs between spans and needs each job's reference)
+    texts: list[str] = field(default_factory=list)
 
     @property
     def duration_secs(self) -> float:
@@ -91,7 +93,7 @@ def build_speech(
         spans.append((pos / SAMPLE_RATE, (pos + clip.size) / SAMPLE_RATE))
         pos += clip.size
         texts.append(text)
-    return Speech(np.concatenate(parts) if parts else np.zeros(0, np.float32), " ".join(texts), spans)
+    return Speech(np.concatenate(parts) if parts else np.zeros(0, np.float32), " ".join(texts), spans, texts)
 
 
 def english_sentences() -> list[str]:
