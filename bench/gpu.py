@@ -90,16 +90,24 @@ GPU_CONFIGS = [
     "fw-b1", "fwbatch-b1", "fw-b5", "fwbatch-b5",
     "hf-bs1-b1", "hf-bs64-b1", "hf-bs64-b5",
 ]
-# issue 18's table, re-measured in one sitting (bench/gpu_device.sh runs these)
-ISSUE18_CONFIGS = [
-    "cold",
-    "ours-p1-b1-fa", "ours-p8-b1-fa", "ours-p16-b1-fa", "ours-p8-b1-fa-c30", "ours-p16-b1-fa-c30",
-    "rawq-p1-b1-fa", "rawq-p8-b1-fa", "rawq-p16-b1-fa",
-    "ours-ct2-b1-s16", "ours-ct2-b1-s32", "ours-ct2-b1-s64",
-    "fw-b1", "fwbatch-b1-s16", "fwbatch-b1-s32", "fwbatch-b1-s64", "fwbatch-b1-s128",
-    "many32-ours-p8-b1-fa", "many32-ours-ct2-b1-s16",
-    "hf-bs64-b1",
-]
+# issue 18's table, re-measured in one sitting (docs/benchmarks-gpu.md): two
+# groups that each fit one 10-minute call of the lent machine
+GROUPS = {
+    "issue18-whispercpp": [
+        "cold",
+        "ours-p1-b1-fa", "ours-p8-b1-fa", "ours-p16-b1-fa", "ours-p8-b1-fa-c30", "ours-p16-b1-fa-c30",
+        "rawq-p1-b1-fa", "rawq-p8-b1-fa", "rawq-p16-b1-fa",
+        "many32-ours-p8-b1-fa",
+    ],
+    "issue18-ct2": [
+        "ours-ct2-b1-s16", "ours-ct2-b1-s32", "ours-ct2-b1-s64",
+        "fw-b1", "fwbatch-b1-s16", "fwbatch-b1-s32", "fwbatch-b1-s64", "fwbatch-b1-s128",
+        "many32-ours-ct2-b1-s16",
+        "hf-bs64-b1",
+    ],
+}
+ISSUE18_CONFIGS = GROUPS["issue18-whispercpp"] + GROUPS["issue18-ct2"]
+GROUPS["issue18"] = ISSUE18_CONFIGS
 QUICK_CPU_CONFIGS = ["cold", "ours-p1-b1", "raw-b1", "ours-p2-b1", "raw8-b1", "fw-b1", "fwbatch-b1", "hf-bs1-b1",
                      "ours-ct2-b1-s4", "rawq-p1-b1", "rawq-p2-b1", "fwbatch-b1-s4", "fwbatch-b1-s8",
                      "many4-ours-p2-b1", "many4-ours-ct2-b1-s4"]
@@ -310,7 +318,7 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
         wall = time.perf_counter() - t0
         out["decode_and_plan_secs"] = round(decoded_at[0] - t0, 3) if decoded_at else None
         text = " ".join(seg.text for seg in result.segments)
-        out.update(chunks=result.chunks, segments=len(result.segments), language=result.language)
+        out.update(chunks=result.chunks, segments=len(result.segments), language=result.language, batcher=batch_stats(engine))
         engine.close()
     elif cfg["engine"] == "rawq":
         wall, text = run_rawq(cfg, audio, a, out, after_load)
@@ -573,6 +581,19 @@ def cut_jobs(audio: Path, jobs: int, secs: tuple[float, float], dest: Path) -> l
     return out
 
 
+def batch_stats(engine) -> dict | None:
+    """The CTranslate2 engine's cross-job batcher counters, where the engine
+    has one (``batch_stats``; wt-18b's batcher): batches, windows, batches
+    that mixed jobs. None for whisper.cpp or an engine without it."""
+    stats = getattr(engine, "batch_stats", None)
+    if stats is None:
+        return None
+    out = {k: v for k, v in vars(stats).items() if isinstance(v, (int, float))}
+    if "batches" in out and "windows" in out and out["batches"]:
+        out["windows_per_batch"] = round(out["windows"] / out["batches"], 2)
+    return out
+
+
 def run_many(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_load) -> tuple[float, str]:
     """The many-jobs case: J jobs submitted at once to one engine (J threads
     calling ``transcribe_file``, as a worker running J jobs concurrently
@@ -606,6 +627,7 @@ def run_many(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
         with ThreadPoolExecutor(n, thread_name_prefix="job") as pool:
             results = list(pool.map(one, range(n)))
         wall = time.perf_counter() - t0
+        batcher = batch_stats(engine)
         engine.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -615,7 +637,9 @@ def run_many(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
                job_done_secs_median=round(lat[n // 2], 2), job_done_secs_max=round(lat[-1], 2),
                chunks=sum(r.chunks for r in results), segments=sum(len(r.segments) for r in results),
                reference=" ".join(ref for _, ref, _ in jobs),
-               how="one engine, J threads calling transcribe_file concurrently (no cross-job batcher in this engine)")
+               batcher=batcher,
+               how="one engine, J threads calling transcribe_file concurrently"
+                   + (" (its cross-job batcher: see batcher)" if batcher else " (no cross-job batcher in this engine)"))
     return wall, " ".join(" ".join(seg.text for seg in r.segments) for r in results)
 
 
@@ -801,7 +825,8 @@ def main() -> None:
     ap.add_argument("--speech", type=Path, help="long speech (bench/speech.py output; the .txt beside it is the reference)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "whisperop-gpu-bench")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    ap.add_argument("--configs", help="comma-separated configurations or glob patterns (default: all)")
+    ap.add_argument("--configs", help="comma-separated configurations, glob patterns or groups (issue18, issue18-whispercpp, "
+                                      "issue18-ct2); default: the first lease's list")
     ap.add_argument("--skip-long", help="configurations (glob) run on jfk.wav only")
     ap.add_argument("--long-only", action="store_true", help="run the long speech only (cold start still uses jfk.wav)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -856,7 +881,7 @@ def main() -> None:
 
     default = QUICK_CPU_CONFIGS if a.quick else GPU_CONFIGS
     pats = a.configs.split(",") if a.configs else default
-    pats = [q for p in pats for q in (ISSUE18_CONFIGS if p == "issue18" else [p])]  # issue18: issue 18's table
+    pats = [q for p in pats for q in GROUPS.get(p, [p])]  # a group's name: its rows
     known = QUICK_CPU_CONFIGS if a.quick else ALL_CONFIGS
     configs = [c for c in known if any(fnmatch.fnmatch(c, p) for p in pats)]
     configs = list(dict.fromkeys(configs + [p for p in pats if not any(ch in p for ch in "*?[") and p not in configs]))
@@ -1043,6 +1068,8 @@ def markdown(report: dict) -> str:
             notes.append(f"batch {r['batch_size']}")
         if r.get("windows"):
             notes.append(f"{r['windows']} windows ≤ {r.get('window_max_secs')} s, {r.get('contexts')} contexts × {r.get('threads_per_context')} threads")
+        if r.get("batcher"):
+            notes.append("batcher " + ", ".join(f"{k} {v}" for k, v in r["batcher"].items()))
         if r.get("jobs"):
             notes.append(f"{r['jobs']} jobs, {r['jobs_audio_secs']:.0f} s of audio ({r['job_secs_min']}–{r['job_secs_max']} s each), "
                          f"done at {r['job_done_secs_median']} s (median) / {r['job_done_secs_max']} s (last); {r.get('how')}")
