@@ -3,6 +3,7 @@ Hugging Face transformers, on the same weights, audio and GPU. One command,
 one JSON and one markdown report.
 
     python bench/gpu.py --ct2 DIR [--ggml FILE] [--speech FILE.flac] [--out DIR]
+    python bench/gpu.py --ct2 DIR --speech FILE.flac --long-only --configs issue18   # issue 18's table
     python bench/gpu.py --cpu --quick          # the same code paths on CPU, short audio (a check, not figures)
     python bench/gpu.py --merge a.json b.json --out DIR   # one report from runs split over several calls
 
@@ -57,6 +58,9 @@ Configurations (``--configs``, comma-separated; glob patterns allowed):
   threads of the process (default ``--threads``), ``-nog`` turns ggml's CUDA
   graphs off (``GGML_CUDA_DISABLE_GRAPHS=1``; only matters for a build with
   ``GGML_CUDA_GRAPHS=ON``);
+* ``hfgen-bsK-bB``: transformers' Whisper (fp16, SDPA) ``generate`` over our
+  chunk plan's ≤ 30 s windows, K windows per call, no timestamps (features
+  inside the clock);
 * ``hf-bsK-bB``: transformers' Whisper (fp16, SDPA) in the chunked
   long-form ASR pipeline (30 s chunks, segment timestamps), batch K: the insanely-fast-whisper recipe.
 """
@@ -103,14 +107,14 @@ GROUPS = {
         "ours-ct2-b1-s16", "ours-ct2-b1-s32", "ours-ct2-b1-s64",
         "fw-b1", "fwbatch-b1-s16", "fwbatch-b1-s32", "fwbatch-b1-s64", "fwbatch-b1-s128",
         "many32-ours-ct2-b1-s16",
-        "hf-bs64-b1",
+        "hfgen-bs256-b1", "hf-bs64-b1",
     ],
 }
 ISSUE18_CONFIGS = GROUPS["issue18-whispercpp"] + GROUPS["issue18-ct2"]
 GROUPS["issue18"] = ISSUE18_CONFIGS
 QUICK_CPU_CONFIGS = ["cold", "ours-p1-b1", "raw-b1", "ours-p2-b1", "raw8-b1", "fw-b1", "fwbatch-b1", "hf-bs1-b1",
                      "ours-ct2-b1-s4", "rawq-p1-b1", "rawq-p2-b1", "fwbatch-b1-s4", "fwbatch-b1-s8",
-                     "many4-ours-p2-b1", "many4-ours-ct2-b1-s4"]
+                     "many4-ours-p2-b1", "many4-ours-ct2-b1-s4", "hfgen-bs4-b1"]
 ALL_CONFIGS = list(dict.fromkeys(GPU_CONFIGS + ISSUE18_CONFIGS + QUICK_CPU_CONFIGS))
 
 
@@ -239,6 +243,9 @@ def _parse(kind: str) -> dict:
     m = re.fullmatch(r"fwbatch-b(\d+)(?:-s(\d+))?", kind)
     if m:
         return {"engine": "fwbatch", "beam": int(m.group(1)), "batch": int(m.group(2) or 16)}
+    m = re.fullmatch(r"hfgen-bs(\d+)-b(\d+)", kind)
+    if m:
+        return {"engine": "hfgen", "batch": int(m.group(1)), "beam": int(m.group(2))}
     m = re.fullmatch(r"rawq-p(\d+)-b(\d+)", kind)
     if m:
         return {"engine": "rawq", "contexts": int(m.group(1)), "beam": int(m.group(2))}
@@ -311,17 +318,20 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
         out.update(load_secs=engine.load_secs, warmup_secs=engine.warmup_secs, ready_secs=load, backend=engine.backend,
                    compute_type=engine.compute_type, batch_size=engine.batch_size)
         after_load()
-        decoded_at: list[float] = []
+        planned: list[float] = []
         t0 = time.perf_counter()
         result = engine.transcribe_file(audio, TranscribeRequest(language="en"),
-                                        on_decoded=lambda *_: decoded_at.append(time.perf_counter()))
+                                        on_decoded=lambda *_: planned.append(time.perf_counter()))
         wall = time.perf_counter() - t0
-        out["decode_and_plan_secs"] = round(decoded_at[0] - t0, 3) if decoded_at else None
+        out["decode_and_plan_secs"] = round(planned[0] - t0, 3) if planned else None
         text = " ".join(seg.text for seg in result.segments)
         out.update(chunks=result.chunks, segments=len(result.segments), language=result.language, batcher=batch_stats(engine))
         engine.close()
     elif cfg["engine"] == "rawq":
         wall, text = run_rawq(cfg, audio, a, out, after_load)
+        load = time.perf_counter() - t_start - wall
+    elif cfg["engine"] == "hfgen":
+        wall, text = run_hfgen(cfg, audio, a, out, after_load)
         load = time.perf_counter() - t_start - wall
     elif cfg["engine"] in ("cold", "ours"):
         from whisperop.inference.engine import TranscribeRequest
@@ -476,20 +486,10 @@ def run_rawq(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
 
     from pywhispercpp.model import Model
 
-    from whisperop.core.settings import EngineSettings
-    from whisperop.inference.audio import decode_audio
-    from whisperop.inference.chunking import ChunkingConfig, plan_chunks
-
     t_start = time.perf_counter()
     n, beam, use_gpu = cfg["contexts"], cfg["beam"], not a.cpu
-    s = EngineSettings()
     max_secs = cfg["chunk_max_secs"] or 30.0
-    with decode_audio(audio) as d:
-        pcm = d.read()
-        chunks = plan_chunks(d.frame_db, d.n_samples, ChunkingConfig(
-            max_secs=max_secs, min_secs=min(s.chunk_min_secs, max_secs / 2), min_silence_secs=s.min_silence_secs))
-    windows = [pcm[c.start:c.end] if c.end - c.start >= SR else
-               np_pad(pcm[c.start:c.end], SR) for c in chunks]
+    pcm, windows = plan_windows(audio, max_secs)
     per = stream_threads(n, cfg["threads"], use_gpu)
     params = dict(n_threads=per, print_progress=False, print_realtime=False, language="en", no_context=True,
                   no_timestamps=True, token_timestamps=False, temperature_inc=0.2, suppress_blank=True)
@@ -532,6 +532,64 @@ def run_rawq(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
     out.update(windows=len(windows), contexts=n, threads_per_context=per, window_max_secs=max_secs,
                whisper_timings=whisper_timings(raw_ctxs))
     return wall, " ".join(texts)
+
+
+def plan_windows(audio: Path, max_secs: float):
+    """The PCM and our chunk plan's windows over it (the engine's silence
+    rules, at most ``max_secs``; a window under 1 s padded to 1 s, as the
+    engine does for whisper.cpp)."""
+    from whisperop.core.settings import EngineSettings
+    from whisperop.inference.audio import decode_audio
+    from whisperop.inference.chunking import ChunkingConfig, plan_chunks
+
+    s = EngineSettings()
+    with decode_audio(audio) as d:
+        pcm = d.read()
+        chunks = plan_chunks(d.frame_db, d.n_samples, ChunkingConfig(
+            max_secs=max_secs, min_secs=min(s.chunk_min_secs, max_secs / 2), min_silence_secs=s.min_silence_secs))
+    return pcm, [pcm[c.start:c.end] if c.end - c.start >= SR else np_pad(pcm[c.start:c.end], SR) for c in chunks]
+
+
+def run_hfgen(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_load) -> tuple[float, str]:
+    """transformers' Whisper (fp16, SDPA) ``generate`` over our chunk plan's
+    ≤ 30 s windows in batches of K (issue 18's "transformers fp16 SDPA,
+    batched generate over those windows"): log-mel features by
+    ``WhisperFeatureExtractor`` inside the clock, no timestamps."""
+    import torch
+
+    use_gpu = not a.cpu
+    t_start = time.perf_counter()
+    model, tok, fe = hf_whisper(a.ct2, "cuda:0" if use_gpu else "cpu", torch.float16 if use_gpu else torch.float32)
+    pcm, windows = plan_windows(audio, cfg["chunk_max_secs"] or 30.0)
+    k, beam = cfg["batch"], cfg["beam"]
+
+    features_secs = [0.0]
+
+    def decode(batch: list) -> list[str]:
+        t = time.perf_counter()
+        feats = fe([w.copy() for w in batch], sampling_rate=SR, return_tensors="pt").input_features
+        features_secs[0] += time.perf_counter() - t
+        with torch.inference_mode():
+            ids = model.generate(feats.to(model.device, model.dtype), language="en", task="transcribe", num_beams=beam)
+        return tok.batch_decode(ids, skip_special_tokens=True)
+
+    decode(windows[:2])  # warm-up
+    out["load_secs"] = time.perf_counter() - t_start
+    after_load()
+    if use_gpu:
+        torch.cuda.synchronize()
+    features_secs[0] = 0.0
+    t0 = time.perf_counter()
+    texts = [t for i in range(0, len(windows), k) for t in decode(windows[i:i + k])]
+    if use_gpu:
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    out.update(windows=len(windows), window_max_secs=cfg["chunk_max_secs"] or 30.0, batch_size=k,
+               features_secs=round(features_secs[0], 3),
+               attn_implementation=getattr(model.config, "_attn_implementation", None))
+    if use_gpu:
+        out["torch_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return wall, " ".join(t.strip() for t in texts)
 
 
 def np_pad(pcm, n: int):
@@ -1073,6 +1131,8 @@ def markdown(report: dict) -> str:
         if r.get("jobs"):
             notes.append(f"{r['jobs']} jobs, {r['jobs_audio_secs']:.0f} s of audio ({r['job_secs_min']}–{r['job_secs_max']} s each), "
                          f"done at {r['job_done_secs_median']} s (median) / {r['job_done_secs_max']} s (last); {r.get('how')}")
+        if r.get("features_secs") is not None:
+            notes.append(f"log-mel features {r['features_secs']:.2f} s of the wall time")
         if r.get("torch_max_allocated_mb") is not None:
             notes.append(f"torch max alloc {r['torch_max_allocated_mb']} MB")
         lines.append(
