@@ -625,7 +625,8 @@ def cut_jobs(audio: Path, jobs: int, secs: tuple[float, float], dest: Path) -> l
         k = i
         while k + 1 < len(spans):
             at_pause = spans[k + 1][0] - spans[k][1] >= 0.2
-            if spans[k][1] - spans[i][0] >= target and at_pause:
+            dur, longer = spans[k][1] - spans[i][0], spans[k + 1][1] - spans[i][0]
+            if at_pause and (dur >= target or (dur >= secs[0] and longer > secs[1])):  # the next clip would pass the maximum
                 break
             k += 1
         before = spans[i][0] - (spans[i - 1][1] if i > 0 else 0.0)
