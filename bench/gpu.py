@@ -656,9 +656,11 @@ def batch_stats(engine) -> dict | None:
 def run_many(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_load) -> tuple[float, str]:
     """The many-jobs case: J jobs submitted at once to one engine (J threads
     calling ``transcribe_file``, as a worker running J jobs concurrently
-    would): whisper.cpp's N streams are shared by every job's chunks through
-    the engine's context pool; CTranslate2 batches each job's windows (≤ the
-    batch size) and CTranslate2 queues the jobs' calls on its one model. The
+    does — ``JOB_CONCURRENCY=J``: one thread per job on the one in-process
+    engine): whisper.cpp's N streams are shared by every job's chunks through
+    the engine's context pool; CTranslate2 puts the windows of all running
+    jobs in one batch queue where the engine has that batcher (its counters
+    go in the row), else each job batches its own windows. The
     reference is the jobs' texts in job order; × real time is the jobs'
     audio over the wall time from the first submit to the last result."""
     from concurrent.futures import ThreadPoolExecutor
