@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -103,6 +104,7 @@ class Worker:
     def __init__(self, cfg: WorkerConfig, engine_settings: EngineSettings | None = None) -> None:
         self.cfg = cfg
         self.settings = engine_settings or EngineSettings()
+        self._env_settings = self.settings  # the pod's environment; spec.engine is applied on top at each load
         self.api = kube.api_client()
         self.models = kube.models(self.api, cfg.namespace)
         self.s3 = S3Settings.from_env()
@@ -170,6 +172,9 @@ class Worker:
         return src.uri or src.local_path or ""
 
     def resolve_model(self, uri: str) -> Path:
+        """The local model: a path as is (never fetched), or an ``s3://`` source downloaded once into
+        the model cache — one object (a GGML file) for whisper.cpp, every object under the prefix
+        (a CTranslate2 directory) for ``ENGINE=ctranslate2``."""
         if not uri.startswith("s3://"):
             path = Path(uri)
             if not path.is_file() and not (path / "model.bin").is_file():  # a local file (or CTranslate2 dir) is never fetched
@@ -177,19 +182,39 @@ class Worker:
             return path
         cache = Path(self.settings.model_cache_dir)
         cache.mkdir(parents=True, exist_ok=True)
-        dest = cache / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{uri.rsplit('/', 1)[-1]}"
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        dest = cache / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{name}"
+        if self.settings.engine == "ctranslate2":
+            if not (dest / "model.bin").is_file():
+                part = dest.with_name(dest.name + ".part")
+                shutil.rmtree(part, ignore_errors=True)
+                try:
+                    self.s3.download_prefix(uri, part)
+                except FileNotFoundError as exc:
+                    raise ModelNotFoundError(f"ENGINE=ctranslate2 needs a CTranslate2 model directory: {exc}") from exc
+                part.rename(dest)
+            return dest
         if not dest.is_file():
             part = dest.with_suffix(dest.suffix + ".part")
             self.s3.download(uri, part)
             part.rename(dest)
         return dest
 
+    def engine_settings(self, spec: crds.WhisperModelSpec) -> EngineSettings:
+        """The engine settings of this model: ``spec.engine`` wins over the pod's ``ENGINE`` (the operator
+        renders it into ENGINE as well; a worker started by hand reads it here), ``auto`` resolved."""
+        settings = self._env_settings
+        if spec.engine:
+            settings = settings.model_copy(update={"engine": crds.EngineName(spec.engine).value})
+        return settings.resolved()
+
     def load(self) -> None:
         """Until loaded (or stopping): the shared load loop, reported on the Pod."""
         def locate() -> tuple[Path, float]:
-            spec = self._model_spec()
-            poll = crds.WhisperModelSpec.model_validate(spec).gpuPollIntervalSeconds
-            return self.resolve_model(self.model_location(spec)), float(poll)
+            raw = self._model_spec()
+            spec = crds.WhisperModelSpec.model_validate(raw)
+            self.settings = self.loader.settings = self.engine_settings(spec)
+            return self.resolve_model(self.model_location(raw)), float(spec.gpuPollIntervalSeconds)
 
         self.engine = self.loader.load(locate, self)
         if self.engine is not None:
