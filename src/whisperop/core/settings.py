@@ -64,7 +64,7 @@ class EngineSettings(BaseSettings):
                     "0 = auto (4 on the CPU, 16 on a GPU)",
     )
     ct2_batch_wait_ms: float = Field(
-        20.0, ge=0.0, le=10000.0, alias="CT2_BATCH_WAIT_MS",
+        20.0, ge=0.0, le=60000.0, alias="CT2_BATCH_WAIT_MS",
         description="ENGINE=ctranslate2: how long a batch that is not full waits for windows of other running jobs "
                     "(only while more jobs run than the batch holds windows of; one job alone never waits)",
     )
