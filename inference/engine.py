@@ -130,6 +130,7 @@ class ChunkPipeline(ABC):
     model_path: Path
     backend: str  # "CPU", "CUDA", …
     parallelism: int  # decode streams (whisper.cpp contexts; 1 for CTranslate2, which batches instead)
+    concurrent_jobs = True  # transcribe_file may run in several threads at once (JOB_CONCURRENCY)
     load_secs: float
     warmup_secs: float
 

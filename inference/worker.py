@@ -48,7 +48,7 @@ from whisperop.core.gpu import GpuInfo, local_gpu
 from whisperop.core.settings import EngineSettings
 from whisperop.core.urlguard import ALLOW_ENV
 from whisperop.inference.isolated import Engine
-from whisperop.inference.executor import Executor
+from whisperop.inference.executor import Executor, job_concurrency
 from whisperop.inference.lifecycle import FaultHooks, ModelLoader
 
 log = logging.getLogger("whisperop.worker")
@@ -116,6 +116,9 @@ class Worker:
         self.engine: Engine | None = None
         self.ready = threading.Event()
         self.stopping = threading.Event()
+        self._slot_free = threading.Event()
+        self._jobs_lock = threading.Lock()
+        self._jobs_running = 0  # jobs in their own threads (JOB_CONCURRENCY > 1)
         self.server: ThreadingHTTPServer | None = None
 
     # health endpoint
@@ -241,11 +244,15 @@ class Worker:
     def run_forever(self) -> None:
         self.queue.start()
         while not self.stopping.is_set():
+            assert self.engine is not None
+            slots = job_concurrency(self.engine, self.settings.job_concurrency)
+            if slots > 1:
+                self._claim_concurrent(self.engine, slots)
+                continue
             lease = self.queue.claim_next()
             if lease is None:
                 self.queue.wait(1.0)
                 continue
-            assert self.engine is not None
             try:
                 self.executor.run(lease, self.engine)
             except EngineCrashed:
@@ -255,6 +262,34 @@ class Worker:
                 self.engine = None
                 self.ready.clear()
                 self.load()
+        while self._jobs_running:  # SIGTERM: the jobs in their own threads drain (shutdown interrupts them)
+            time.sleep(0.2)
+
+    def _claim_concurrent(self, engine: Engine, slots: int) -> None:
+        """``JOB_CONCURRENCY`` > 1 (an in-process engine): claim while a slot is free, each job in a
+        thread of its own; the CTranslate2 engine batches their windows together."""
+        with self._jobs_lock:
+            full = self._jobs_running >= slots
+        if full:
+            self._slot_free.wait(1.0)
+            self._slot_free.clear()
+            return
+        lease = self.queue.claim_next()
+        if lease is None:
+            self.queue.wait(1.0)
+            return
+        with self._jobs_lock:
+            self._jobs_running += 1
+
+        def run() -> None:
+            try:
+                self.executor.run(lease, engine)
+            finally:
+                with self._jobs_lock:
+                    self._jobs_running -= 1
+                self._slot_free.set()
+
+        threading.Thread(target=run, name="job", daemon=True).start()
 
     # lifecycle
     def shutdown(self) -> None:

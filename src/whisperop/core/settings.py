@@ -42,8 +42,10 @@ AUTO_ENGINE: dict[str, Literal["whispercpp", "ctranslate2"]] = {"cpu": "ctransla
 
 def resolve_engine(engine: str, on_gpu: bool) -> Literal["whispercpp", "ctranslate2"]:
     """The concrete backend of ``ENGINE`` on a device class (``auto`` → :data:`AUTO_ENGINE`)."""
-    if engine == "whispercpp" or engine == "ctranslate2":
-        return engine
+    if engine == "whispercpp":
+        return "whispercpp"
+    if engine == "ctranslate2":
+        return "ctranslate2"
     return AUTO_ENGINE["gpu" if on_gpu else "cpu"]
 
 
