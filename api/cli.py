@@ -240,14 +240,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine_settings = EngineSettings()
     if args.engine:
         engine_settings = engine_settings.model_copy(update={"engine": args.engine})
-    engine_settings = engine_settings.resolved()  # ENGINE=auto: this machine's device class decides
     if not args.model and not os.environ.get("WHISPER_MODEL") and not settings.model_path:
-        settings = settings.model_copy(update={"model_name": default_model_for(engine_settings.engine)})
+        # no model named: ENGINE (auto: this machine's device class) picks the one to fetch
+        settings = settings.model_copy(update={"model_name": default_model_for(engine_settings.resolved().engine)})
     faults = FaultHooks()
     if faults.load_oom_count or faults.load_delay_secs:
         log.warning("test fault hooks active", extra={"oom_count": faults.load_oom_count, "delay_secs": faults.load_delay_secs})
 
     model_path = resolve_server_model(settings.model_path, settings.model_name, engine_settings.model_cache_dir)
+    engine_settings = engine_settings.resolved(model_path)  # auto: the model's engine
     data_dir = settings.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     engine_settings = engine_settings.model_copy(update={"tmp_dir": prepare_work_dir(engine_settings.tmp_dir or data_dir / "tmp")})

@@ -504,8 +504,9 @@ def create_engine(model_path: str | Path, settings: EngineSettings | None = None
     """The engine factory: ``ENGINE`` picks the backend behind the one pipeline —
     whisper.cpp on a GGML file (the default) or CTranslate2 on a CTranslate2
     model directory (``base-ct2``; faster on the CPU, docs/benchmarks.md);
-    ``auto`` resolves by device class (:func:`whisperop.core.settings.resolve_engine`)."""
-    s = (settings or EngineSettings()).resolved()
+    ``auto``: the model's engine (a GGML file or a CTranslate2 directory,
+    :meth:`whisperop.core.settings.EngineSettings.resolved`)."""
+    s = (settings or EngineSettings()).resolved(Path(model_path))
     if s.engine == "ctranslate2":
         from whisperop.inference.ct2engine import CT2Engine
 

@@ -187,7 +187,10 @@ class Worker:
         cache.mkdir(parents=True, exist_ok=True)
         name = uri.rstrip("/").rsplit("/", 1)[-1]
         dest = cache / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{name}"
-        if self.settings.engine == "ctranslate2":
+        engine = self.settings.engine
+        if engine == "auto":  # the source decides: one object is a GGML file, a prefix a CTranslate2 directory
+            engine = "whispercpp" if self.s3.is_object(uri) else "ctranslate2"
+        if engine == "ctranslate2":
             if not (dest / "model.bin").is_file():
                 part = dest.with_name(dest.name + ".part")
                 shutil.rmtree(part, ignore_errors=True)
@@ -205,19 +208,22 @@ class Worker:
 
     def engine_settings(self, spec: crds.WhisperModelSpec) -> EngineSettings:
         """The engine settings of this model: ``spec.engine`` wins over the pod's ``ENGINE`` (the operator
-        renders it into ENGINE as well; a worker started by hand reads it here), ``auto`` resolved."""
+        renders it into ENGINE as well; a worker started by hand reads it here). ``auto`` stays auto
+        until the model is found (:meth:`resolve_model`, then :meth:`EngineSettings.resolved`)."""
         settings = self._env_settings
         if spec.engine:
             settings = settings.model_copy(update={"engine": crds.EngineName(spec.engine).value})
-        return settings.resolved()
+        return settings
 
     def load(self) -> None:
         """Until loaded (or stopping): the shared load loop, reported on the Pod."""
         def locate() -> tuple[Path, float]:
             raw = self._model_spec()
             spec = crds.WhisperModelSpec.model_validate(raw)
-            self.settings = self.loader.settings = self.engine_settings(spec)
-            return self.resolve_model(self.model_location(raw)), float(spec.gpuPollIntervalSeconds)
+            self.settings = self.engine_settings(spec)
+            path = self.resolve_model(self.model_location(raw))
+            self.settings = self.loader.settings = self.settings.resolved(path)
+            return path, float(spec.gpuPollIntervalSeconds)
 
         self.engine = self.loader.load(locate, self)
         if self.engine is not None:

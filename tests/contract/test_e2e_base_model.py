@@ -107,3 +107,38 @@ def test_two_jobs_run_at_once_with_job_concurrency(ct2_concurrent) -> None:  # t
     assert len(started) == 2, events
     # both started before either was done: they ran at once
     assert events.index(started[1]) < min(i for i, e in enumerate(events) if e[0] == "job done"), events
+
+
+@pytest.fixture(scope="module")
+def default_engine_server(session_servers):  # type: ignore[no-untyped-def]
+    import os
+
+    if EXTERNAL_URL or os.environ.get("ENGINE") or os.environ.get("WHISPER_MODEL"):
+        pytest.skip("needs its own server with no ENGINE and no model named")
+    srv = session_servers.make("default-engine", start=False)
+    srv.extra_env.pop("WHISPER_MODEL_PATH", None)  # nothing named: `whisperop serve` as the quickstart runs it
+    srv.extra_env.pop("WHISPER_MODEL", None)
+    srv.extra_env["LOG_FORMAT"] = "json"
+    srv.start(timeout=900)
+    return srv
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_the_default_engine_on_this_cpu_is_ctranslate2(default_engine_server) -> None:  # type: ignore[no-untyped-def]
+    """No ENGINE, no model: on a CPU ``auto`` picks CTranslate2 (the faster one measured here) and
+    serve fetches the model it loads (base-ct2); jfk.wav comes out word for word."""
+    import json
+
+    with ApiClient(default_engine_server.base_url, timeout=120) as c:
+        c.ensure_ready(timeout=900)
+        job_id = c.submit(audio_mod.JFK_WAV)
+        job = c.wait_terminal(job_id, timeout=600)
+        health = c.health()
+    assert_job(job, job_id, status="done")
+    want = audio_mod.normalize_words(audio_mod.reference_text("jfk.wav"))
+    assert audio_mod.normalize_words(" ".join(s["text"] for s in job["segments"])) == want
+    assert health["model"] == "base-ct2", health
+    loaded = [json.loads(line) for line in default_engine_server.log_text(0, 10**7).splitlines()
+              if line.startswith("{") and '"model loaded"' in line]
+    assert loaded and loaded[-1].get("engine") == "ctranslate2", loaded

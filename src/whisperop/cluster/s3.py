@@ -54,6 +54,19 @@ class S3Settings(BaseSettings):
         self.client.download_file(bucket, key, str(dest))
         return dest
 
+    def is_object(self, uri: str) -> bool:
+        """Whether ``uri`` names one object (a GGML file) rather than a prefix (a directory)."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3_uri(uri)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
     def download_prefix(self, uri: str, dest: Path) -> Path:
         """Every object under ``s3://bucket/prefix/`` into the directory ``dest`` (a CTranslate2 model
         directory: model.bin, config.json, tokenizer.json, ...); names keep their path below the prefix."""

@@ -28,8 +28,8 @@ def default_cache_dir() -> Path:
 GPU_DEFAULT_PARALLELISM = 8
 
 
-#: The ``ENGINE`` default: ``auto`` resolves by device class (:func:`resolve_engine`).
-DEFAULT_ENGINE: Literal["auto", "whispercpp", "ctranslate2"] = "whispercpp"
+#: The ``ENGINE`` default: ``auto`` (:meth:`EngineSettings.resolved`).
+DEFAULT_ENGINE: Literal["auto", "whispercpp", "ctranslate2"] = "auto"
 
 #: ``ENGINE=auto`` per device class: the faster backend measured there.
 #: CPU: CTranslate2 int8 decoded the 10-minute file at 1.74/0.87/1.24x
@@ -47,6 +47,12 @@ def resolve_engine(engine: str, on_gpu: bool) -> Literal["whispercpp", "ctransla
     if engine == "ctranslate2":
         return "ctranslate2"
     return AUTO_ENGINE["gpu" if on_gpu else "cpu"]
+
+
+def _ct2_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ctranslate2") is not None and importlib.util.find_spec("tokenizers") is not None
 
 
 class EngineSettings(BaseSettings):
@@ -120,15 +126,27 @@ class EngineSettings(BaseSettings):
         description="test hook 'INDEX:ATTEMPTS': the first ATTEMPTS decodes of chunk INDEX do not end on their own (held in whisper.cpp's abort callback until the time limit or a cancel stops them)",
     )
 
-    def resolved(self) -> "EngineSettings":
-        """This configuration with ``ENGINE=auto`` resolved for this machine (a GPU when USE_GPU and
-        NVML sees one; :func:`resolve_engine`), so every reader sees one concrete backend."""
+    def resolved(self, model_path: Path | None = None) -> "EngineSettings":
+        """This configuration with ``ENGINE=auto`` made concrete, so every reader sees one backend.
+
+        The model decides where only one engine can run it: a GGML file is whisper.cpp's, a
+        CTranslate2 directory (``model.bin`` inside) CTranslate2's. Where no model is given yet
+        (``whisperop serve`` choosing which model to fetch), the device class decides
+        (:data:`AUTO_ENGINE`: a GPU when USE_GPU and NVML sees one) — CTranslate2 only where it is
+        installed (the ``ct2`` extra; the inference image has it), else whisper.cpp."""
         if self.engine != "auto":
             return self
+        if model_path is not None and Path(model_path).is_dir():
+            return self.model_copy(update={"engine": "ctranslate2"})
+        if model_path is not None:
+            return self.model_copy(update={"engine": "whispercpp"})
         from whisperop.core.gpu import gpu_memory  # NVML, loaded lazily: settings stay import-light
 
         on_gpu = self.use_gpu and gpu_memory(self.cuda_device) is not None
-        return self.model_copy(update={"engine": resolve_engine(self.engine, on_gpu)})
+        engine = resolve_engine(self.engine, on_gpu)
+        if engine == "ctranslate2" and not _ct2_installed():
+            engine = "whispercpp"
+        return self.model_copy(update={"engine": engine})
 
     def fault_slow(self, index: int, attempt: int) -> bool:
         """Whether the slow-chunk test hook applies to this chunk and attempt (0-based)."""
