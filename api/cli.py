@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--port", type=int, default=None, help="env PORT (default 8080)")
     p.add_argument("--data-dir", default=None, help="env DATA_DIR (default ./data)")
     p.add_argument("--model", default=None, help="catalog name or GGML path (env WHISPER_MODEL_PATH / WHISPER_MODEL)")
+    p.add_argument("--engine", choices=["auto", "whispercpp", "ctranslate2"], default=None,
+                   help="env ENGINE: the decoding backend (auto = the faster one measured on this device class; "
+                        "without --model/WHISPER_MODEL it picks the model too: base-q8_0 or base-ct2)")
     p.add_argument("--insecure", action="store_true", default=None,
                    help="env WHISPEROP_INSECURE=true: allow a non-loopback HOST without bearer tokens "
                         "(WHISPEROP_AUTH_TOKENS_FILE); anyone who can reach the port can use the server")
@@ -41,6 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="cluster mode (env WHISPEROP_MODE=cluster): jobs are TranscriptionJobs, audio goes to S3, "
                         "the model is a WhisperModel; no in-process worker (see docs/serve.md)")
     p.set_defaults(func=cmd_serve)
+
+
+def default_model_for(engine: str) -> str:
+    """The catalog model ``whisperop serve`` fetches when none is named: the one the engine loads
+    (a GGML file for whisper.cpp, the CTranslate2 directory for ctranslate2)."""
+    from whisperop.modelstore.cache import DEFAULT_CT2_MODEL, DEFAULT_MODEL
+
+    return DEFAULT_CT2_MODEL if engine == "ctranslate2" else DEFAULT_MODEL
 
 
 def resolve_server_model(model_path: Path | None, model_name: str, cache_dir: Path) -> Path:
@@ -212,8 +223,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.data_dir:
         overrides["data_dir"] = Path(args.data_dir)
     if args.model:
-        if Path(args.model).expanduser().is_file():
-            overrides["model_path"] = Path(args.model).expanduser()
+        given = Path(args.model).expanduser()
+        if given.is_file() or (given / "model.bin").is_file():  # a GGML file or a CTranslate2 directory
+            overrides["model_path"] = given
         else:
             overrides["model_name"] = args.model
             overrides["model_path"] = None
@@ -226,11 +238,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"whisperop serve: {refused}", file=sys.stderr)
         return 2
     engine_settings = EngineSettings()
+    if args.engine:
+        engine_settings = engine_settings.model_copy(update={"engine": args.engine})
+    if not args.model and not os.environ.get("WHISPER_MODEL") and not settings.model_path:
+        # no model named: ENGINE (auto: this machine's device class) picks the one to fetch
+        settings = settings.model_copy(update={"model_name": default_model_for(engine_settings.resolved().engine)})
     faults = FaultHooks()
     if faults.load_oom_count or faults.load_delay_secs:
         log.warning("test fault hooks active", extra={"oom_count": faults.load_oom_count, "delay_secs": faults.load_delay_secs})
 
     model_path = resolve_server_model(settings.model_path, settings.model_name, engine_settings.model_cache_dir)
+    engine_settings = engine_settings.resolved(model_path)  # auto: the model's engine
     data_dir = settings.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     engine_settings = engine_settings.model_copy(update={"tmp_dir": prepare_work_dir(engine_settings.tmp_dir or data_dir / "tmp")})

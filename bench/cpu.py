@@ -19,6 +19,10 @@ peak RSS for:
   (the same pipeline; CTranslate2 decodes the ≤ 30 s windows in batches) on
   the ``base-ct2`` directory; ``-bN`` sets the batch size (``CT2_BATCH_SIZE``);
   its ``load_secs`` is the cold start (load + warm-up, ready to serve);
+  ``-jN`` is the many-jobs mode: N jobs of the same audio at once on one
+  engine (threads, as ``JOB_CONCURRENCY=N`` runs them), their windows in
+  shared batches — × real time counts the audio of all N, the row carries the
+  batcher's counts (``batches``, ``multi_job_batches``);
   ``-nowords`` turns word timestamps off (``WORD_TIMESTAMPS=false``; on by
   default, as in every ``ours`` row);
 * ``faster-whisper-<compute>``: CTranslate2 on the *source* weights of our
@@ -57,11 +61,13 @@ JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you
 def modifiers(kind: str) -> tuple[str, dict]:
     """``ours-q8_0-p2-fa-native`` → (``ours-q8_0``, {parallelism: 2, fa: True, native: True})."""
     parts = kind.split("-")
-    mods: dict = {"parallelism": 1, "fa": None, "native": False, "batch": 0, "words": None}
-    while len(parts) > 2 and (parts[-1] in ("fa", "nofa", "native", "words", "nowords") or re.fullmatch(r"[pb]\d+", parts[-1])):
+    mods: dict = {"parallelism": 1, "fa": None, "native": False, "batch": 0, "words": None, "jobs": 1}
+    while len(parts) > 2 and (parts[-1] in ("fa", "nofa", "native", "words", "nowords") or re.fullmatch(r"[pbj]\d+", parts[-1])):
         last = parts.pop()
         if last in ("words", "nowords"):
             mods["words"] = last == "words"
+        elif last.startswith("j"):
+            mods["jobs"] = int(last[1:])
         elif last.startswith("b"):
             mods["batch"] = int(last[1:])
         elif last.startswith("p"):
@@ -88,12 +94,19 @@ def run_one(kind: str, audio: Path, threads: int, beam: int) -> dict:
             CT2_COMPUTE_TYPE=base_kind.removeprefix("ours-ct2-"), CT2_BATCH_SIZE=mods["batch"],
             WORD_TIMESTAMPS=mods["words"] is not False))
         load = time.perf_counter() - t_start
+        from concurrent.futures import ThreadPoolExecutor
+
         t0 = time.perf_counter()
-        result = ct2_engine.transcribe_file(audio, TranscribeRequest())
+        with ThreadPoolExecutor(max_workers=mods["jobs"]) as pool:  # -jN: N jobs at once, shared batches
+            results = list(pool.map(lambda _: ct2_engine.transcribe_file(audio, TranscribeRequest()), range(mods["jobs"])))
         wall = time.perf_counter() - t0
+        result = results[0]
         text = " ".join(s.text for s in result.segments)
-        extra = {"chunks": result.chunks, "language": result.language,
-                 "engine_load_secs": ct2_engine.load_secs, "engine_warmup_secs": ct2_engine.warmup_secs}
+        stats = ct2_engine.batch_stats  # type: ignore[attr-defined]
+        extra = {"chunks": result.chunks, "language": result.language, "jobs": mods["jobs"],
+                 "engine_load_secs": ct2_engine.load_secs, "engine_warmup_secs": ct2_engine.warmup_secs,
+                 "batches": stats.batches, "multi_job_batches": stats.multi_job_batches,
+                 "same_text_all_jobs": all(" ".join(s.text for s in r.segments) == text for r in results)}
     elif kind.startswith("ours-"):
         from whisperop.inference.engine import TranscribeRequest, WhisperEngine
 
@@ -222,7 +235,7 @@ def main() -> None:
             r = spawn(kind, path, args.threads, args.beam, args.native_site)
             r.update(audio=label, audio_secs=secs)
             if "error" not in r:
-                r["x_realtime"] = secs / r["wall_secs"]
+                r["x_realtime"] = secs * r.get("jobs", 1) / r["wall_secs"]
                 r["wer"] = word_error_rate(ref, r.pop("text"))
             rows.append(r)
     two_h = make_two_hours(JFK, tmp / "long.mp3", args.long_hours)

@@ -21,12 +21,19 @@ log-probability < -1.0; a window whose no-speech probability is > 0.6 with a
 low log-probability is silence: no text), re-decoded together at 0.2, 0.4, …
 → ``align`` (cross-attention DTW) for word timestamps, as faster-whisper does.
 
-Cancellation and time limits: CTranslate2's Whisper has no abort hook, so
-``generate`` runs asynchronously and the engine polls the job's cancel flag
-and the batch's deadline while it waits. A cancel is honoured within ~0.1 s
-(the batch in flight finishes in the background, at most one batch); a batch
-over its limit (the sum of its windows' limits) is abandoned and its windows
-are retried one by one with the whisper.cpp path's retry options.
+Cross-job batching: the windows of every job the engine runs at once
+(``JOB_CONCURRENCY``) go to one queue (:class:`_Batcher`); one thread decodes
+them in batches of up to ``CT2_BATCH_SIZE`` windows, a batch that is not full
+waiting up to ``CT2_BATCH_WAIT_MS`` for another running job's windows (never
+for a job alone). Each job still cuts, checkpoints and reports its own chunks.
+
+Cancellation and time limits: CTranslate2's Whisper has no abort hook, so a
+job waits for its windows' results while polling its cancel flag and the
+batch's deadline. A cancel is honoured within ~0.1 s (the batch in flight
+finishes in the background, at most one batch; the job's windows not yet in
+a batch are dropped, other jobs' windows are untouched); a batch over its
+limit (the sum of its windows' limits) is abandoned and its windows are
+retried one by one with the whisper.cpp path's retry options.
 """
 
 from __future__ import annotations
@@ -34,18 +41,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from whisperop.core.checkpoints import ChunkRecord
+from whisperop.core.checkpoints import Checkpoint, ChunkRecord
 from whisperop.core.errors import JobCancelled, ModelLoadError, ModelNotFoundError
-from whisperop.core.models import DegradedChunk, Segment, Word
+from whisperop.core.models import DegradedChunk, Segment, TranscriptionResult, Word
 from whisperop.core.settings import EngineSettings
 from whisperop.inference.audio import SAMPLE_RATE, DecodedAudio
 from whisperop.inference.chunking import Chunk
@@ -53,8 +62,11 @@ from whisperop.inference.normalize import SpeechMap
 from whisperop.inference.engine import (
     SLOW_FAULT_MAX_SECS,
     WINDOW_SECS,
+    CancelCheck,
     ChunkPipeline,
     ChunkingConfig,
+    ProgressCallback,
+    TranscribeRequest,
     _ChunkTimeout,
     _Limits,
     _ThrottledCancel,
@@ -178,7 +190,9 @@ class CT2Engine(ChunkPipeline):
         self.backend = "CUDA" if cuda else "CPU"
         self.compute_type = s.ct2_compute_type or ("float16" if cuda else "int8")
         self.batch_size = s.ct2_batch_size or (GPU_DEFAULT_BATCH if cuda else CPU_DEFAULT_BATCH)
+        self.batch_wait_secs = s.ct2_batch_wait_ms / 1000.0
         self.parallelism = 1
+        self._batcher = _Batcher(self)
         try:
             self.model = ctranslate2.models.Whisper(
                 str(self.model_path), device="cuda" if cuda else "cpu", device_index=s.cuda_device,
@@ -217,7 +231,27 @@ class CT2Engine(ChunkPipeline):
         enc = self.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
         self.model.generate(enc, [self._prompt("en", DecodeOptions())], beam_size=1, max_length=4)
 
+    @property
+    def batch_stats(self) -> BatchStats:
+        return self._batcher.stats
+
+    def transcribe_file(self, path: str | os.PathLike[str], request: TranscribeRequest = TranscribeRequest(),
+                        on_progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None,
+                        on_decoded: Callable[[float, int], None] | None = None,
+                        checkpoint: Checkpoint | None = None) -> TranscriptionResult:
+        """The shared pipeline, with the job counted as running from its start (audio decode
+        included): a batch waits (``CT2_BATCH_WAIT_MS``) only for jobs that are running."""
+        job = threading.get_ident()
+        self._batcher.job_started(job)
+        try:
+            return super().transcribe_file(path, request, on_progress, should_cancel, on_decoded, checkpoint)
+        finally:
+            self._batcher.job_ended(job)
+
     def close(self) -> None:
+        batcher = getattr(self, "_batcher", None)
+        if batcher is not None:
+            batcher.close()
         model = getattr(self, "model", None)
         if model is not None:
             model.unload_model()
@@ -362,20 +396,41 @@ class CT2Engine(ChunkPipeline):
                       bounds: tuple[float, float, _Limits, float, bool, str]) -> list[tuple[list[Segment], str, int | None]]:
         """One encode + generate (+ fallback, + align) over ``windows``; per
         window its segments, language and where whisper stopped (samples into
-        the window, None when it used the whole window)."""
+        the window, None when it used the whole window).
+
+        The windows go to the engine's :class:`_Batcher` (features computed
+        here, in the job's thread), which may decode them together with
+        windows of other running jobs; this job waits for its own results
+        only, polling its cancel flag and its deadline meanwhile."""
+        deadline, limit, limits, t0, slow, what = bounds
+        futures = [self._batcher.submit(threading.get_ident(), log_mel(audio.read(s, e), self.filters), e - s, lang, opts)
+                   for (_, s, e), lang in zip(windows, langs)]
+        try:
+            results = self._wait(futures, cancel, deadline, slow, what, limit, limits, t0)
+        except BaseException:
+            for f in futures:
+                f.cancel()  # not started yet: never decoded; started: finishes in the background, dropped
+            raise
+        return [([_absolute(seg, chunk, s) for seg in segs if seg.text], lang, seek)
+                for (chunk, s, _), (segs, lang, seek) in zip(windows, results)]
+
+    def _run_round(self, tasks: list["_Task"]) -> list[tuple[list[_RawSeg], str, int | None]]:
+        """What the batcher runs: one encode + generate (+ fallback, + align) over the windows
+        of ``tasks`` (of one or several jobs; their decoding options match, :meth:`_Task.key`)."""
         import ctranslate2
 
-        deadline, limit, limits, t0, slow, what = bounds
-        enc = self._encode([audio.read(s, e) for _, s, e in windows])
+        opts = tasks[0].opts
+        enc = self._encode_features([t.feats for t in tasks])
+        langs = [t.lang for t in tasks]
         if not self.model.is_multilingual:  # an English-only export: nothing to detect
             langs = ["en"] * len(langs)
         if any(lang is None for lang in langs):
             detected = [max(probs, key=lambda p: p[1])[0].strip("<|>") for probs in self.model.detect_language(enc)]
             langs = [lang or det for lang, det in zip(langs, detected)]
         known = [lang or "en" for lang in langs]
-        prompts = [self._prompt(lang, opts) for lang in known]
-        best: list[_Decoded | None] = [None] * len(windows)
-        todo = list(range(len(windows)))
+        prompts = [self._prompt(lang, t.opts) for lang, t in zip(known, tasks)]
+        best: list[_Decoded | None] = [None] * len(tasks)
+        todo = list(range(len(tasks)))
         temperatures = [opts.temperature]
         if opts.temperature_inc > 0:
             t = opts.temperature + opts.temperature_inc
@@ -383,13 +438,12 @@ class CT2Engine(ChunkPipeline):
                 temperatures.append(round(t, 2))
                 t += opts.temperature_inc
         for temp in temperatures:
-            sub = enc if len(todo) == len(windows) else _rows(enc, todo, ctranslate2)
+            sub = enc if len(todo) == len(tasks) else _rows(enc, todo, ctranslate2)
             kwargs: dict[str, Any] = dict(beam_size=opts.beam_size, patience=1.0, num_hypotheses=1, sampling_topk=1)
             if temp > 0:
                 kwargs = dict(beam_size=1, num_hypotheses=BEST_OF, sampling_topk=0, sampling_temperature=temp)
-            pending = self.model.generate(sub, [prompts[i] for i in todo], asynchronous=True, return_scores=True,
+            results = self.model.generate(sub, [prompts[i] for i in todo], return_scores=True,
                                           return_no_speech_prob=True, suppress_blank=True, max_length=448, **kwargs)
-            results = self._wait(pending, cancel, deadline, slow, what, limit, limits, t0)
             retry: list[int] = []
             for i, res in zip(todo, results):
                 d = self._pick(res, temp)
@@ -402,20 +456,19 @@ class CT2Engine(ChunkPipeline):
                 break
         raw: list[list[_RawSeg]] = []
         seeks: list[int | None] = []
-        for chosen, (_, s, e) in zip(best, windows):
+        for chosen, task in zip(best, tasks):
             if chosen is None or chosen.silent():
                 raw.append([])
                 seeks.append(None)
                 continue
-            segs, seek = self._segments(chosen, e - s)
+            segs, seek = self._segments(chosen, task.n_samples)
             raw.append(segs)
             seeks.append(None if seek is None else int(round(seek * SAMPLE_RATE)))
         if opts.word_timestamps:
-            self._add_words(enc, raw, [e - s for _, s, e in windows], known, opts, ctranslate2)
-        return [([_absolute(seg, chunk, s) for seg in segs if seg.text], lang, seek)
-                for (chunk, s, _), segs, lang, seek in zip(windows, raw, known, seeks)]
+            self._add_words(enc, raw, [t.n_samples for t in tasks], known, opts, ctranslate2)
+        return list(zip(raw, known, seeks))
 
-    def _encode(self, pcms: list[np.ndarray]) -> Any:
+    def _encode_features(self, feats: list[np.ndarray]) -> Any:
         """Encoder outputs of the windows, as one ``[batch, 1500, d]`` value.
 
         On the CPU each window is encoded alone and the outputs are stacked:
@@ -425,7 +478,6 @@ class CT2Engine(ChunkPipeline):
         batching pays on the CPU; on a GPU the whole batch is encoded at once."""
         import ctranslate2
 
-        feats = [log_mel(p, self.filters) for p in pcms]
         if self.backend != "CPU":
             return self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(feats))), to_cpu=False)
         outs = [np.asarray(self.model.encode(ctranslate2.StorageView.from_array(f[None]), to_cpu=True)) for f in feats]
@@ -492,10 +544,15 @@ class CT2Engine(ChunkPipeline):
     def _add_words(self, enc: Any, segments: list[list[_RawSeg]], n_samples: list[int], langs: list[str], opts: DecodeOptions,
                    ct2: Any) -> None:
         """Word timestamps by ``align`` (DTW over the alignment heads' cross
-        attention), batched over the windows that have text."""
-        idx = [i for i, segs in enumerate(segments) if segs]
-        if not idx:
-            return
+        attention), batched over the windows that have text — one call per
+        language (``align`` takes one start sequence; a cross-job batch may
+        hold several languages)."""
+        with_text = [i for i, segs in enumerate(segments) if segs]
+        for lang in dict.fromkeys(langs[i] for i in with_text):
+            self._align(enc, segments, n_samples, langs, [i for i in with_text if langs[i] == lang], opts, ct2)
+
+    def _align(self, enc: Any, segments: list[list[_RawSeg]], n_samples: list[int], langs: list[str], idx: list[int],
+               opts: DecodeOptions, ct2: Any) -> None:
         sub = enc if len(idx) == len(segments) else _rows(enc, idx, ct2)
         text_tokens = [[t for seg in segments[i] for t in seg.tokens] for i in idx]
         frames = [min(N_FRAMES, max(1, n_samples[i] // HOP)) for i in idx]
@@ -530,6 +587,154 @@ class CT2Engine(ChunkPipeline):
         text = self.tokens.text([toks[j] for j in group]).strip()
         p = float(np.mean([probs[j] for j in group])) if probs else 0.0
         return text, starts[group[0]], ends[group[-1]], p
+
+
+@dataclass
+class _Task:
+    """One window of one job, waiting for (or in) a batch."""
+
+    job: int  # which job run it belongs to (batches count the jobs they mix)
+    feats: np.ndarray  # log-mel features, computed in the job's thread
+    n_samples: int
+    lang: str | None
+    opts: DecodeOptions
+    future: "Future[tuple[list[_RawSeg], str, int | None]]"
+
+    def key(self) -> tuple[object, ...]:
+        """Windows decode together only with the same decoding options (``generate`` takes one
+        beam size / temperature per call; ``align`` one task); the language and the initial
+        prompt are per window (the prompt)."""
+        o = self.opts
+        return (o.beam_size, o.temperature, o.temperature_inc, o.word_timestamps, o.translate)
+
+
+@dataclass
+class BatchStats:
+    """What the batcher did (tests and benchmarks read it; each batch is also logged)."""
+
+    batches: int = 0
+    windows: int = 0
+    multi_job_batches: int = 0  # batches that held windows of more than one job
+    max_jobs_in_batch: int = 0
+    jobs_seen: set[int] = field(default_factory=set)
+
+
+class _Batcher:
+    """One queue of windows for every job the engine runs, one thread decoding them in batches.
+
+    Why: on a GPU one job's windows rarely fill a batch (a 2-minute job is 4-5
+    windows; the GPU default batch is 16), so many short jobs decoded one by
+    one leave the GPU idle between small calls. Here the windows of all
+    running jobs (``JOB_CONCURRENCY``) wait in one FIFO; a batch takes up to
+    ``CT2_BATCH_SIZE`` of them (same decoding options, :meth:`_Task.key`) and
+    waits at most ``CT2_BATCH_WAIT_MS`` for more — and only while some running
+    job has no window queued yet (it may be about to add one): a lone job
+    never waits. The jobs keep their own progress, checkpoints, cancel and
+    time limits: each waits only for its own windows' futures, and a
+    cancelled job's windows not yet in a batch are dropped.
+    """
+
+    def __init__(self, engine: "CT2Engine") -> None:
+        self._engine = engine
+        self._cond = threading.Condition()
+        self._pending: list[_Task] = []
+        self._active: dict[int, int] = {}  # job → nested transcriptions running (jobs that may still submit)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.stats = BatchStats()
+
+    # the jobs' side
+
+    def job_started(self, job: int) -> None:
+        with self._cond:
+            self._active[job] = self._active.get(job, 0) + 1
+
+    def job_ended(self, job: int) -> None:
+        with self._cond:
+            left = self._active.get(job, 1) - 1
+            if left > 0:
+                self._active[job] = left
+            else:
+                self._active.pop(job, None)
+            self._cond.notify_all()  # a batch waiting for this job's windows goes now
+
+    def submit(self, job: int, feats: np.ndarray, n_samples: int, lang: str | None,
+               opts: DecodeOptions) -> "Future[tuple[list[_RawSeg], str, int | None]]":
+        fut: Future[tuple[list[_RawSeg], str, int | None]] = Future()
+        with self._cond:
+            if self._closed:
+                raise ModelLoadError("the CTranslate2 engine is closed")
+            self._pending.append(_Task(job, feats, n_samples, lang, opts, fut))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ct2-batcher", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        return fut
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    # the batcher's thread
+
+    def _next_batch(self) -> list[_Task] | None:
+        """The next batch (None once closed): FIFO from the first window, same key, bounded."""
+        size, wait = self._engine.batch_size, self._engine.batch_wait_secs
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                for t in self._pending:
+                    t.future.cancel()
+                self._pending.clear()
+                return None
+            deadline = time.monotonic() + wait
+            while True:
+                key = self._pending[0].key()
+                batch = [t for t in self._pending if t.key() == key][:size]
+                queued_jobs = {t.job for t in self._pending}
+                others_may_submit = any(job not in queued_jobs for job in self._active)
+                left = deadline - time.monotonic()
+                if len(batch) >= size or not others_may_submit or left <= 0 or self._closed:
+                    break
+                self._cond.wait(left)
+            taken = {id(t) for t in batch}
+            self._pending = [t for t in self._pending if id(t) not in taken]
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            batch = [t for t in batch if t.future.set_running_or_notify_cancel()]  # cancelled jobs' windows: dropped
+            if not batch:
+                continue
+            t0 = time.monotonic()
+            try:
+                results = self._engine._run_round(batch)
+            except BaseException as exc:  # noqa: BLE001 - every job of the batch hears it (OOM, a broken model)
+                for t in batch:
+                    t.future.set_exception(exc)
+                continue
+            for t, r in zip(batch, results):
+                t.future.set_result(r)
+            self._count(batch, time.monotonic() - t0)
+
+    def _count(self, batch: list[_Task], wall: float) -> None:
+        jobs = {t.job for t in batch}
+        st = self.stats
+        st.batches += 1
+        st.windows += len(batch)
+        st.multi_job_batches += len(jobs) > 1
+        st.max_jobs_in_batch = max(st.max_jobs_in_batch, len(jobs))
+        st.jobs_seen |= jobs
+        log.info("batch run", extra={"windows": len(batch), "jobs": len(jobs), "wall_secs": round(wall, 3),
+                                     "batches": st.batches, "multi_job_batches": st.multi_job_batches})
 
 
 @dataclass

@@ -130,6 +130,7 @@ class ChunkPipeline(ABC):
     model_path: Path
     backend: str  # "CPU", "CUDA", …
     parallelism: int  # decode streams (whisper.cpp contexts; 1 for CTranslate2, which batches instead)
+    concurrent_jobs = True  # transcribe_file may run in several threads at once (JOB_CONCURRENCY)
     load_secs: float
     warmup_secs: float
 
@@ -502,8 +503,10 @@ def create_engine(model_path: str | Path, settings: EngineSettings | None = None
                   parallelism: int | None = None) -> ChunkPipeline:
     """The engine factory: ``ENGINE`` picks the backend behind the one pipeline —
     whisper.cpp on a GGML file (the default) or CTranslate2 on a CTranslate2
-    model directory (``base-ct2``; faster on the CPU, docs/benchmarks.md)."""
-    s = settings or EngineSettings()
+    model directory (``base-ct2``; faster on the CPU, docs/benchmarks.md);
+    ``auto``: the model's engine (a GGML file or a CTranslate2 directory,
+    :meth:`whisperop.core.settings.EngineSettings.resolved`)."""
+    s = (settings or EngineSettings()).resolved(Path(model_path))
     if s.engine == "ctranslate2":
         from whisperop.inference.ct2engine import CT2Engine
 

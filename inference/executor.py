@@ -49,18 +49,34 @@ def request_of(lease: Lease) -> TranscribeRequest:
                              chunk_time_limit_factor=job.chunk_time_limit_factor)
 
 
+def job_concurrency(engine: object, wanted: int) -> int:
+    """Jobs to run at once on ``engine``: ``JOB_CONCURRENCY`` where the engine takes concurrent
+    ``transcribe_file`` calls (the in-process engines: CTranslate2 batches their windows together,
+    whisper.cpp shares its contexts), else 1 (the isolated engine's child runs one job)."""
+    return max(1, wanted) if getattr(engine, "concurrent_jobs", False) else 1
+
+
 class Executor:
-    """Runs leased jobs one at a time (see the module docstring)."""
+    """Runs leased jobs (see the module docstring); several at once when the caller runs
+    :meth:`run` from several threads (``JOB_CONCURRENCY``)."""
 
     def __init__(self, on_timing: Callable[[JobTiming], None] | None = None) -> None:
         self._on_timing = on_timing
         self._interrupted = threading.Event()
-        self._current: Lease | None = None
+        self._lock = threading.Lock()
+        self._running: list[Lease] = []
 
     @property
     def current(self) -> Lease | None:
-        """The lease of the job running now (None between jobs)."""
-        return self._current
+        """The lease of a job running now (the oldest; None between jobs)."""
+        with self._lock:
+            return self._running[0] if self._running else None
+
+    @property
+    def running(self) -> int:
+        """How many jobs run now."""
+        with self._lock:
+            return len(self._running)
 
     def interrupt(self) -> None:
         """Shutting down: abort the running job (released, not failed) and every later one."""
@@ -71,12 +87,14 @@ class Executor:
 
     def run(self, lease: Lease, engine: Engine) -> None:
         job = lease.job
-        self._current = lease
+        with self._lock:
+            self._running.append(lease)
         log.info("job started", extra={"job_id": job.id, "task": job.task.value, "language": job.language})
         try:
             self._execute(lease, engine)
         finally:
-            self._current = None
+            with self._lock:
+                self._running.remove(lease)
             lease.close()
 
     def _execute(self, lease: Lease, engine: Engine) -> None:

@@ -139,7 +139,7 @@ def isolation_on(settings: EngineSettings) -> bool:
 
 def make_engine(model_path: str | Path, settings: EngineSettings | None = None, parallelism: int | None = None) -> Engine:
     """The engine ``ENGINE_ISOLATION`` asks for: in a child process, or in this one (:func:`isolation_on`)."""
-    s = settings or EngineSettings()
+    s = (settings or EngineSettings()).resolved(Path(model_path))  # ENGINE=auto: the model's engine
     if not isolation_on(s):
         from whisperop.inference.engine import create_engine
 

@@ -31,10 +31,10 @@ from whisperop.core.errors import EngineCrashed, GpuMemoryError, WhisperOpError
 from whisperop.core.gpu import GpuInfo, gpu_memory, local_gpu
 from whisperop.core import models
 from whisperop.core.models import ModelState, ModelStatus, utcnow
-from whisperop.core.ports import BlobStore, RuntimeEvent, RuntimeListener, Unsubscribe
+from whisperop.core.ports import BlobStore, Lease, RuntimeEvent, RuntimeListener, Unsubscribe
 from whisperop.core.settings import EngineSettings
 from whisperop.core.subscribers import Subscribers
-from whisperop.inference.executor import Executor
+from whisperop.inference.executor import Executor, job_concurrency
 from whisperop.inference.isolated import Engine
 from whisperop.inference.lifecycle import EngineFactory, FaultHooks, ModelLoader, default_engine
 from whisperop.stores.local_queue import LocalWorkQueue
@@ -81,6 +81,7 @@ class LocalModelRuntime:
         self._listeners: Subscribers[RuntimeEvent] = Subscribers("runtime listener")
         self._executor = Executor(on_timing=self._emit)
         self._thread: threading.Thread | None = None
+        self._jobs_running = 0  # jobs in their own threads (JOB_CONCURRENCY > 1)
 
     # ── the port: what the facade calls ──────────────────────────────────
 
@@ -197,10 +198,14 @@ class LocalModelRuntime:
 
     def _serve_one(self) -> None:
         """Run the next queued job, or wait for work / the idle timeout."""
+        engine = self._engine
+        assert engine is not None
+        slots = job_concurrency(engine, self.engine_settings.job_concurrency)
+        if slots > 1:
+            self._serve_concurrent(engine, slots)
+            return
         lease = self.work.claim_next()
         if lease is not None:
-            engine = self._engine
-            assert engine is not None
             try:
                 self._executor.run(lease, engine)
             except EngineCrashed:
@@ -222,6 +227,53 @@ class LocalModelRuntime:
                     self._want_loaded = False
                     return
             self._cond.wait(timeout)
+
+    def _serve_concurrent(self, engine: Engine, slots: int) -> None:
+        """``JOB_CONCURRENCY`` > 1: start the next queued job in a thread of its own while a slot is
+        free (the engine batches their windows together), else wait for work, a slot or the idle
+        timeout (which counts only while no job runs)."""
+        with self._cond:
+            free = self._jobs_running < slots
+        lease = self.work.claim_next() if free else None
+        if lease is not None:
+            with self._cond:
+                self._jobs_running += 1
+            threading.Thread(target=self._run_job, args=(lease, engine), name="whisperop-job", daemon=True).start()
+            return
+        with self._cond:
+            if self._wake or self._stop or not self._want_loaded:
+                self._wake = False
+                return
+            timeout: float | None = None
+            if self.idle_timeout_secs > 0 and self._jobs_running == 0:
+                timeout = self._last_activity + self.idle_timeout_secs - time.monotonic()
+                if timeout <= 0:
+                    log.info("idle timeout: unloading the model", extra={"idle_timeout_secs": self.idle_timeout_secs})
+                    self._want_loaded = False
+                    return
+            self._cond.wait(timeout)
+
+    def _run_job(self, lease: Lease, engine: Engine) -> None:
+        try:
+            self._executor.run(lease, engine)
+        except EngineCrashed:  # pragma: no cover - only the isolated engine raises it, and it runs one job at a time
+            log.exception("engine crashed under a concurrent job")
+        finally:
+            with self._cond:
+                self._jobs_running -= 1
+                self._last_activity = time.monotonic()
+                self._wake = True  # a slot is free: claim the next job
+                self._cond.notify_all()
+
+    def _wait_jobs(self, timeout: float | None = None) -> None:
+        """Until the jobs running in their own threads have ended (they stop at once on an interrupt)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._jobs_running:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                self._cond.wait(left)
 
     # loading ------------------------------------------------------------
 
@@ -289,6 +341,7 @@ class LocalModelRuntime:
     # unloading ----------------------------------------------------------
 
     def _close_engine(self) -> None:
+        self._wait_jobs(timeout=None if not self._stop else 30.0)  # an unload lets running jobs finish
         with self._cond:
             engine, self._engine = self._engine, None
         if engine is not None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -47,7 +48,7 @@ from whisperop.core.gpu import GpuInfo, local_gpu
 from whisperop.core.settings import EngineSettings
 from whisperop.core.urlguard import ALLOW_ENV
 from whisperop.inference.isolated import Engine
-from whisperop.inference.executor import Executor
+from whisperop.inference.executor import Executor, job_concurrency
 from whisperop.inference.lifecycle import FaultHooks, ModelLoader
 
 log = logging.getLogger("whisperop.worker")
@@ -103,6 +104,7 @@ class Worker:
     def __init__(self, cfg: WorkerConfig, engine_settings: EngineSettings | None = None) -> None:
         self.cfg = cfg
         self.settings = engine_settings or EngineSettings()
+        self._env_settings = self.settings  # the pod's environment; spec.engine is applied on top at each load
         self.api = kube.api_client()
         self.models = kube.models(self.api, cfg.namespace)
         self.s3 = S3Settings.from_env()
@@ -114,6 +116,9 @@ class Worker:
         self.engine: Engine | None = None
         self.ready = threading.Event()
         self.stopping = threading.Event()
+        self._slot_free = threading.Event()
+        self._jobs_lock = threading.Lock()
+        self._jobs_running = 0  # jobs in their own threads (JOB_CONCURRENCY > 1)
         self.server: ThreadingHTTPServer | None = None
 
     # health endpoint
@@ -170,6 +175,9 @@ class Worker:
         return src.uri or src.local_path or ""
 
     def resolve_model(self, uri: str) -> Path:
+        """The local model: a path as is (never fetched), or an ``s3://`` source downloaded once into
+        the model cache — one object (a GGML file) for whisper.cpp, every object under the prefix
+        (a CTranslate2 directory) for ``ENGINE=ctranslate2``."""
         if not uri.startswith("s3://"):
             path = Path(uri)
             if not path.is_file() and not (path / "model.bin").is_file():  # a local file (or CTranslate2 dir) is never fetched
@@ -177,19 +185,45 @@ class Worker:
             return path
         cache = Path(self.settings.model_cache_dir)
         cache.mkdir(parents=True, exist_ok=True)
-        dest = cache / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{uri.rsplit('/', 1)[-1]}"
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        dest = cache / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{name}"
+        engine = self.settings.engine
+        if engine == "auto":  # the source decides: one object is a GGML file, a prefix a CTranslate2 directory
+            engine = "whispercpp" if self.s3.is_object(uri) else "ctranslate2"
+        if engine == "ctranslate2":
+            if not (dest / "model.bin").is_file():
+                part = dest.with_name(dest.name + ".part")
+                shutil.rmtree(part, ignore_errors=True)
+                try:
+                    self.s3.download_prefix(uri, part)
+                except FileNotFoundError as exc:
+                    raise ModelNotFoundError(f"ENGINE=ctranslate2 needs a CTranslate2 model directory: {exc}") from exc
+                part.rename(dest)
+            return dest
         if not dest.is_file():
             part = dest.with_suffix(dest.suffix + ".part")
             self.s3.download(uri, part)
             part.rename(dest)
         return dest
 
+    def engine_settings(self, spec: crds.WhisperModelSpec) -> EngineSettings:
+        """The engine settings of this model: ``spec.engine`` wins over the pod's ``ENGINE`` (the operator
+        renders it into ENGINE as well; a worker started by hand reads it here). ``auto`` stays auto
+        until the model is found (:meth:`resolve_model`, then :meth:`EngineSettings.resolved`)."""
+        settings = self._env_settings
+        if spec.engine:
+            settings = settings.model_copy(update={"engine": crds.EngineName(spec.engine).value})
+        return settings
+
     def load(self) -> None:
         """Until loaded (or stopping): the shared load loop, reported on the Pod."""
         def locate() -> tuple[Path, float]:
-            spec = self._model_spec()
-            poll = crds.WhisperModelSpec.model_validate(spec).gpuPollIntervalSeconds
-            return self.resolve_model(self.model_location(spec)), float(poll)
+            raw = self._model_spec()
+            spec = crds.WhisperModelSpec.model_validate(raw)
+            self.settings = self.engine_settings(spec)
+            path = self.resolve_model(self.model_location(raw))
+            self.settings = self.loader.settings = self.settings.resolved(path)
+            return path, float(spec.gpuPollIntervalSeconds)
 
         self.engine = self.loader.load(locate, self)
         if self.engine is not None:
@@ -216,11 +250,15 @@ class Worker:
     def run_forever(self) -> None:
         self.queue.start()
         while not self.stopping.is_set():
+            assert self.engine is not None
+            slots = job_concurrency(self.engine, self.settings.job_concurrency)
+            if slots > 1:
+                self._claim_concurrent(self.engine, slots)
+                continue
             lease = self.queue.claim_next()
             if lease is None:
                 self.queue.wait(1.0)
                 continue
-            assert self.engine is not None
             try:
                 self.executor.run(lease, self.engine)
             except EngineCrashed:
@@ -230,6 +268,34 @@ class Worker:
                 self.engine = None
                 self.ready.clear()
                 self.load()
+        while self._jobs_running:  # SIGTERM: the jobs in their own threads drain (shutdown interrupts them)
+            time.sleep(0.2)
+
+    def _claim_concurrent(self, engine: Engine, slots: int) -> None:
+        """``JOB_CONCURRENCY`` > 1 (an in-process engine): claim while a slot is free, each job in a
+        thread of its own; the CTranslate2 engine batches their windows together."""
+        with self._jobs_lock:
+            full = self._jobs_running >= slots
+        if full:
+            self._slot_free.wait(1.0)
+            self._slot_free.clear()
+            return
+        lease = self.queue.claim_next()
+        if lease is None:
+            self.queue.wait(1.0)
+            return
+        with self._jobs_lock:
+            self._jobs_running += 1
+
+        def run() -> None:
+            try:
+                self.executor.run(lease, engine)
+            finally:
+                with self._jobs_lock:
+                    self._jobs_running -= 1
+                self._slot_free.set()
+
+        threading.Thread(target=run, name="job", daemon=True).start()
 
     # lifecycle
     def shutdown(self) -> None:

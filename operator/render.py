@@ -19,6 +19,7 @@ from .config import config
 # WHISPEROP_MODEL_CACHE=/var/cache/whisperop/models); the pod must match it
 RUN_AS_ID = 65532
 CACHE_DIR = "/var/cache/whisperop"
+ENGINE_ENV = "ENGINE"  # EngineSettings.engine: the worker's backend (spec.engine rendered; absent = the image default)
 
 
 def deployment_name(model: str) -> str:
@@ -58,7 +59,11 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
     ]
     if source.local_path:  # PVC source: the worker loads this file as is (no download, no conversion)
         env.append({"name": modelsource.MODEL_PATH_ENV, "value": source.local_path})
-    env += [{"name": k, "value": v} for k, v in sorted((spec.get("env") or {}).items())]
+    extra = dict(spec.get("env") or {})
+    if spec.get("engine"):  # spec.engine wins over an ENGINE in spec.env (one entry per name in the pod)
+        extra.pop(ENGINE_ENV, None)
+        env.append({"name": ENGINE_ENV, "value": str(spec["engine"])})
+    env += [{"name": k, "value": v} for k, v in sorted(extra.items())]
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 1}
     container: dict[str, Any] = {
         "name": "worker",

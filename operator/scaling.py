@@ -15,8 +15,8 @@ recorded WITHOUT touching the spec a user keeps in Git, as the annotation
   timeout and go to ``minReplicas`` now (an in-flight job finishes first;
   jobs that arrive later scale it up again).
 
-Rules: with work, ``min(maxReplicas, max(minReplicas, queued + running, current))``
-(one job per replica at a time; never shrinking while there is work); idle, keep the current count until
+Rules: with work, ``min(maxReplicas, max(minReplicas, ceil((queued + running) / JOB_CONCURRENCY), current))``
+(``JOB_CONCURRENCY`` jobs per replica at a time, from ``spec.env``, default 1; never shrinking while there is work); idle, keep the current count until
 ``idleTimeoutSeconds`` (0 = never) after the later of the last activity and the
 moment the model became ready, then ``minReplicas``.
 
@@ -82,6 +82,15 @@ class Decision:
     reason: str  # work | unload | idle_timeout | load_request | loading | within_idle | never_idle | min
 
 
+def jobs_per_replica(spec: dict[str, Any]) -> int:
+    """``JOB_CONCURRENCY`` of the model's workers (``spec.env``; the worker's default 1): a pod runs
+    that many jobs at once, so that many jobs of work need one replica, not several."""
+    try:
+        return max(1, int((spec.get("env") or {}).get("JOB_CONCURRENCY", 1)))
+    except (TypeError, ValueError):
+        return 1  # the worker refuses such a value at start; scale as for one job per pod
+
+
 def decide(spec: dict[str, Any], queued: int, running: int, current: int, activity: datetime | None,
            demand: Demand | None, now: datetime, ready_since: datetime | None,
            last_arrival: datetime | None = None) -> Decision:
@@ -94,7 +103,8 @@ def decide(spec: dict[str, Any], queued: int, running: int, current: int, activi
     mx = max(int(spec.get("maxReplicas", crds.DEFAULT_MAX_REPLICAS)), mn, 1)
     work = queued + running
     if work:  # up by queue depth; never down while there is work (down only after the idle timeout)
-        return Decision(min(mx, max(mn, work, current)), "work")
+        per_pod = jobs_per_replica(spec)
+        return Decision(min(mx, max(mn, -(-work // per_pod), current)), "work")
     if demand is not None and demand.action == "unload":
         superseded_at = last_arrival if last_arrival is not None else activity
         if superseded_at is None or demand.at >= superseded_at:

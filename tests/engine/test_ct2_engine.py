@@ -88,7 +88,7 @@ def test_the_factory_picks_the_backend_by_engine(engine: ChunkPipeline, ct2_mode
     finally:
         cpp.close()
     with pytest.raises(ModelLoadError, match="ENGINE=ctranslate2"):
-        create_engine(ct2_model, EngineSettings(USE_GPU=False))
+        create_engine(ct2_model, EngineSettings(USE_GPU=False, ENGINE="whispercpp"))  # the default (auto) loads it
     with pytest.raises(ModelNotFoundError, match="base-ct2"):
         create_engine(tiny_model, _settings())
 

@@ -122,3 +122,45 @@ def test_worker_prefers_the_resolved_local_file() -> None:
     assert Worker.model_location(w, {"modelURI": "s3://models/m.bin"}) == "s3://models/m.bin"  # type: ignore[arg-type]
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         Worker.resolve_model(w, "/nonexistent/m.bin")  # type: ignore[arg-type]
+
+
+def test_engine_is_rendered_into_the_pod_env_and_wins_over_spec_env() -> None:
+    """spec.engine → ENGINE of the worker; an ENGINE in spec.env gives way (one entry per name:
+    server-side apply refuses a list map with a duplicate key); absent → no ENGINE (the image default)."""
+    env = _pod(render_deployment(_wm(modelURI="s3://models/base-ct2", engine="ctranslate2",
+                                     env={"ENGINE": "whispercpp", "CT2_BATCH_SIZE": "8"})))["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert names.count("ENGINE") == 1
+    assert _env({"containers": [{"env": env}]})["ENGINE"] == "ctranslate2"
+    assert _env({"containers": [{"env": env}]})["CT2_BATCH_SIZE"] == "8"
+    assert "ENGINE" not in _env(_pod(render_deployment(_wm(modelURI="s3://models/ggml-base.bin"))))
+    # without spec.engine, spec.env's ENGINE passes through as before
+    assert _env(_pod(render_deployment(_wm(modelURI="/m", env={"ENGINE": "ctranslate2"}))))["ENGINE"] == "ctranslate2"
+    # a changed engine rolls the pods (the template hash covers the env)
+    a = render_deployment(_wm(modelURI="s3://models/m", engine="ctranslate2"))
+    b = render_deployment(_wm(modelURI="s3://models/m", engine="whispercpp"))
+    assert a["metadata"]["annotations"][crds.ANN_TEMPLATE_HASH] != b["metadata"]["annotations"][crds.ANN_TEMPLATE_HASH]
+
+
+def test_engine_in_the_typed_spec() -> None:
+    spec = crds.WhisperModelSpec.model_validate({"modelURI": "s3://models/base-ct2", "engine": "ctranslate2"})
+    assert spec.engine == "ctranslate2" and spec.dump()["engine"] == "ctranslate2"
+    assert crds.WhisperModelSpec.model_validate({"modelURI": "/m.bin"}).engine is None
+    with pytest.raises(ValueError):
+        crds.WhisperModelSpec.model_validate({"modelURI": "/m.bin", "engine": "onnx"})
+
+
+def test_worker_engine_settings_take_spec_engine_over_the_environment() -> None:
+    """A worker started without ENGINE (kwok workers, an old pod) still runs the model's engine."""
+    from types import SimpleNamespace
+
+    from whisperop.core.settings import EngineSettings
+    from whisperop.inference.worker import Worker
+
+    w = SimpleNamespace(_env_settings=EngineSettings(ENGINE="whispercpp", USE_GPU=False))
+    spec = crds.WhisperModelSpec.model_validate({"modelURI": "s3://models/base-ct2", "engine": "ctranslate2"})
+    assert Worker.engine_settings(w, spec).engine == "ctranslate2"  # type: ignore[arg-type]
+    plain = crds.WhisperModelSpec.model_validate({"modelURI": "/m.bin"})
+    assert Worker.engine_settings(w, plain).engine == "whispercpp"  # type: ignore[arg-type]
+    w._env_settings = EngineSettings(ENGINE="auto", USE_GPU=False)
+    assert Worker.engine_settings(w, plain).engine == "auto"  # type: ignore[arg-type]  # the model decides, once found

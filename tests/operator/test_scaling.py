@@ -142,3 +142,14 @@ def test_a_served_load_request_does_not_bring_the_model_back_after_the_idle_time
     again = scaling.Demand("load", ready + timedelta(seconds=9))
     act2 = scaling.last_activity(act, again, 0, ready + timedelta(seconds=9), None)
     assert scaling.decide(spec, 0, 0, 0, act2, again, ready + timedelta(seconds=9), ready_since=None).replicas == 1
+
+
+def test_job_concurrency_packs_jobs_onto_fewer_replicas() -> None:
+    """JOB_CONCURRENCY (spec.env) jobs run at once per pod: 5 jobs of work at 4 per pod need 2 replicas."""
+    spec = {**SPEC, "maxReplicas": 10, "env": {"JOB_CONCURRENCY": "4"}}
+    assert scaling.desired_replicas(spec, queued=5, running=0, current=0, activity=T0, demand=None, now=T0) == 2
+    assert scaling.desired_replicas(spec, queued=1, running=3, current=1, activity=T0, demand=None, now=T0) == 1
+    assert scaling.desired_replicas({**SPEC, "maxReplicas": 10}, queued=5, running=0, current=0, activity=T0,
+                                    demand=None, now=T0) == 5
+    bad = {**SPEC, "maxReplicas": 10, "env": {"JOB_CONCURRENCY": "many"}}
+    assert scaling.desired_replicas(bad, queued=3, running=0, current=0, activity=T0, demand=None, now=T0) == 3

@@ -54,6 +54,39 @@ class S3Settings(BaseSettings):
         self.client.download_file(bucket, key, str(dest))
         return dest
 
+    def is_object(self, uri: str) -> bool:
+        """Whether ``uri`` names one object (a GGML file) rather than a prefix (a directory)."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3_uri(uri)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def download_prefix(self, uri: str, dest: Path) -> Path:
+        """Every object under ``s3://bucket/prefix/`` into the directory ``dest`` (a CTranslate2 model
+        directory: model.bin, config.json, tokenizer.json, ...); names keep their path below the prefix."""
+        bucket, key = split_s3_uri(uri)
+        prefix = key.rstrip("/") + "/"
+        dest.mkdir(parents=True, exist_ok=True)
+        n = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(prefix):]
+                if not rel or rel.endswith("/") or any(p in ("", ".", "..") for p in rel.split("/")):
+                    continue  # folder markers and odd names: never outside dest
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_file(bucket, obj["Key"], str(target))
+                n += 1
+        if n == 0:
+            raise FileNotFoundError(f"no objects under {uri}")
+        return dest
+
     def delete_uri(self, uri: str) -> None:
         bucket, key = split_s3_uri(uri)
         self.client.delete_object(Bucket=bucket, Key=key)

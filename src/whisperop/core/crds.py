@@ -117,6 +117,13 @@ class ModelStateName(str, Enum):
     ready = "ready"
 
 
+class EngineName(str, Enum):
+    """The decoding backend of a WhisperModel's workers (``ENGINE`` of the worker, docs/operator.md)."""
+
+    whispercpp = "whispercpp"  # a GGML model file
+    ctranslate2 = "ctranslate2"  # a CTranslate2 model directory (s3:// prefix, or a path in the image / on the PVC)
+
+
 class _Base(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", use_enum_values=True)
 
@@ -265,12 +272,18 @@ class WhisperModelSpec(_Base):
 
     modelURI: str | None = Field(
         None,
-        description="s3://bucket/key of a GGML model file, or an absolute path on a volume of the inference pod "
-                    "(exclusive with source)",
+        description="s3://bucket/key of a GGML model file (engine ctranslate2: s3://bucket/prefix of a CTranslate2 "
+                    "directory), or an absolute path on a volume of the inference pod (exclusive with source)",
         max_length=2048,
         json_schema_extra=_cel(f"self.matches(r'{MODEL_URI_RE}')", "modelURI must be an s3://bucket/key URI or an absolute path"),
     )
     source: ModelSourceSpec | None = Field(None, description="where the model file is, other than modelURI (exclusive with it)")
+    engine: EngineName | None = Field(
+        None,
+        description="the decoding backend: whispercpp (the source is a GGML file) or ctranslate2 (the source is a "
+                    "CTranslate2 model directory: an s3://bucket/prefix/ whose objects are model.bin, config.json, "
+                    "tokenizer.json, ..., or a directory path); absent = the worker's ENGINE (auto: by device class)",
+    )
     displayName: str | None = Field(None, max_length=253)
     minReplicas: int = Field(DEFAULT_MIN_REPLICAS, ge=0, le=1000)
     maxReplicas: int = Field(DEFAULT_MAX_REPLICAS, ge=1, le=1000)

@@ -28,19 +28,58 @@ def default_cache_dir() -> Path:
 GPU_DEFAULT_PARALLELISM = 8
 
 
+#: The ``ENGINE`` default: ``auto`` (:meth:`EngineSettings.resolved`).
+DEFAULT_ENGINE: Literal["auto", "whispercpp", "ctranslate2"] = "auto"
+
+#: ``ENGINE=auto`` per device class: the faster backend measured there.
+#: CPU: CTranslate2 int8 decoded the 10-minute file at 1.74/0.87/1.24x
+#: faster-whisper int8 (3 noisy runs on this 2-core machine), whisper.cpp
+#: q8_0 at 0.54x (docs/benchmarks.md). GPU: whisper.cpp (8 streams, flash
+#: attention) until CTranslate2 float16 with cross-job batching is measured
+#: on the H100 (bench/gpu.py).
+AUTO_ENGINE: dict[str, Literal["whispercpp", "ctranslate2"]] = {"cpu": "ctranslate2", "gpu": "whispercpp"}
+
+
+def resolve_engine(engine: str, on_gpu: bool) -> Literal["whispercpp", "ctranslate2"]:
+    """The concrete backend of ``ENGINE`` on a device class (``auto`` → :data:`AUTO_ENGINE`)."""
+    if engine == "whispercpp":
+        return "whispercpp"
+    if engine == "ctranslate2":
+        return "ctranslate2"
+    return AUTO_ENGINE["gpu" if on_gpu else "cpu"]
+
+
+def _ct2_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ctranslate2") is not None and importlib.util.find_spec("tokenizers") is not None
+
+
 class EngineSettings(BaseSettings):
     """How audio is cut and how whisper.cpp (or CTranslate2) runs."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
-    engine: Literal["whispercpp", "ctranslate2"] = Field(
-        "whispercpp", alias="ENGINE",
+    engine: Literal["auto", "whispercpp", "ctranslate2"] = Field(
+        DEFAULT_ENGINE, alias="ENGINE",
         description="the decoding backend: whispercpp (GGML model file) or ctranslate2 (CTranslate2 model directory, "
-                    "e.g. the base-ct2 model; the 'ct2' extra); the pipeline around it is the same",
+                    "e.g. the base-ct2 model; the 'ct2' extra); auto = by device class (AUTO_ENGINE: the faster one "
+                    "measured there); the pipeline around it is the same",
     )
     ct2_batch_size: int = Field(
         0, ge=0, le=256, alias="CT2_BATCH_SIZE",
-        description="ENGINE=ctranslate2: windows encoded and decoded in one batch; 0 = auto (4 on the CPU, 16 on a GPU)",
+        description="ENGINE=ctranslate2: windows encoded and decoded in one batch, from all running jobs; "
+                    "0 = auto (4 on the CPU, 16 on a GPU)",
+    )
+    ct2_batch_wait_ms: float = Field(
+        20.0, ge=0.0, le=60000.0, alias="CT2_BATCH_WAIT_MS",
+        description="ENGINE=ctranslate2: how long a batch that is not full waits for windows of other running jobs "
+                    "(only while more jobs run than the batch holds windows of; one job alone never waits)",
+    )
+    job_concurrency: int = Field(
+        1, ge=1, le=64, alias="JOB_CONCURRENCY",
+        description="jobs one whisperop serve / one worker pod runs at once (their windows share the CTranslate2 "
+                    "batches; whisper.cpp jobs share its PARALLELISM contexts); 1 = one job at a time",
     )
     ct2_compute_type: str = Field(
         "", alias="CT2_COMPUTE_TYPE",
@@ -86,6 +125,28 @@ class EngineSettings(BaseSettings):
         "", alias="WHISPEROP_FAULT_SLOW_CHUNK",
         description="test hook 'INDEX:ATTEMPTS': the first ATTEMPTS decodes of chunk INDEX do not end on their own (held in whisper.cpp's abort callback until the time limit or a cancel stops them)",
     )
+
+    def resolved(self, model_path: Path | None = None) -> "EngineSettings":
+        """This configuration with ``ENGINE=auto`` made concrete, so every reader sees one backend.
+
+        The model decides where only one engine can run it: a GGML file is whisper.cpp's, a
+        CTranslate2 directory (``model.bin`` inside) CTranslate2's. Where no model is given yet
+        (``whisperop serve`` choosing which model to fetch), the device class decides
+        (:data:`AUTO_ENGINE`: a GPU when USE_GPU and NVML sees one) — CTranslate2 only where it is
+        installed (the ``ct2`` extra; the inference image has it), else whisper.cpp."""
+        if self.engine != "auto":
+            return self
+        if model_path is not None and Path(model_path).is_dir():
+            return self.model_copy(update={"engine": "ctranslate2"})
+        if model_path is not None:
+            return self.model_copy(update={"engine": "whispercpp"})
+        from whisperop.core.gpu import gpu_memory  # NVML, loaded lazily: settings stay import-light
+
+        on_gpu = self.use_gpu and gpu_memory(self.cuda_device) is not None
+        engine = resolve_engine(self.engine, on_gpu)
+        if engine == "ctranslate2" and not _ct2_installed():
+            engine = "whispercpp"
+        return self.model_copy(update={"engine": engine})
 
     def fault_slow(self, index: int, attempt: int) -> bool:
         """Whether the slow-chunk test hook applies to this chunk and attempt (0-based)."""

@@ -53,6 +53,7 @@ CATALOG: dict[str, ModelSource] = {
     "base-ct2": ModelSource(BASE_PACKAGES, "f16", ct2=True),  # ENGINE=ctranslate2
 }
 DEFAULT_MODEL = "base-q8_0"
+DEFAULT_CT2_MODEL = "base-ct2"  # what ENGINE=ctranslate2 loads when no model is named
 
 ProgressFn = Callable[[str, int, int], None]
 
