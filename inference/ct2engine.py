@@ -341,8 +341,8 @@ class CT2Engine(ChunkPipeline):
 
     def _wait(self, pending: list[Any], cancel: _ThrottledCancel, deadline: float, slow: bool, what: str,
               limit: float, limits: _Limits, t0: float) -> list[Any]:
-        """Results of an asynchronous ``generate``, polling the cancel flag and
-        the deadline meanwhile (CTranslate2 cannot abort a call)."""
+        """Results of this job's windows from the batcher, polling the cancel
+        flag and the deadline meanwhile (CTranslate2 cannot abort a call)."""
         while True:
             if cancel():
                 raise JobCancelled()

@@ -52,3 +52,14 @@ def test_serve_fetches_the_model_of_the_default_engine() -> None:
 
     assert default_model_for(EngineSettings(USE_GPU=False).resolved().engine) == "base-ct2"
     assert default_model_for("whispercpp") == "base-q8_0"
+
+
+def test_auto_falls_back_to_whisper_cpp_where_ctranslate2_is_not_installed(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``scripts/quickstart.sh`` installs the ``api`` extra only (no CTranslate2): its ``whisperop serve``
+    must keep choosing whisper.cpp and base-q8_0, the model it fetched."""
+    import whisperop.core.settings as settings_mod
+    from whisperop.api.cli import default_model_for
+
+    monkeypatch.setattr(settings_mod, "_ct2_installed", lambda: False)
+    engine = EngineSettings(USE_GPU=False).resolved().engine
+    assert engine == "whispercpp" and default_model_for(engine) == "base-q8_0"

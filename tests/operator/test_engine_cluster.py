@@ -72,3 +72,21 @@ def test_ctranslate2_model_from_an_s3_prefix_runs_a_job(cluster: Cluster, ct2_mo
         if rec.get("msg") in ("job started", "job done"):
             events.append(rec["msg"])
     assert events[:2] == ["job started", "job started"], events
+
+
+def test_auto_engine_runs_a_ggml_object_from_s3_with_whisper_cpp(cluster: Cluster, tiny_model: Path, jfk_s3: str) -> None:
+    """No spec.engine, no ENGINE (auto, the default): an ``s3://`` URI naming one object is a GGML
+    file, downloaded as one file and run by whisper.cpp (every existing WhisperModel keeps working)."""
+    uri = cluster.upload(tiny_model, f"models/{cluster.ns}/ggml-tiny.bin")
+    cluster.start_operator()
+    cluster.create_model(modelURI=uri, minReplicas=1, maxReplicas=1, resources={"gpus": 0})
+    cluster.create_job(jfk_s3, name="jfk-auto")
+    pod = wait_for(lambda: (cluster.running_pods() or [None])[0], 60, "a Running inference pod")
+    cluster.start_worker(pod, extra={"LOG_FORMAT": "json"})
+    st = cluster.wait_phase("jfk-auto", ("Done", "Failed"), timeout=240)["status"]
+    assert st["phase"] == "Done", (st, cluster.log_tail())
+    cached = [p for p in (cluster.tmp / "cache").iterdir() if p.name.endswith("ggml-tiny.bin")]
+    assert len(cached) == 1 and cached[0].is_file()  # one object, one file (not a directory)
+    loaded = [json.loads(line) for line in (cluster.tmp / f"worker-{pod}.log").read_text(errors="replace").splitlines()
+              if line.startswith("{") and '"model loaded"' in line]
+    assert loaded and loaded[0].get("engine") is None and "flash_attn" in loaded[0], loaded  # whisper.cpp's load record

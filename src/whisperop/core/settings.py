@@ -180,7 +180,9 @@ class ServerSettings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535, alias="PORT")
     model_path: Path | None = Field(None, alias="WHISPER_MODEL_PATH")
     # default = whisperop.modelstore.cache.DEFAULT_MODEL (not imported: settings stay dependency-free)
-    model_name: str = Field("base-q8_0", alias="WHISPER_MODEL", description="display name; also the cache name")
+    model_name: str = Field("base-q8_0", alias="WHISPER_MODEL",
+                            description="display name; also the cache name. Unset, whisperop serve takes the engine's "
+                                        "model (base-q8_0 for whisper.cpp, base-ct2 for CTranslate2; ENGINE=auto)")
     idle_timeout_secs: int = Field(300, ge=0, alias="IDLE_TIMEOUT_SECS", description="0 = never unload")
     gpu_poll_interval_secs: int = Field(30, ge=1, alias="GPU_POLL_INTERVAL_SECS")
     data_dir: Path = Field(Path("./data"), alias="DATA_DIR")
