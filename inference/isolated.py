@@ -241,9 +241,10 @@ _fault_lock = threading.Lock()
 _fault_used: dict[str, int] = {}
 
 
-def _arm_fault() -> str | None:
-    """The fault this next child gets (load faults first: a child that dies loading never runs a job)."""
-    spec = os.environ.get(FAULT_ENV, "").strip()
+def _arm_fault(spec: str) -> str | None:
+    """The fault this next child gets (load faults first: a child that dies loading never runs a job);
+    ``spec`` = ``EngineSettings.fault_child_die``."""
+    spec = spec.strip()
     if not spec:
         return None
     entries: list[tuple[str, str, int, str]] = []
@@ -359,7 +360,7 @@ class IsolatedEngine:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         env.pop(_CHILD_FAULT_ENV, None)
-        fault = _arm_fault()
+        fault = _arm_fault(self.settings.fault_child_die)
         if fault:
             env[_CHILD_FAULT_ENV] = fault
             log.warning("test hook: this engine process will die", extra={"fault": fault})
