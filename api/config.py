@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from whisperop.cluster.s3 import S3Settings
-from whisperop.core.settings import (ClusterFacadeSettings, EngineSettings, FaultHooks, KubeSettings, ServerSettings,
-                                     WebhookRegistrySettings, WebhookSettings)
+from whisperop.core.settings import (ClusterFacadeSettings, DeployableSettings, EngineSettings, FaultHooks, KubeSettings,
+                                     ServerSettings, WebhookRegistrySettings, WebhookSettings)
 
 
-class ServeSettings(BaseSettings):
+class ServeSettings(DeployableSettings):
     """Everything ``whisperop serve`` reads from its environment; its flags override."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True, env_ignore_empty=True)

@@ -705,7 +705,7 @@ def child_main(argv: list[str]) -> int:
     # text lines on stdout (the parent reads and re-logs them); whisper.cpp's load lines included
     # JSON lines on stdout = stderr (one pipe: these lines, ggml's prints and a dying CUDA's alike);
     # the parent logs them again with their fields, in its own format
-    setup_logging(os.environ.get("LOG_LEVEL") or "INFO", "json")
+    setup_logging(fmt="json")  # LOG_LEVEL: the settings layer (LogSettings), inherited from the parent
     logging.getLogger("whisperop.whispercpp").setLevel(logging.DEBUG)  # whisper.cpp's load lines, for the tail
     conn = Connection(int(argv[0]))
     return _Child(conn).serve()

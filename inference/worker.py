@@ -36,7 +36,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from whisperop.cluster import kube
 from whisperop.cluster.s3 import S3Settings
@@ -44,7 +44,7 @@ from whisperop.cluster.work_queue import ClusterWorkQueue, WorkQueueSettings
 from whisperop.core import crds, modelsource
 from whisperop.core.errors import EngineCrashed, GpuMemoryError, ModelNotFoundError
 from whisperop.core.gpu import GpuInfo, local_gpu
-from whisperop.core.settings import EngineSettings, FaultHooks, KubeSettings
+from whisperop.core.settings import DeployableSettings, EngineSettings, FaultHooks, KubeSettings
 from whisperop.core.urlguard import ALLOW_ENV
 from whisperop.inference.isolated import Engine
 from whisperop.inference.executor import Executor
@@ -63,7 +63,7 @@ def ready_state(loaded_at: str, load_secs: float, gpu: GpuInfo | None) -> dict[s
     return state
 
 
-class WorkerConfig(BaseSettings):
+class WorkerConfig(DeployableSettings):
     """Everything ``whisperop worker`` reads from its environment, read once at start: its own
     knobs, and the groups it shares with other deployables (the engine's :class:`EngineSettings`,
     :class:`S3Settings`, the load loop's test hooks, the API server's :class:`KubeSettings`);

@@ -13,14 +13,14 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from whisperop.cluster.s3 import S3Settings
-from whisperop.core.settings import (DEFAULT_WATCH_TIMEOUT_SECS, KubeSettings, LogSettings, WebhookRegistrySettings,
-                                     WebhookSettings)
+from whisperop.core.settings import (DEFAULT_WATCH_TIMEOUT_SECS, DeployableSettings, KubeSettings, LogSettings,
+                                     WebhookRegistrySettings, WebhookSettings)
 
 
-class OperatorSettings(BaseSettings):
+class OperatorSettings(DeployableSettings):
     """Everything ``kopf run -m whisperop.operator.main`` reads from its environment."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True, env_ignore_empty=True)

@@ -107,3 +107,14 @@ def test_flags_reach_the_settings_object_as_values() -> None:
     cfg = WorkerConfig.from_env(pod="p", namespace="ns", model="m", port=0)
     assert (cfg.pod, cfg.namespace, cfg.model, cfg.port) == ("p", "ns", "m", 0)
     assert dict(os.environ) == before
+
+
+def test_a_group_is_not_read_from_a_variable_of_its_name(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``ENGINE=ctranslate2`` is the engine group's knob, not a JSON value for the ``engine`` group
+    field (a settings object that parsed it as one would not start); likewise LOG, S3, KUBE."""
+    for name, value in {"ENGINE": "ctranslate2", "LOG": "x", "S3": "x", "KUBE": "x", "SERVER": "x", "FAULTS": "x",
+                        "WEBHOOKS": "x", "REGISTRY": "x", "CLUSTER": "x", "POD_NAME": "p", "POD_NAMESPACE": "ns"}.items():
+        monkeypatch.setenv(name, value)
+    assert ServeSettings().engine.engine == "ctranslate2"
+    assert WorkerConfig.from_env().engine.engine == "ctranslate2"
+    assert OperatorSettings().log.level == "INFO"

@@ -1,6 +1,11 @@
 """Settings from environment variables, with the original server's names.
 
-One class per component so each reads only what it uses. The names that the
+The settings layer: one class per group of knobs, and nothing else in the code
+reads the environment. Each deployable reads its environment once, into one
+object holding the groups it uses (``whisperop.api.config.ServeSettings``,
+``whisperop.inference.worker.WorkerConfig``,
+``whisperop.operator.config.OperatorSettings``) and passes values down; every
+variable is in the one table of docs/configuration.md. The names that the
 original contract defines (``PORT``, ``WHISPER_MODEL_PATH``, ``WHISPER_MODEL``,
 ``IDLE_TIMEOUT_SECS``, ``GPU_POLL_INTERVAL_SECS``, ``CUDA_DEVICE``,
 ``DATA_DIR``) keep their meaning so existing deployments carry over.
@@ -13,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 if TYPE_CHECKING:
     from whisperop.core.signing import WebhookSigner
@@ -24,6 +30,34 @@ def default_cache_dir() -> Path:
     """``~/.cache/whisperop`` (or ``$XDG_CACHE_HOME/whisperop``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "whisperop"
+
+
+def _is_group(field: FieldInfo) -> bool:
+    factory = field.default_factory
+    return isinstance(factory, type) and issubclass(factory, BaseSettings)
+
+
+class _OwnVariables(EnvSettingsSource):
+    """The environment, minus the group fields: a group reads its own variables (``engine``
+    must not be parsed from ``ENGINE=ctranslate2``)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[object, str, bool]:
+        if _is_group(field):
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+
+class DeployableSettings(BaseSettings):
+    """The one settings object of a deployable: its own knobs, plus fields holding the groups it
+    shares with other deployables (``Field(default_factory=EngineSettings)``), each read from its
+    own variables when the object is made."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _OwnVariables(settings_cls)
 
 
 #: Decoders per worker on a GPU when PARALLELISM is unset: on an H100 with
