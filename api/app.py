@@ -24,9 +24,10 @@ from whisperop.api.routers import webhooks as webhook_routes
 from whisperop.api.sse import EventHub
 from whisperop.api.telemetry import Metrics
 from whisperop.api.upload import UploadSlots
-from whisperop.api.webhooks import WebhookNotifier, WebhookSender
+from whisperop.api.webhooks import WebhookNotifier
 from whisperop.core.ports import BlobStore, JobQueue, ModelRuntime
-from whisperop.core.settings import ServerSettings
+from whisperop.core.settings import ServerSettings, WebhookSettings
+from whisperop.core.webhooks import WebhookSender
 
 log = logging.getLogger("whisperop.api")
 
@@ -59,7 +60,8 @@ def create_app(
     auth_tokens_file: str | None = None,
     run_retention: bool = True,
 ) -> FastAPI:
-    """The facade app; ``webhook_sender`` lets tests shorten the retry backoff.
+    """The facade app; ``webhook_sender``: the CLI's, built from its settings (tests shorten the
+    retry backoff with theirs); without one, :class:`WebhookSettings`' defaults and environment.
 
     ``send_webhooks=False`` in cluster mode: the operator delivers completion and
     lifecycle webhooks there (once, whatever the number of facade replicas).
@@ -72,7 +74,7 @@ def create_app(
         jobs=jobstore,
         blobs=blobstore,
         hub=EventHub(jobstore, runtime),
-        webhooks=WebhookNotifier(webhook_sender or WebhookSender(allow=settings.outbound_allow), jobstore, runtime),
+        webhooks=WebhookNotifier(webhook_sender or WebhookSettings().sender(settings.outbound_allow), jobstore, runtime),
         metrics=Metrics(jobstore, runtime),
         uploads=UploadSlots(settings.max_concurrent_uploads, settings.max_uploads_per_token),
     )

@@ -18,7 +18,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from whisperop.api.config import ServeSettings
 
 log = logging.getLogger("whisperop.serve")
 
@@ -68,14 +71,11 @@ def resolve_server_model(model_path: Path | None, model_name: str, cache_dir: Pa
     return resolve_model(model_name, cache_dir, fetch_missing=True, progress=_Bars())
 
 
-def _namespace() -> str:
-    import os
+def _namespace(cfg: ServeSettings) -> str:
+    """``WHISPEROP_NAMESPACE``, else ``POD_NAMESPACE``, else the pod's service account's, else ``default``."""
+    from whisperop.cluster import kube
 
-    ns = os.environ.get("WHISPEROP_NAMESPACE") or os.environ.get("POD_NAMESPACE")
-    if ns:
-        return ns
-    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    return sa.read_text().strip() if sa.is_file() else "default"
+    return kube.pod_namespace(cfg.kube, cfg.namespace) or "default"
 
 
 def _listen_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -139,12 +139,6 @@ def database_problem(path: Path, exc: Exception) -> str:
             "move it away to start with an empty one (its jobs are lost), or restore a backup")
 
 
-def _tokens_file(args: argparse.Namespace) -> str | None:
-    import os
-
-    return os.environ.get("WHISPEROP_AUTH_TOKENS_FILE") or None
-
-
 def _run_http(app: Any, host: str, port: int, on_stop_signal: Callable[[], None] | None = None) -> None:
     """uvicorn, with ``on_stop_signal`` called at SIGTERM/SIGINT itself.
 
@@ -164,38 +158,32 @@ def _run_http(app: Any, host: str, port: int, on_stop_signal: Callable[[], None]
     Server(config).run()
 
 
-def cmd_serve_cluster(args: argparse.Namespace) -> int:
+def cmd_serve_cluster(args: argparse.Namespace, cfg: ServeSettings) -> int:
     """The stateless facade: TranscriptionJobs + S3 + one WhisperModel (docs/serve.md, cluster mode)."""
-    import os
-
     from whisperop.api.app import create_app
     from whisperop.cluster import kube
-    from whisperop.cluster.s3 import S3Settings
     from whisperop.cluster.job_queue import K8sJobStore
     from whisperop.cluster.model_runtime import ClusterModelRuntime
-    from whisperop.core.settings import ClusterFacadeSettings, ServerSettings
     from whisperop.stores.s3_blobs import S3BlobStore
 
-    namespace = _namespace()
-    cluster = ClusterFacadeSettings()
-    model = cluster.model
-    settings = ServerSettings()
+    namespace = _namespace(cfg)
+    model = cfg.cluster.model
     overrides = _listen_overrides(args)
-    if not os.environ.get("WHISPER_MODEL"):
+    if "model_name" not in cfg.server.model_fields_set:  # WHISPER_MODEL unset: the WhisperModel's name
         overrides["model_name"] = model
-    settings = settings.model_copy(update=overrides)
-    api = kube.api_client()
-    s3 = S3Settings.from_env()
-    blobs = S3BlobStore(s3.client, s3.bucket, prefix=cluster.upload_prefix or f"uploads/{namespace}/")
-    watch_timeout = cluster.watch_timeout_secs
+    settings = cfg.with_server(**overrides).server
+    api = kube.api_client(cfg.kube)
+    s3 = cfg.s3
+    blobs = S3BlobStore(s3.client, s3.bucket, prefix=cfg.cluster.upload_prefix or f"uploads/{namespace}/")
+    watch_timeout = cfg.cluster.watch_timeout_secs
     jobstore = K8sJobStore(api, namespace, blobs, model=model, watch_timeout_seconds=watch_timeout,
-                           ttl_secs_after_finished=settings.job_ttl_secs or None)
+                           ttl_secs_after_finished=settings.job_ttl_secs or None, registry=cfg.registry)
     runtime = ClusterModelRuntime(api, namespace, model, watch_timeout_seconds=watch_timeout)
     runtime.observe_jobs(jobstore.informer)
     jobstore.start()
-    exposure_refused(settings.host, _tokens_file(args), True, cluster=True)
+    exposure_refused(settings.host, cfg.auth_tokens_file, True, cluster=True)
     app = create_app(settings, runtime, jobstore, blobs, send_webhooks=False, run_retention=False,  # type: ignore[arg-type]
-                     auth_tokens_file=_tokens_file(args))
+                     auth_tokens_file=cfg.auth_tokens_file)
     app.state.cluster = {"jobs": jobstore, "runtime": runtime}
     log.info("starting whisperop serve --cluster", extra={"host": settings.host, "port": settings.port,
                                                           "namespace": namespace, "model": model, "bucket": s3.bucket})
@@ -207,18 +195,17 @@ def cmd_serve_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
+    from whisperop.api.config import ServeSettings
 
-    if args.cluster or (os.environ.get("WHISPEROP_MODE") or "").lower() == "cluster":
-        return cmd_serve_cluster(args)
+    cfg = ServeSettings()
+    if args.cluster or cfg.mode == "cluster":
+        return cmd_serve_cluster(args, cfg)
 
     from whisperop.api.app import create_app
-    from whisperop.core.settings import EngineSettings, ServerSettings
-    from whisperop.inference.runtime import FaultHooks, LocalModelRuntime
+    from whisperop.inference.runtime import LocalModelRuntime
     from whisperop.stores.local_blobs import LocalBlobStore
     from whisperop.stores.sqlite_jobs import SqliteJobStore
 
-    settings = ServerSettings()
     overrides = _listen_overrides(args)
     if args.data_dir:
         overrides["data_dir"] = Path(args.data_dir)
@@ -231,19 +218,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             overrides["model_path"] = None
     if args.insecure:
         overrides["insecure"] = True
-    settings = settings.model_copy(update=overrides)
-    refused = exposure_refused(settings.host, _tokens_file(args), settings.insecure)
+    settings = cfg.with_server(**overrides).server
+    refused = exposure_refused(settings.host, cfg.auth_tokens_file, settings.insecure)
     if refused:
         log.error(refused)
         print(f"whisperop serve: {refused}", file=sys.stderr)
         return 2
-    engine_settings = EngineSettings()
+    engine_settings = cfg.engine
     if args.engine:
         engine_settings = engine_settings.model_copy(update={"engine": args.engine})
-    if not args.model and not os.environ.get("WHISPER_MODEL") and not settings.model_path:
+    if not args.model and "model_name" not in cfg.server.model_fields_set and not settings.model_path:
         # no model named: ENGINE (auto: this machine's device class) picks the one to fetch
         settings = settings.model_copy(update={"model_name": default_model_for(engine_settings.resolved().engine)})
-    faults = FaultHooks()
+    faults = cfg.faults
     if faults.load_oom_count or faults.load_delay_secs:
         log.warning("test fault hooks active", extra={"oom_count": faults.load_oom_count, "delay_secs": faults.load_delay_secs})
 
@@ -253,7 +240,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     engine_settings = engine_settings.model_copy(update={"tmp_dir": prepare_work_dir(engine_settings.tmp_dir or data_dir / "tmp")})
     try:
-        jobstore = SqliteJobStore.in_data_dir(data_dir, settings.max_job_attempts)
+        jobstore = SqliteJobStore.in_data_dir(data_dir, settings.max_job_attempts, registry=cfg.registry)
     except sqlite3.DatabaseError as exc:
         why = database_problem(data_dir / "jobs.sqlite3", exc)
         log.error(why)
@@ -270,7 +257,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gpu_poll_interval_secs=settings.gpu_poll_interval_secs,
         faults=faults,
     )
-    app = create_app(settings, runtime, jobstore, blobstore, auth_tokens_file=_tokens_file(args))
+    app = create_app(settings, runtime, jobstore, blobstore, webhook_sender=cfg.webhooks.sender(settings.outbound_allow),
+                     auth_tokens_file=cfg.auth_tokens_file)
     log.info("starting whisperop serve", extra={"host": settings.host, "port": settings.port, "data_dir": str(data_dir),
                                                 "model": settings.model_name, "model_path": str(model_path)})
     _run_http(app, settings.host, settings.port, on_stop_signal=runtime.begin_stop)

@@ -241,9 +241,10 @@ _fault_lock = threading.Lock()
 _fault_used: dict[str, int] = {}
 
 
-def _arm_fault() -> str | None:
-    """The fault this next child gets (load faults first: a child that dies loading never runs a job)."""
-    spec = os.environ.get(FAULT_ENV, "").strip()
+def _arm_fault(spec: str) -> str | None:
+    """The fault this next child gets (load faults first: a child that dies loading never runs a job);
+    ``spec`` = ``EngineSettings.fault_child_die``."""
+    spec = spec.strip()
     if not spec:
         return None
     entries: list[tuple[str, str, int, str]] = []
@@ -359,7 +360,7 @@ class IsolatedEngine:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         env.pop(_CHILD_FAULT_ENV, None)
-        fault = _arm_fault()
+        fault = _arm_fault(self.settings.fault_child_die)
         if fault:
             env[_CHILD_FAULT_ENV] = fault
             log.warning("test hook: this engine process will die", extra={"fault": fault})
@@ -704,7 +705,7 @@ def child_main(argv: list[str]) -> int:
     # text lines on stdout (the parent reads and re-logs them); whisper.cpp's load lines included
     # JSON lines on stdout = stderr (one pipe: these lines, ggml's prints and a dying CUDA's alike);
     # the parent logs them again with their fields, in its own format
-    setup_logging(os.environ.get("LOG_LEVEL") or "INFO", "json")
+    setup_logging(fmt="json")  # LOG_LEVEL: the settings layer (LogSettings), inherited from the parent
     logging.getLogger("whisperop.whispercpp").setLevel(logging.DEBUG)  # whisper.cpp's load lines, for the tail
     conn = Connection(int(argv[0]))
     return _Child(conn).serve()

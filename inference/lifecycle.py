@@ -26,26 +26,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from whisperop.core.errors import GpuMemoryError
 from whisperop.core.gpu import gpu_memory
-from whisperop.core.settings import EngineSettings
+from whisperop.core.settings import EngineSettings, FaultHooks
 from whisperop.inference.isolated import Engine, make_engine
 
 log = logging.getLogger("whisperop.lifecycle")
 
 EngineFactory = Callable[[Path, EngineSettings], Engine]
-
-
-class FaultHooks(BaseSettings):
-    """Test hooks (see the module docstring); both default to off."""
-
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
-
-    load_oom_count: int = Field(0, ge=0, alias="WHISPEROP_FAULT_LOAD_OOM_COUNT")
-    load_delay_secs: float = Field(0.0, ge=0.0, alias="WHISPEROP_FAULT_LOAD_DELAY_SECS")
+__all__ = ["EngineFactory", "FaultHooks", "LoadObserver", "ModelLoader", "default_engine"]
 
 
 def default_engine(path: Path, settings: EngineSettings) -> Engine:

@@ -37,7 +37,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from whisperop.cluster import kube
 from whisperop.cluster.s3 import S3Settings
@@ -45,11 +45,11 @@ from whisperop.cluster.work_queue import ClusterWorkQueue, WorkQueueSettings
 from whisperop.core import crds, modelsource
 from whisperop.core.errors import EngineCrashed, GpuMemoryError, ModelNotFoundError
 from whisperop.core.gpu import GpuInfo, local_gpu
-from whisperop.core.settings import EngineSettings
+from whisperop.core.settings import DeployableSettings, EngineSettings, FaultHooks, KubeSettings
 from whisperop.core.urlguard import ALLOW_ENV
 from whisperop.inference.isolated import Engine
 from whisperop.inference.executor import Executor, job_concurrency
-from whisperop.inference.lifecycle import FaultHooks, ModelLoader
+from whisperop.inference.lifecycle import ModelLoader
 
 log = logging.getLogger("whisperop.worker")
 
@@ -64,9 +64,11 @@ def ready_state(loaded_at: str, load_secs: float, gpu: GpuInfo | None) -> dict[s
     return state
 
 
-class WorkerConfig(BaseSettings):
-    """Everything ``whisperop worker`` reads from its environment (the engine's own knobs are
-    :class:`EngineSettings`; S3 is :class:`S3Settings`); ``whisperop worker`` flags override."""
+class WorkerConfig(DeployableSettings):
+    """Everything ``whisperop worker`` reads from its environment, read once at start: its own
+    knobs, and the groups it shares with other deployables (the engine's :class:`EngineSettings`,
+    :class:`S3Settings`, the load loop's test hooks, the API server's :class:`KubeSettings`);
+    ``whisperop worker`` flags override (docs/configuration.md lists every knob)."""
 
     # no populate_by_name: only the documented names are read (a pod's PORT or MODEL is not ours)
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", env_ignore_empty=True)
@@ -85,6 +87,10 @@ class WorkerConfig(BaseSettings):
     model_path: str | None = Field(None, alias=modelsource.MODEL_PATH_ENV,
                                    description="a local GGML file (PVC source), wins over any URI")
     outbound_allow: str = Field("", alias=ALLOW_ENV, description="which http(s) audio URLs may be fetched")
+    engine: EngineSettings = Field(default_factory=EngineSettings, exclude=True)
+    s3: S3Settings = Field(default_factory=S3Settings, exclude=True)
+    faults: FaultHooks = Field(default_factory=FaultHooks, exclude=True)
+    kube: KubeSettings = Field(default_factory=KubeSettings, exclude=True)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "WorkerConfig":
@@ -101,17 +107,17 @@ class WorkerConfig(BaseSettings):
 
 
 class Worker:
-    def __init__(self, cfg: WorkerConfig, engine_settings: EngineSettings | None = None) -> None:
+    def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
-        self.settings = engine_settings or EngineSettings()
+        self.settings = cfg.engine
         self._env_settings = self.settings  # the pod's environment; spec.engine is applied on top at each load
-        self.api = kube.api_client()
+        self.api = kube.api_client(cfg.kube)
         self.models = kube.models(self.api, cfg.namespace)
-        self.s3 = S3Settings.from_env()
+        self.s3 = cfg.s3
         self.queue = ClusterWorkQueue(self.api, cfg.namespace, cfg.model, self.s3, WorkQueueSettings(
             pod=cfg.pod, heartbeat_secs=cfg.heartbeat_secs, progress_secs=cfg.progress_secs,
             resync_secs=cfg.resync_secs, tmp_dir=self.settings.tmp_dir, outbound_allow=cfg.outbound_allow))
-        self.loader = ModelLoader(self.settings, FaultHooks())
+        self.loader = ModelLoader(self.settings, cfg.faults)
         self.executor = Executor()
         self.engine: Engine | None = None
         self.ready = threading.Event()

@@ -4,29 +4,21 @@ kwok-workers``: workers for kwok pods in a cluster brought up by hand (kwok_work
 from __future__ import annotations
 
 import argparse
-import os
-
-
-def _namespace(arg: str | None) -> str:
-    from pathlib import Path
-
-    ns = arg or os.environ.get("POD_NAMESPACE")
-    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    if not ns and sa.is_file():
-        ns = sa.read_text().strip()
-    if not ns:
-        raise SystemExit("error: no namespace (--namespace or POD_NAMESPACE)")
-    return ns
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from whisperop.cluster import kube
+    from whisperop.core.settings import KubeSettings
 
     from .cleanup import Plan, run
 
-    plan = Plan(namespace=_namespace(args.namespace), job_selector=args.job_selector,
+    settings = KubeSettings()
+    namespace = kube.pod_namespace(settings, args.namespace)
+    if not namespace:
+        raise SystemExit("error: no namespace (--namespace or POD_NAMESPACE)")
+    plan = Plan(namespace=namespace, job_selector=args.job_selector,
                 model_selector=args.model_selector, timeout=args.timeout, pods=args.delete_pod or [])
-    run(kube.api_client(), plan)
+    run(kube.api_client(settings), plan)
     return 0
 
 

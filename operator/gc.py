@@ -44,9 +44,9 @@ def expire(res: kube.Resources, obj: dict[str, Any]) -> None:
 
 
 def delete_objects(obj: dict[str, Any]) -> int:
-    from whisperop.cluster.s3 import S3Settings
+    from .config import config
 
-    s3 = S3Settings.from_env()
+    s3 = config().s3
     meta = obj["metadata"]
     n = 0
     result = (obj.get("status") or {}).get("result") or {}

@@ -36,7 +36,7 @@ from whisperop.core import crds
 from whisperop.core.languages import WHISPER_LANGUAGES
 
 from . import gc, metrics, webhooks
-from .config import api
+from .config import api, config
 
 log = logging.getLogger("whisperop.operator.jobs")
 
@@ -119,7 +119,7 @@ def reconcile_job(obj: dict[str, Any]) -> str:
             return "cancelled"
         if spec.get("webhookUrl"):
             try:
-                registry.register(api(), ns, spec["webhookUrl"])
+                registry.register(api(), ns, spec["webhookUrl"], limits=config().registry)
             except Exception:
                 log.warning("could not register webhook URL", exc_info=True)
         if _set_phase(res, obj, crds.Phase.Queued, "Accepted", f"queued for WhisperModel {spec.get('model', 'default')}",

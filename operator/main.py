@@ -10,6 +10,8 @@ Configuration choices (and why):
 * progress and diff-base storage in annotations under ``whisperop.io/`` — a
   restarted operator resumes where the previous one stopped, with no state
   in process memory;
+* every setting comes from :func:`whisperop.operator.config.config` (one
+  pydantic-settings object; docs/configuration.md lists every knob);
 * peering via ``kopf.zalando.org`` KopfPeering objects is off by default and
   enabled by the chart for single-active-replica deployments
   (``WHISPEROP_PEERING=<name>``);
@@ -35,7 +37,8 @@ from typing import Any
 import kopf
 
 from whisperop.core.logs import setup_logging
-from whisperop.core.settings import DEFAULT_WATCH_TIMEOUT_SECS
+
+from .config import config
 
 ANNOTATION_PREFIX = "whisperop.io"
 
@@ -72,8 +75,9 @@ def use_structured_logs() -> str:
     same format, fields included (kopf's object reference becomes ``object``). kopf's Event posting
     is a handler of its own logger and is kept; kopf's ``--log-format`` no longer applies.
     """
-    fmt = "json" if os.environ.get("LOG_FORMAT", "").lower() == "json" else "text"
-    setup_logging(fmt=fmt)  # json: a fatal exit (e.g. no credentials) becomes a JSON line too
+    log = config().log
+    fmt = "json" if log.format.lower() == "json" else "text"
+    setup_logging(log.level, fmt)  # json: a fatal exit (e.g. no credentials) becomes a JSON line too
     return fmt
 
 
@@ -82,21 +86,20 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = int(os.environ.get("WHISPEROP_OPERATOR_THREADS", "16"))
-    settings.watching.server_timeout = int(os.environ.get("WHISPEROP_WATCH_TIMEOUT_SECS", DEFAULT_WATCH_TIMEOUT_SECS))
+    cfg = config()
+    settings.execution.max_workers = cfg.threads
+    settings.watching.server_timeout = cfg.watch_timeout_secs
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     # no cluster-wide scanning of CRDs/namespaces: the namespaced Role in config/rbac
     # is then enough (CRDs must exist before the operator starts; exact --namespace names)
-    settings.scanning.disabled = os.environ.get("WHISPEROP_KOPF_SCANNING", "0") != "1"
-    peering = os.environ.get("WHISPEROP_PEERING")
-    settings.peering.standalone = not peering
-    if peering:
-        settings.peering.name = peering
-    metrics.serve(config().metrics_port, config().metrics_bind)
+    settings.scanning.disabled = not cfg.kopf_scanning
+    settings.peering.standalone = not cfg.peering
+    if cfg.peering:
+        settings.peering.name = cfg.peering
+    metrics.serve(cfg.metrics_port, cfg.metrics_bind)
 
 
 ensure_user_name()
 use_structured_logs()
 
 from . import gc, informers, jobs, metrics, models, scaling, webhooks  # noqa: E402,F401  (registers the handlers)
-from .config import config  # noqa: E402

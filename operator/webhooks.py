@@ -1,30 +1,49 @@
 """Completion webhooks (one per finished job, recorded in ``status.webhook``) and
 model lifecycle webhooks (to every URL in the namespace's registry ConfigMap).
 
+Both go through the one sender of both modes (:mod:`whisperop.core.webhooks`:
+retries, timeout, delivery ids, signing, URL guard), configured by the
+operator's settings (``WHISPEROP_WEBHOOK_*``, ``WHISPEROP_OUTBOUND_ALLOW``).
+
 Idempotence: a job's delivery is attempted only while ``status.webhook.state``
 is not ``delivered``/``failed``; the outcome is written right after the POSTs.
 An operator killed between the POST and that write delivers again on restart
-(at-least-once); the ``X-Whisperop-Delivery`` header (job uid + phase) lets a
-receiver drop that duplicate.
+(at-least-once); the delivery id ``job-<uid>-<status>`` (``webhook-id`` and
+``X-Whisperop-Delivery``) lets a receiver drop that duplicate.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from whisperop.cluster import kube
-from whisperop.cluster import webhooks as wh
+from whisperop.cluster import webhooks as registry
 from whisperop.core import crds
 from whisperop.core.models import to_json_dict
 from whisperop.core.urlguard import redact
+from whisperop.core.webhooks import DeliveryResult, WebhookSender, job_delivery_id, model_event_id
 
 from . import metrics
 from .config import api, config
 
 log = logging.getLogger("whisperop.operator.webhooks")
+
+_sender: WebhookSender | None = None
+_sender_lock = threading.Lock()
+
+
+def sender() -> WebhookSender:
+    """The operator's one sender (started on first use; its loop thread lives as long as the process)."""
+    global _sender
+    with _sender_lock:
+        if _sender is None:
+            cfg = config()
+            _sender = cfg.webhooks.sender(cfg.outbound_allow).start()
+        return _sender
 
 
 def _result(obj: dict[str, Any]) -> crds.ResultDoc | None:
@@ -33,9 +52,9 @@ def _result(obj: dict[str, Any]) -> crds.ResultDoc | None:
     if not uri:
         return None
     try:
-        from whisperop.cluster.s3 import S3Settings, read_result
+        from whisperop.cluster.s3 import read_result
 
-        return read_result(S3Settings.from_env().client, uri)
+        return read_result(config().s3.client, uri)
     except Exception:
         log.warning("could not read the result JSON for the webhook", extra={"uri": uri}, exc_info=True)
         return None
@@ -50,8 +69,8 @@ def job_document(obj: dict[str, Any]) -> dict[str, Any]:
 def deliver_job(res: kube.Resources, obj: dict[str, Any]) -> None:
     meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
     url = spec["webhookUrl"]
-    result = wh.post_json(url, job_document(obj), delivery_id=f"{meta.get('uid')}-{status.get('phase')}",
-                          attempts=config().webhook_attempts)
+    outcome = crds.PHASE_TO_STATUS[crds.phase_of(obj)].value
+    result = sender().deliver(url, job_document(obj), job_delivery_id(str(meta.get("uid")), outcome))
     record = {
         "url": url, "state": "delivered" if result.ok else "failed", "attempts": result.attempts,
         "responseCode": result.code, "lastAttemptTime": kube.ts(), "error": result.error,
@@ -72,17 +91,19 @@ def deliver_job(res: kube.Resources, obj: dict[str, Any]) -> None:
 
 
 def send_model_event(namespace: str, payload: dict[str, Any]) -> None:
-    """POST a model lifecycle payload to every registered URL (background threads)."""
+    """POST a model lifecycle payload to every registered URL (in the background: the sender's loop)."""
     try:
-        urls = wh.registered(api(), namespace)
+        urls = registry.registered(api(), namespace)
     except Exception:
         log.warning("could not read the webhook registry", exc_info=True)
         return
 
-    event_id = f"model-{payload.get('type')}-{uuid.uuid4().hex}"  # one id per event, whatever the URL or attempt
+    event_id = model_event_id(str(payload.get("type")))  # one id per event, whatever the URL or attempt
 
-    def send(url: str) -> None:
-        r = wh.post_json(url, payload, delivery_id=event_id, attempts=config().webhook_attempts)
+    def recorder(url: str) -> Callable[[Future[DeliveryResult]], None]:
+        return lambda fut: None if fut.cancelled() else record(url, fut.result())
+
+    def record(url: str, r: DeliveryResult) -> None:
         metrics.WEBHOOKS.labels("model", "delivered" if r.ok else "failed").inc()
         log.log(logging.INFO if r.ok else logging.WARNING, "model webhook " + ("delivered" if r.ok else "failed"),
                 extra={"namespace": namespace, "event": payload.get("type"), "url": redact(url),
@@ -90,4 +111,4 @@ def send_model_event(namespace: str, payload: dict[str, Any]) -> None:
                        "reason": r.error})
 
     for url in urls:
-        threading.Thread(target=send, args=(url,), daemon=True, name="model-webhook").start()
+        sender().send(url, payload, event_id).add_done_callback(recorder(url))

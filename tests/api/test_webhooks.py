@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from whisperop.api.webhooks import WebhookNotifier, WebhookSender
+from whisperop.api.webhooks import WebhookNotifier
+from whisperop.core.webhooks import WebhookSender
 from whisperop.core.models import Job, ModelLoadingEvent, ModelReadyEvent, ModelUnloadedEvent, TranscriptionResult, utcnow
 from whisperop.inference.runtime import LocalModelRuntime
 from whisperop.stores.local_blobs import LocalBlobStore
@@ -91,7 +92,7 @@ def sender() -> Iterator[WebhookSender]:
 def test_three_attempts_with_1s_then_2s_backoff(receiver: Receiver, sender: WebhookSender) -> None:
     receiver.fail["/flaky"] = 2
     fut = sender.send(receiver.url("/flaky"), {"id": "j", "status": "done"})
-    assert fut.result(timeout=15) is True
+    assert fut.result(timeout=15).ok
     hits = receiver.wait(3)
     assert [h.status for h in hits] == [500, 500, 200]
     gap1, gap2 = hits[1].started - hits[0].started, hits[2].started - hits[1].started
@@ -104,9 +105,9 @@ def test_gives_up_after_three_failed_attempts(receiver: Receiver) -> None:
     s.start()
     try:
         receiver.fail["/down"] = 100
-        assert s.send(receiver.url("/down"), {"type": "model_unloaded"}).result(timeout=10) is False
+        assert s.send(receiver.url("/down"), {"type": "model_unloaded"}).result(timeout=10).ok is False
         # a refused connection is a failure too (nothing listens on port 9)
-        assert s.send("http://127.0.0.1:9/x", {"type": "model_unloaded"}).result(timeout=10) is False
+        assert s.send("http://127.0.0.1:9/x", {"type": "model_unloaded"}).result(timeout=10).ok is False
         time.sleep(0.3)
         assert len(receiver.hits) == 3
     finally:

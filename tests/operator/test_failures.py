@@ -209,7 +209,7 @@ def test_operator_killed_mid_webhook_delivers_again_with_the_same_delivery_id(cl
                                                                              tiny_model: Path, jfk_s3: str) -> None:
     """Completion webhooks are at-least-once: the operator is SIGKILLed while the receiver holds
     its POST (received, not yet answered), so ``status.webhook`` was never written. The restarted
-    operator delivers again — the same body and the same ``X-Whisperop-Delivery`` (job uid + phase),
+    operator delivers again — the same body and the same ``X-Whisperop-Delivery`` (``job-<uid>-<status>``),
     which is how a receiver drops the duplicate — and records the delivery."""
     receiver.hold = lambda post: post["path"] == "/job" and "id" in post["body"]  # the job's own webhook only
     cluster.start_operator()
@@ -228,7 +228,7 @@ def test_operator_killed_mid_webhook_delivers_again_with_the_same_delivery_id(cl
     assert rec["state"] == "delivered" and rec["responseCode"] == 200 and rec["attempts"] == 1, rec
     posts = [p for p in receiver.posts if p["path"] == "/job" and "id" in p["body"]]
     assert len(posts) == 2, [p["delivery"] for p in posts]
-    assert posts[0]["delivery"] == posts[1]["delivery"] == f"{job['metadata']['uid']}-Done"
+    assert posts[0]["delivery"] == posts[1]["delivery"] == f"job-{job['metadata']['uid']}-done"
     assert posts[0]["body"] == posts[1]["body"] and posts[0]["body"]["status"] == "done"
     time.sleep(2)  # the restarted operator's later reconciles see the record: no third POST
     assert len([p for p in receiver.posts if p["path"] == "/job" and "id" in p["body"]]) == 2

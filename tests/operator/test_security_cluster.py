@@ -54,7 +54,7 @@ def test_operator_signs_deliveries_with_a_stable_id(cluster: Cluster, tiny_model
         receiver.wait_for("/signed", lambda d: is_model_event(d, "model_ready") and d.status == 200, timeout=60)
         got = receiver.received("/signed")
         assert got[0].status == 500 and len(got) >= 3, got
-        assert {d.headers["webhook-id"] for d in got if is_job_payload(d)} == {f"{job['metadata']['uid']}-Done"}
+        assert {d.headers["webhook-id"] for d in got if is_job_payload(d)} == {f"job-{job['metadata']['uid']}-done"}
         ready_ids = {d.headers["webhook-id"] for d in got if is_model_event(d, "model_ready")}
         assert len(ready_ids) == 1 and ready_ids.pop().startswith("model-model_ready-")
         for d in got:

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from whisperop.api.webhooks import WebhookSender
+from whisperop.core.webhooks import WebhookSender
 from whisperop.core.signing import SignatureError, WebhookSigner, verify
 
 from tests.support.webhooks import WebhookReceiver

@@ -54,6 +54,7 @@ from whisperop.core.crds import Phase
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 from whisperop.core.models import Job, JobStatus
 from whisperop.core.ports import DecodeHints, JobChange, JobPage, JobWatcher, Unsubscribe
+from whisperop.core.settings import DEFAULT_WATCH_TIMEOUT_SECS, WebhookRegistrySettings
 from whisperop.core.subscribers import Subscribers
 from whisperop.cluster.s3 import read_result
 from whisperop.cluster.watch import Obj, ResourceWatch
@@ -78,8 +79,10 @@ class K8sJobStore:
     """JobQueue on TranscriptionJobs of one namespace and one model."""
 
     def __init__(self, api: Any, namespace: str, blobs: S3BlobStore, model: str = crds.DEFAULT_MODEL,
-                 watch_timeout_seconds: int = 240, ttl_secs_after_finished: int | None = None) -> None:
+                 watch_timeout_seconds: int = DEFAULT_WATCH_TIMEOUT_SECS, ttl_secs_after_finished: int | None = None,
+                 registry: WebhookRegistrySettings | None = None) -> None:
         self.api = api
+        self.registry = registry or WebhookRegistrySettings()
         self.namespace = namespace
         self.blobs = blobs
         self.model = model
@@ -301,7 +304,7 @@ class K8sJobStore:
         return self._watchers.add(callback)
 
     def register_webhook(self, url: str, pending: bool = False) -> bool:
-        return cluster_webhooks.register(self.api, self.namespace, url, pending=pending)
+        return cluster_webhooks.register(self.api, self.namespace, url, pending=pending, limits=self.registry)
 
     def unregister_webhook(self, url: str) -> bool:
         return cluster_webhooks.unregister(self.api, self.namespace, url)

@@ -22,8 +22,22 @@ from datetime import datetime, timezone
 from typing import Any
 
 from whisperop.core import crds
+from whisperop.core.settings import KubeSettings
 
 log = logging.getLogger("whisperop.cluster")
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def pod_namespace(settings: KubeSettings, explicit: str | None = None) -> str | None:
+    """``explicit``, else ``POD_NAMESPACE``, else the service account's namespace file in a pod."""
+    if explicit or settings.pod_namespace:
+        return explicit or settings.pod_namespace
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 class Conflict(Exception):
@@ -42,17 +56,19 @@ def ts(dt: datetime | None = None) -> str:
     return crds.rfc3339(dt or now())
 
 
-def api_client(kubeconfig: str | None = None) -> Any:
-    """An ApiClient: in-cluster config in a pod, else the kubeconfig (``KUBECONFIG``)."""
+def api_client(settings: KubeSettings | None = None) -> Any:
+    """An ApiClient: in-cluster config in a pod (``KUBERNETES_SERVICE_HOST`` and a service-account
+    token), else the kubeconfig (``KUBECONFIG``, else ``~/.kube/config``). The values come from the
+    deployable's settings object; the client library's own default is read at its import, so
+    the file is always passed explicitly."""
     from kubernetes import client, config
 
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
-        "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    ):
+    kube = settings if settings is not None else KubeSettings()
+    if kube.service_host and os.path.exists(SERVICE_ACCOUNT_TOKEN):
         config.load_incluster_config()
         return client.ApiClient()
     cfg = client.Configuration()
-    config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"), client_configuration=cfg)
+    config.load_kube_config(config_file=kube.kubeconfig or os.path.expanduser("~/.kube/config"), client_configuration=cfg)
     cfg.connection_pool_maxsize = 16
     return client.ApiClient(cfg)
 

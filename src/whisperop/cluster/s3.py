@@ -27,13 +27,10 @@ class S3Settings(BaseSettings):
 
     endpoint: str | None = Field(None, validation_alias="WHISPEROP_S3_ENDPOINT")
     access_key: str | None = Field(None, validation_alias=AliasChoices("WHISPEROP_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"))
-    secret_key: str | None = Field(None, validation_alias=AliasChoices("WHISPEROP_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"))
+    secret_key: str | None = Field(None, validation_alias=AliasChoices("WHISPEROP_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
+                                   repr=False)
     region: str = Field("us-east-1", validation_alias="WHISPEROP_S3_REGION")
     bucket: str = Field("whisperop", validation_alias="WHISPEROP_S3_BUCKET")
-
-    @classmethod
-    def from_env(cls) -> "S3Settings":
-        return cls()
 
     @cached_property
     def client(self) -> Any:

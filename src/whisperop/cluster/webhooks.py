@@ -1,4 +1,5 @@
-"""Webhook delivery and the lifecycle-webhook registry, kept in the cluster.
+"""The lifecycle-webhook registry of cluster mode, kept in the cluster (delivery is
+:mod:`whisperop.core.webhooks`, the one sender of both modes; the operator sends).
 
 Registry: one ConfigMap per namespace, ``whisperop-webhooks``, whose data maps
 ``sha256(url)[:16]`` → ``{"url", "exp", "pending"}`` (JSON; a bare URL from
@@ -9,14 +10,6 @@ overwrite each other, and nothing lives in a process's memory. Every URL ever
 registered (by a job's ``webhookUrl`` or by the facade) receives the model
 lifecycle payloads ``{"type": "model_ready", "loaded_at"}`` and
 ``{"type": "model_unloaded"}``.
-
-Delivery: POST JSON, up to 3 attempts with 1 s then 2 s backoff on non-2xx or
-a connection error (the contract's policy), through the outbound URL guard
-(an internal address is refused at delivery time, redirects are not
-followed); each request carries ``webhook-id`` = ``X-Whisperop-Delivery``
-(stable per job and outcome) so a receiver can drop the rare duplicate after
-an operator crash between POST and recording it, and the Standard Webhooks
-signature headers (:mod:`whisperop.core.signing`).
 """
 
 from __future__ import annotations
@@ -24,96 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import threading
 import time
-import uuid
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from whisperop.core.crds import WEBHOOK_CONFIGMAP
-from whisperop.core.errors import UnsafeURLError
 from whisperop.core.settings import WebhookRegistrySettings
-from whisperop.core.signing import WebhookSigner
-from whisperop.core.urlguard import ALLOW_ENV, guarded_client, redact
 
 log = logging.getLogger("whisperop.webhooks")
-
-BACKOFF = (1.0, 2.0)
-PER_DESTINATION = 8
-
-
-@dataclass
-class DeliveryResult:
-    ok: bool
-    attempts: int
-    code: int | None
-    error: str | None
-
-
-_slots: dict[str, threading.BoundedSemaphore] = {}
-_slots_lock = threading.Lock()
-_client_lock = threading.Lock()
-_clients: dict[tuple[str, float], Any] = {}
-
-
-def _slot(url: str) -> threading.BoundedSemaphore:
-    """At most PER_DESTINATION deliveries in flight per (scheme, host, port): a receiver that hangs
-    ties up that many threads, never the deliveries to everybody else."""
-    parts = urlsplit(url)
-    key = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1].lower()}"
-    with _slots_lock:
-        if key not in _slots:
-            _slots[key] = threading.BoundedSemaphore(PER_DESTINATION)
-        return _slots[key]
-
-
-def _client(timeout: float) -> Any:
-    """One guarded httpx client per (allow-list, timeout), shared by the operator's threads."""
-    allow = os.environ.get(ALLOW_ENV, "")
-    with _client_lock:
-        if (allow, timeout) not in _clients:
-            import httpx
-
-            _clients[(allow, timeout)] = guarded_client(
-                allow, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0), pool=None), follow_redirects=False,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=20))
-        return _clients[(allow, timeout)]
-
-
-def post_json(url: str, payload: dict[str, Any], delivery_id: str | None = None, attempts: int = 3,
-              backoff: tuple[float, ...] = BACKOFF, timeout: float = 10.0,
-              signer: WebhookSigner | None = None) -> DeliveryResult:
-    """POST ``payload`` with retries, through the outbound URL guard (``WHISPEROP_OUTBOUND_ALLOW``),
-    signed with the Standard Webhooks headers; ``delivery_id`` is the stable ``webhook-id``."""
-    import httpx
-
-    data = json.dumps(payload).encode()
-    event_id = delivery_id or f"msg_{uuid.uuid4().hex}"
-    signer = signer if signer is not None else WebhookSigner.from_env()
-    shown = redact(url)
-    code: int | None = None
-    error: str | None = None
-    for i in range(attempts):
-        if i:
-            time.sleep(backoff[min(i - 1, len(backoff) - 1)])
-        headers = {"Content-Type": "application/json", "User-Agent": "whisper-operator",
-                   "X-Whisperop-Delivery": event_id, **signer.headers(event_id, data)}
-        try:
-            with _slot(url):
-                code = _client(timeout).post(url, content=data, headers=headers).status_code
-            if 200 <= code < 300:
-                return DeliveryResult(True, i + 1, code, None)
-            error = f"HTTP {code}"
-        except UnsafeURLError as exc:
-            log.error("webhook refused by the outbound URL guard", extra={"url": shown, "error": str(exc)})
-            return DeliveryResult(False, i + 1, None, f"refused: {exc}")
-        except (httpx.HTTPError, OSError) as exc:  # connection refused, timeout, DNS
-            code, error = None, f"{type(exc).__name__}: {exc}"
-        log.warning("webhook attempt failed", extra={"url": shown, "attempt": i + 1, "error": error,
-                                                     "webhook_id": event_id})
-    return DeliveryResult(False, attempts, code, error)
 
 
 def url_key(url: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import datetime, timezone
 from types import TracebackType
@@ -61,8 +60,12 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
-    level = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
-    fmt = (fmt or os.environ.get("LOG_FORMAT") or "text").lower()
+    if level is None or fmt is None:
+        from whisperop.core.settings import LogSettings
+
+        env = LogSettings()
+        level, fmt = level or env.level, fmt or env.format
+    level, fmt = level.upper(), fmt.lower()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

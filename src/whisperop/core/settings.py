@@ -1,6 +1,11 @@
 """Settings from environment variables, with the original server's names.
 
-One class per component so each reads only what it uses. The names that the
+The settings layer: one class per group of knobs, and nothing else in the code
+reads the environment. Each deployable reads its environment once, into one
+object holding the groups it uses (``whisperop.api.config.ServeSettings``,
+``whisperop.inference.worker.WorkerConfig``,
+``whisperop.operator.config.OperatorSettings``) and passes values down; every
+variable is in the one table of docs/configuration.md. The names that the
 original contract defines (``PORT``, ``WHISPER_MODEL_PATH``, ``WHISPER_MODEL``,
 ``IDLE_TIMEOUT_SECS``, ``GPU_POLL_INTERVAL_SECS``, ``CUDA_DEVICE``,
 ``DATA_DIR``) keep their meaning so existing deployments carry over.
@@ -10,16 +15,49 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from whisperop.core.signing import WebhookSigner
+    from whisperop.core.webhooks import WebhookSender
 
 
 def default_cache_dir() -> Path:
     """``~/.cache/whisperop`` (or ``$XDG_CACHE_HOME/whisperop``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "whisperop"
+
+
+def _is_group(field: FieldInfo) -> bool:
+    factory = field.default_factory
+    return isinstance(factory, type) and issubclass(factory, BaseSettings)
+
+
+class _OwnVariables(EnvSettingsSource):
+    """The environment, minus the group fields: a group reads its own variables (``engine``
+    must not be parsed from ``ENGINE=ctranslate2``)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[object, str, bool]:
+        if _is_group(field):
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+
+class DeployableSettings(BaseSettings):
+    """The one settings object of a deployable: its own knobs, plus fields holding the groups it
+    shares with other deployables (``Field(default_factory=EngineSettings)``), each read from its
+    own variables when the object is made."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _OwnVariables(settings_cls)
 
 
 #: Decoders per worker on a GPU when PARALLELISM is unset: on an H100 with
@@ -124,6 +162,12 @@ class EngineSettings(BaseSettings):
     fault_slow_chunk: str = Field(
         "", alias="WHISPEROP_FAULT_SLOW_CHUNK",
         description="test hook 'INDEX:ATTEMPTS': the first ATTEMPTS decodes of chunk INDEX do not end on their own (held in whisper.cpp's abort callback until the time limit or a cancel stops them)",
+    )
+
+    fault_child_die: str = Field(
+        "", alias="WHISPEROP_FAULT_CHILD_DIE",
+        description="test hook 'PHASE:KIND:COUNT[,…]': the next COUNT engine processes die at PHASE (load/job) "
+                    "by KIND (segv, abrt, oom, exit) (whisperop.inference.isolated)",
     )
 
     def resolved(self, model_path: Path | None = None) -> "EngineSettings":
@@ -247,3 +291,67 @@ class WebhookRegistrySettings(BaseSettings):
     pending_ttl_secs: float = Field(3600.0, gt=0, alias="WEBHOOK_PENDING_TTL_SECS")
     max_entries: int = Field(1000, ge=1, alias="WEBHOOK_REGISTRY_MAX")
     max_pending: int = Field(100, ge=0, alias="WEBHOOK_PENDING_MAX")
+
+
+class WebhookSettings(BaseSettings):
+    """How webhooks are delivered and signed: the same names and defaults in ``whisperop serve``
+    and the operator, the two deployables that send them (:mod:`whisperop.core.webhooks`)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    attempts: int = Field(3, ge=1, le=10, alias="WHISPEROP_WEBHOOK_ATTEMPTS",
+                          description="POSTs per delivery (1 s, then 2 s between them; the contract's policy)")
+    timeout_secs: float = Field(10.0, gt=0, alias="WHISPEROP_WEBHOOK_TIMEOUT_SECS",
+                                description="one attempt's time limit (connect + answer)")
+    secret: str = Field("", alias="WHISPEROP_WEBHOOK_SECRET", repr=False,
+                        description="Standard Webhooks signing secret (whsec_<base64> or any string); empty = unsigned")
+    secret_previous: str = Field("", alias="WHISPEROP_WEBHOOK_SECRET_PREVIOUS", repr=False,
+                                 description="the secret being rotated out: deliveries carry both signatures")
+    secrets_file: str = Field("", alias="WHISPEROP_WEBHOOK_SECRETS_FILE",
+                              description="a file (one secret per line, current first) or a mounted Secret directory "
+                                          "(keys current, previous); wins over the two variables above")
+
+    def signer(self) -> "WebhookSigner":
+        from whisperop.core.signing import WebhookSigner
+
+        return WebhookSigner.from_config(self.secret, self.secret_previous, self.secrets_file or None)
+
+    def sender(self, allow: str) -> "WebhookSender":
+        """A (not yet started) sender with these settings; ``allow`` = ``WHISPEROP_OUTBOUND_ALLOW``."""
+        from whisperop.core.webhooks import WebhookSender
+
+        return WebhookSender(attempts=self.attempts, timeout=self.timeout_secs, allow=allow, signer=self.signer())
+
+
+class KubeSettings(BaseSettings):
+    """How the cluster components find the API server (facade, worker, operator, CLI)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+    kubeconfig: str | None = Field(None, alias="KUBECONFIG",
+                                   description="kubeconfig file(s) outside a pod; unset = ~/.kube/config")
+    service_host: str | None = Field(None, alias="KUBERNETES_SERVICE_HOST",
+                                     description="set by the kubelet in every pod: in-cluster credentials are used")
+    pod_namespace: str | None = Field(None, alias="POD_NAMESPACE",
+                                      description="the pod's namespace (downward API); else the service account's")
+
+
+class LogSettings(BaseSettings):
+    """Log lines of every component (``--log-level``/``--log-format`` override)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+    level: str = Field("INFO", alias="LOG_LEVEL", description="DEBUG, INFO, WARNING, ERROR")
+    format: str = Field("text", alias="LOG_FORMAT",
+                        description="text (level logger: message key=value…) or json (one JSON object per line)")
+
+
+class FaultHooks(BaseSettings):
+    """Test hooks of the model load loop, both modes (:mod:`whisperop.inference.lifecycle`); both off."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    load_oom_count: int = Field(0, ge=0, alias="WHISPEROP_FAULT_LOAD_OOM_COUNT",
+                                description="test hook: the next N loads raise an out-of-GPU-memory error")
+    load_delay_secs: float = Field(0.0, ge=0.0, alias="WHISPEROP_FAULT_LOAD_DELAY_SECS",
+                                   description="test hook: every load takes this much longer")

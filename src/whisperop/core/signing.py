@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,12 +72,17 @@ class WebhookSigner:
         return cls(tuple(secret_key(s) for s in secrets if s and s.strip()))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSigner:
-        env = os.environ if environ is None else environ
-        path = env.get(FILE_ENV)
-        if path:
-            return cls.from_secrets(_read_secrets(Path(path)))
-        return cls.from_secrets([env.get(SECRET_ENV, ""), env.get(PREVIOUS_ENV, "")])
+    def from_config(cls, secret: str = "", previous: str = "", secrets_file: str | Path | None = None) -> WebhookSigner:
+        """The secrets file when given (it wins), else ``secret`` and ``previous``; the
+        values come from :class:`whisperop.core.settings.WebhookSettings`."""
+        if secrets_file:
+            return cls.from_secrets(_read_secrets(Path(secrets_file)))
+        return cls.from_secrets([secret, previous])
+
+    @classmethod
+    def from_env(cls, variables: Mapping[str, str]) -> WebhookSigner:
+        """The same from a mapping of the variables' names (a child's environment, a test)."""
+        return cls.from_config(variables.get(SECRET_ENV, ""), variables.get(PREVIOUS_ENV, ""), variables.get(FILE_ENV))
 
     def __bool__(self) -> bool:
         return bool(self.keys)

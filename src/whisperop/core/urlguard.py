@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
-import os
 import re
 import socket
 from collections.abc import Iterable, Sequence
@@ -91,11 +90,6 @@ class AllowList:
                     raise ValueError(f"{ALLOW_ENV}: {raw!r} is neither a host name, an address nor a CIDR") from None
                 hosts.add(item)
         return cls(frozenset(hosts), tuple(nets))
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> AllowList:
-        env = os.environ if environ is None else environ
-        return cls.parse(env.get(ALLOW_ENV, ""))
 
     def allows_host(self, host: str) -> bool:
         return host.rstrip(".").lower() in self.hosts

@@ -183,8 +183,9 @@ class SqliteJobStore:
         self._conn = conn
 
     @classmethod
-    def in_data_dir(cls, data_dir: str | Path, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> "SqliteJobStore":
-        return cls(Path(data_dir) / "jobs.sqlite3", max_attempts=max_attempts)
+    def in_data_dir(cls, data_dir: str | Path, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                    registry: WebhookRegistrySettings | None = None) -> "SqliteJobStore":
+        return cls(Path(data_dir) / "jobs.sqlite3", registry=registry, max_attempts=max_attempts)
 
     # ── plumbing ─────────────────────────────────────────────────────────
 
