@@ -17,6 +17,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,67 @@ def test_an_idle_child_dying_out_of_gpu_memory_waits_for_the_gpu(
     wait_until(lambda: rt.jobs.get(job).status.terminal, 180, "job done")
     assert rt.jobs.get(job).status == JobStatus.done, rt.jobs.get(job).error
 
+
+# ── CTranslate2: out of GPU memory is an exception there (issue 14) ──────────
+
+
+class _OomWhisper:
+    """``ctranslate2.models.Whisper`` as CUDA out of memory makes it behave: the constructor or
+    ``generate`` raise CTranslate2's own RuntimeError while armed; the real model otherwise."""
+
+    armed = {"load": 0, "generate": 0}
+    real: Any = None
+    MESSAGE = "CUDA failed with error out of memory"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if self.armed["load"] > 0:
+            self.armed["load"] -= 1
+            raise RuntimeError(self.MESSAGE)
+        self._model = type(self).real(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        if self.armed["generate"] > 0:
+            self.armed["generate"] -= 1
+            raise RuntimeError(self.MESSAGE)
+        return self._model.generate(*args, **kwargs)
+
+
+def test_ctranslate2_errors_out_of_gpu_memory_are_told_apart() -> None:
+    from whisperop.core.errors import GpuMemoryError
+    from whisperop.inference.ct2engine import gpu_oom
+
+    err = gpu_oom(RuntimeError("CUDA failed with error out of memory"), "loading base-ct2")
+    assert isinstance(err, GpuMemoryError) and str(err).startswith("out of GPU memory loading base-ct2: CUDA failed")
+    assert isinstance(gpu_oom(RuntimeError("cuBLAS failed with status CUBLAS_STATUS_ALLOC_FAILED"), "x"), GpuMemoryError)
+    assert gpu_oom(RuntimeError("Unsupported model binary version"), "x") is None
+    assert gpu_oom(ValueError("out of memory"), "x") is None
+
+
+def test_ctranslate2_out_of_gpu_memory_waits_for_the_gpu_at_load_and_mid_job(
+        make_runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import ctranslate2
+
+    from whisperop.modelstore.cache import resolve_model
+
+    ct2_model = resolve_model("base-ct2", EngineSettings().model_cache_dir)
+    monkeypatch.setattr(_OomWhisper, "real", ctranslate2.models.Whisper)
+    monkeypatch.setattr(_OomWhisper, "armed", {"load": 1, "generate": 0})
+    monkeypatch.setattr(ctranslate2.models, "Whisper", _OomWhisper)
+    rt, rec = make_runtime(ct2_model, poll=1, ENGINE="ctranslate2", ENGINE_ISOLATION="auto", CHUNK_MAX_SECS=10.0)
+    rt.request_load()
+    wait_until(lambda: rt.state == ModelState.ready, 180, "ready")
+    assert rec.names() == ["model_loading", "model_waiting_for_gpu", "model_loading", "model_ready"], rec.names()
+    wait_ev = next(e for e in _events(rec) if e["type"] == "model_waiting_for_gpu")
+    assert wait_ev["retry_in_secs"] == 1 and wait_ev["vram_needed_mb"] >= 1, wait_ev  # type: ignore[operator]
+    # mid-job: the first batch's generate runs out of memory, and so does the reload once
+    _OomWhisper.armed.update(generate=1, load=1)
+    job = submit(rt, noise_bursts_wav(tmp_path / "b.wav", 2), "j1")
+    wait_until(lambda: rt.jobs.get(job).status.terminal, 300, "job done")
+    done = rt.jobs.get(job)
+    assert done.status == JobStatus.done, done.error
+    model_events = [n for n in rec.names() if n.startswith("model_")]
+    assert model_events[4:] == ["model_loading", "model_waiting_for_gpu", "model_loading", "model_ready"], model_events
+    assert _OomWhisper.armed == {"load": 0, "generate": 0}
