@@ -121,3 +121,24 @@ def test_decode_streams_of_the_ready_replicas_reach_the_model_status() -> None:
     waiting = observe(WM, 1, [_pod("a", {"state": "waiting_for_gpu", "vramNeededMB": 1041, "vramFreeMB": 20})])
     assert (waiting["streams"], waiting["streamsWanted"]) == (None, None)
     assert status_body(wm, waiting, 1, 0, 0, None, None, now)["streams"] is None
+
+
+def test_the_facade_announces_streams_added_to_a_ready_model() -> None:
+    """Cluster mode's ``model_streams`` event: a ready WhisperModel whose ``status.streams`` grew
+    (a worker added streams as GPU memory freed up); nothing for other changes."""
+    from whisperop.cluster.model_runtime import ClusterModelRuntime
+    from whisperop.core.models import ModelStreamsEvent
+
+    rt = ClusterModelRuntime(None, "ns")  # no API calls: the watch is not started
+    got: list[object] = []
+    rt.subscribe(got.append)
+
+    def wm(**status: object) -> dict:
+        return {"metadata": {"name": "default"}, "status": status}
+
+    rt._on_event("MODIFIED", wm(state="ready", streams=8, streamsWanted=8), wm(state="ready", streams=2, streamsWanted=8))
+    assert got == [ModelStreamsEvent(streams=8, streams_wanted=8)]
+    rt._on_event("MODIFIED", wm(state="ready", streams=8, streamsWanted=8, queueDepth=3),
+                 wm(state="ready", streams=8, streamsWanted=8))
+    rt._on_event("MODIFIED", wm(state="ready", streams=1, streamsWanted=8), wm(state="ready", streams=2, streamsWanted=8))
+    assert len(got) == 1, got
