@@ -735,7 +735,7 @@ class _Child:
             elif msg[0] == "close":
                 self.jobs.put(None)
                 return
-            elif msg[0] == "grow":  # here, not after the running job: streams join a job at its next chunk
+            elif msg[0] == "grow":  # here, not after the running job: the streams load while it runs
                 self.grow(msg[1])
             else:
                 self.jobs.put(msg)
