@@ -30,6 +30,7 @@ from whisperop.core.models import (
     ModelLoadingEvent,
     ModelReadyEvent,
     ModelUnloadedEvent,
+    ModelStreamsEvent,
     ModelWaitingForGpuEvent,
     ProgressEvent,
 )
@@ -140,7 +141,7 @@ def job_messages(change: JobChange) -> list[SseMessage]:
     return []
 
 
-_MODEL_EVENTS = (ModelLoadingEvent, ModelReadyEvent, ModelUnloadedEvent, ModelWaitingForGpuEvent)
+_MODEL_EVENTS = (ModelLoadingEvent, ModelReadyEvent, ModelUnloadedEvent, ModelWaitingForGpuEvent, ModelStreamsEvent)
 
 
 class EventHub:

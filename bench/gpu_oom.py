@@ -18,8 +18,21 @@ process (PyTorch, ``--hog``) holds all but N MB of the GPU's memory:
    ``waiting_for_gpu``, the release, the job ``done`` once with the transcript
    of an undisturbed run, and how many chunk decodes ran (no chunk decoded
    twice beyond the one in flight).
+4. ``grow``: the hog leaves room for ``--grow-room`` of the 8 streams (measured
+   need); the model becomes ready with that many; a job (jfk.wav x 20) starts,
+   the hog exits; recorded: the streams at ready, the seconds from the hog's
+   exit to all 8 streams (must be within one poll interval + the extra
+   streams' load), the ``model_streams`` event, both jobs ``done`` with the
+   reference text.
 
     python bench/gpu_oom.py --model ggml-base-q8_0.bin --jfk jfk.wav --out DIR
+
+``--dry`` checks the ``grow`` case on a machine without a GPU (CPU whisper.cpp,
+``ENGINE_ISOLATION=process``): the hog is the test hook ``WHISPEROP_TEST_GPU_FILE``
+(NVML's answer, from a file) and the need is the H100's measured one, so only
+the logic is exercised, not a real GPU:
+
+    python bench/gpu_oom.py --dry --model ggml-base-q8_0.bin --jfk jfk.wav --out DIR
 """
 
 from __future__ import annotations
@@ -40,7 +53,9 @@ from typing import Any
 
 import numpy as np
 
+from whisperop.core import gpu as gpu_hook
 from whisperop.core.gpu import gpu_memory as _gpu_memory
+from whisperop.inference.isolated import PREFLIGHT_MARGIN_MB
 from whisperop.core.logs import setup_logging
 from whisperop.core.models import Job, JobStatus
 from whisperop.core.settings import EngineSettings
@@ -106,12 +121,60 @@ class Hog:
     def hold_all_but(self, mb: int) -> int:
         return int(self._cmd(f"hold {mb}").split()[1])
 
+    def streams_took(self, mb: int) -> None:
+        """A real GPU needs nothing here: the loaded streams' memory is gone from NVML's answer."""
+
     def exit(self) -> None:
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
             self.proc.stdin.write("exit\n")
             self.proc.stdin.flush()
             self.proc.wait(60)
+
+
+DRY_GPU = {"name": "dry run (no GPU)", "total_mb": 81559}
+DRY_NEED = {"gpu": DRY_GPU["name"], "first_stream_mb": 913, "per_stream_mb": 316}  # the H100's measured need
+
+
+class FileHog:
+    """``--dry``: NVML's answer from the ``WHISPEROP_TEST_GPU_FILE`` test hook; "holding" memory is
+    writing a smaller ``free_mb``, and the streams a load takes are subtracted by hand."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.free = DRY_GPU["total_mb"]
+        self._write()
+        os.environ[gpu_hook.TEST_GPU_ENV] = str(path)
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**DRY_GPU, "free_mb": self.free}))
+        tmp.replace(self.path)
+
+    def hold_all_but(self, mb: int) -> int:
+        self.free = mb
+        self._write()
+        return mb
+
+    def streams_took(self, mb: int) -> None:
+        self.free = max(0, self.free - mb)
+        self._write()
+
+    def exit(self) -> None:
+        self.free = DRY_GPU["total_mb"]
+        self._write()
+
+
+class GrowSeen(logging.Handler):
+    """When the engine saw the freed memory and asked its child for more streams."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "GPU memory freed up: adding decode streams" and self.at is None:
+            self.at = time.monotonic()
 
 
 class ChunkCounter(logging.Handler):
@@ -296,6 +359,61 @@ def job_case(model: Path, need: dict[str, Any], poll: int, work: Path, jfk: Path
     return out
 
 
+def grow_case(model: Path, need: dict[str, Any], poll: int, work: Path, jfk: Path, room: int, jfk_text: str | None,
+              hog: Hog | FileHog) -> dict[str, Any]:
+    """Fewer streams at load, then all of them once the hog exits (issue 14)."""
+    vram_file(model).write_text(json.dumps(need))
+    first, per = int(need["first_stream_mb"]), int(need["per_stream_mb"])
+    free_target = first + PREFLIGHT_MARGIN_MB + (room - 1) * per + per // 2  # room streams fit, not one more
+    out: dict[str, Any] = {"free_target_mb": free_target, "room": room, "poll_secs": poll,
+                           "free_after_hog_mb": hog.hold_all_but(free_target)}
+    rig = Rig(model, poll, work)
+    # the loaded streams' memory (already gone from a real GPU's answer; --dry subtracts it at model_ready)
+    rig.rt.subscribe(lambda ev: hog.streams_took(first + (room - 1) * per)
+                     if getattr(ev, "type", "") == "model_ready" else None)
+    try:
+        rig.rt.request_load()
+        out["first_state"] = rig.wait_state(("waiting_for_gpu", "ready"), 180)
+        eng = rig.rt._engine
+        end = time.monotonic() + 120
+        while eng is not None and getattr(eng, "_growing", False) and time.monotonic() < end:
+            time.sleep(0.1)
+        out["status_at_ready"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
+        time.sleep(poll * 2 + 1)  # two top-up checks with the memory still taken: no streams added
+        out["streams_after_two_polls"] = rig.rt.status().streams
+        during = rig.submit(long_audio(jfk, 20, work / "grow-long.wav"))
+        end = time.monotonic() + 120
+        while time.monotonic() < end and (rig.jobs.progress(during) or (0, 0))[0] < 1:
+            time.sleep(0.05)
+        seen = GrowSeen()
+        logging.getLogger("whisperop.engine.isolated").addHandler(seen)
+        t_release = time.monotonic()
+        out["t_release"] = round(t_release - rig.t0, 2)  # on the events' clock
+        hog.exit()
+        wanted = out["status_at_ready"].get("streams_wanted")
+        end = time.monotonic() + poll * 3 + 600  # a CPU (--dry) loads 6 streams in minutes
+        while time.monotonic() < end and rig.rt.status().streams != wanted:
+            time.sleep(0.05)
+        logging.getLogger("whisperop.engine.isolated").removeHandler(seen)
+        done = rig.rt.status().streams == wanted
+        out["secs_release_to_grow_asked"] = round(seen.at - t_release, 2) if seen.at else None  # ≤ one poll interval
+        out["secs_release_to_all_streams"] = round(time.monotonic() - t_release, 2) if done else None
+        out["status_after"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
+        job = rig.wait_job(during, 900)
+        out["job_during_growth"] = job.status.value
+        out["job_during_growth_segments"] = len(job.segments)
+        after = rig.wait_job(rig.submit(jfk), 300)
+        out["job_after"] = after.status.value
+        out["job_after_text"] = " ".join(s.text for s in after.segments)
+        if jfk_text is not None:
+            out["job_after_same_text"] = out["job_after_text"] == jfk_text
+        out["events"] = [e for e in rig.events if e.get("type", "").startswith("model")][:12]
+    finally:
+        hog.exit()
+        rig.stop()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True)
@@ -306,15 +424,31 @@ def main() -> int:
     ap.add_argument("--poll", type=int, default=5)
     ap.add_argument("--job-free", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=150)
-    ap.add_argument("--skip", default="")
+    ap.add_argument("--skip", default="", help="cases to leave out, by name prefix: load-,job (measure always runs)")
+    ap.add_argument("--grow-room", type=int, default=2, help="grow: streams the hog leaves room for")
+    ap.add_argument("--dry", action="store_true", help="no GPU: the grow case only, NVML from a file (module doc)")
     args = ap.parse_args()
     setup_logging(os.environ.get("LOG_LEVEL", "INFO"), "text")
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp())
-    report: dict[str, Any] = {"gpu_total_mb": gpu_memory().total_mb if gpu_memory() else None}
+    report: dict[str, Any] = {}
+
+    def skipped(key: str) -> bool:
+        return any(key.startswith(p) for p in args.skip.split(",") if p)
 
     def save() -> None:
         (args.out / "gpu-oom.json").write_text(json.dumps(report, indent=1, default=str))
+
+    if args.dry:
+        os.environ.setdefault("ENGINE_ISOLATION", "process")  # auto would run whisper.cpp in-process on the CPU
+        os.environ.setdefault("USE_GPU", "true")
+        os.environ.setdefault("PARALLELISM", "8")  # the GPU default
+        report.update(dry=True, grow=grow_case(args.model, DRY_NEED, args.poll, work, args.jfk, args.grow_room, None,
+                                                 FileHog(work / "gpu.json")))
+        print("grow", json.dumps(report["grow"], default=str)[:3000], flush=True)
+        save()
+        return 0
+    report["gpu_total_mb"] = gpu_memory().total_mb if gpu_memory() else None
 
     report["measure"] = measure(args.model, args.jfk)
     save()
@@ -322,7 +456,7 @@ def main() -> int:
     for n in [int(x) for x in args.free.split(",") if x]:
         for mode in args.modes.split(","):
             key = f"load-{n}-{mode}"
-            if key in args.skip:
+            if skipped(key):
                 continue
             try:
                 report[key] = load_case(args.model, n, mode, need, args.poll, work, args.jfk)
@@ -330,12 +464,23 @@ def main() -> int:
                 report[key] = {"error": repr(exc)}
             print(key, json.dumps(report[key], default=str)[:1500], flush=True)
             save()
-    if "job" not in args.skip:
+    if not skipped("job"):
         try:
             report["job"] = job_case(args.model, need, args.poll, work, args.jfk, args.job_free, args.repeats)
         except Exception as exc:  # noqa: BLE001
             report["job"] = {"error": repr(exc)}
         print("job", json.dumps(report["job"], default=str)[:3000], flush=True)
+        save()
+    if not skipped("grow"):
+        hog = Hog()
+        try:
+            report["grow"] = grow_case(args.model, need, args.poll, work, args.jfk, args.grow_room,
+                                       report["measure"]["jfk_text"], hog)
+        except Exception as exc:  # noqa: BLE001
+            report["grow"] = {"error": repr(exc)}
+        finally:
+            hog.exit()
+        print("grow", json.dumps(report["grow"], default=str)[:3000], flush=True)
         save()
     return 0
 

@@ -6,6 +6,7 @@
 #   bench/gpu_oom_device.sh stage N   .carry/sN → $STAGE; N=1 also starts the build (sdist + build tools in it)
 #   bench/gpu_oom_device.sh setup     wait for the build, join the model, install the wheels, check CUDA
 #   bench/gpu_oom_device.sh run ARGS  bench/gpu_oom.py on the staged model, report to $OUT
+#                                     (run --skip load-,job: the measure step and the grow case only, ~2 min)
 #
 # Pieces made here: s1 = sdist + build tools (build/; setuptools-scm >= 10 also needs its vcs-versioning wheel) + small runtime wheels (rt/) + model.aa;
 # s2 = model.ab; s3 = av and this project's wheel (rt/) + jfk.wav  (model: split -b 44M ggml-base-q8_0.bin model.)

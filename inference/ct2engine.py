@@ -53,7 +53,8 @@ from typing import Any
 import numpy as np
 
 from whisperop.core.checkpoints import Checkpoint, ChunkRecord
-from whisperop.core.errors import JobCancelled, ModelLoadError, ModelNotFoundError
+from whisperop.core.errors import GpuMemoryError, JobCancelled, ModelLoadError, ModelNotFoundError
+from whisperop.core.gpu import gpu_memory
 from whisperop.core.models import DegradedChunk, Segment, TranscriptionResult, Word
 from whisperop.core.settings import EngineSettings
 from whisperop.inference.audio import SAMPLE_RATE, DecodedAudio
@@ -95,6 +96,32 @@ BEST_OF = 5  # samples per window at a fallback temperature (as whisper.cpp's be
 POLL_SECS = 0.05
 # languages written without spaces: every token is a word there (word timestamps)
 _NO_SPACE_LANGS = {"zh", "ja", "th", "lo", "my", "yue"}
+
+
+def gpu_oom(exc: BaseException, what: str, device: int = 0) -> GpuMemoryError | None:
+    """CTranslate2's CUDA out-of-memory error as the lifecycle's :class:`GpuMemoryError`
+    (``waiting_for_gpu``, retried every poll interval; during a job the executor hands the
+    job back and the engine is loaded again); None for any other error.
+
+    Why by message: CTranslate2 raises a plain ``RuntimeError`` (``CUDA failed with error
+    out of memory``, or cuBLAS/cuDNN's ``…_STATUS_ALLOC_FAILED``) on load and in any call,
+    never a typed error, and it does not abort the process as ggml does (issue 14)."""
+    text = str(exc).lower()
+    if not isinstance(exc, RuntimeError) or not any(m in text for m in ("out of memory", "alloc_failed")):
+        return None
+    mem = gpu_memory(device)
+    return GpuMemoryError(f"out of GPU memory {what}: {exc}", vram_free_mb=mem.free_mb if mem else None)
+
+
+def gpu_preflight(model_path: Path, device: int = 0) -> None:
+    """Before a CUDA load: :class:`GpuMemoryError` when NVML's free memory cannot even hold
+    the weights file (a floor, not the need: the CUDA context and the batch's buffers come
+    on top; the real out-of-memory error is the backstop). No NVML: no opinion."""
+    mem = gpu_memory(device)
+    weights = (model_path / "model.bin").stat().st_size >> 20
+    if mem is not None and mem.free_mb < weights:
+        raise GpuMemoryError(f"not enough GPU memory to load {model_path.name}: {mem.free_mb} MB free, its weights "
+                             f"alone take {weights} MB", vram_needed_mb=weights, vram_free_mb=mem.free_mb)
 
 
 def log_mel(pcm: np.ndarray, filters: np.ndarray) -> np.ndarray:
@@ -192,24 +219,27 @@ class CT2Engine(ChunkPipeline):
         self.batch_size = s.ct2_batch_size or (GPU_DEFAULT_BATCH if cuda else CPU_DEFAULT_BATCH)
         self.batch_wait_secs = s.ct2_batch_wait_ms / 1000.0
         self.parallelism = 1
+        if cuda:
+            gpu_preflight(self.model_path, s.cuda_device)
         self._batcher = _Batcher(self)
         try:
             self.model = ctranslate2.models.Whisper(
                 str(self.model_path), device="cuda" if cuda else "cpu", device_index=s.cuda_device,
                 compute_type=self.compute_type, intra_threads=self._threads_per_context(), inter_threads=1)
         except (RuntimeError, ValueError) as exc:
-            if "out of memory" in str(exc).lower():
-                from whisperop.core.errors import GpuMemoryError
-
-                raise GpuMemoryError(f"not enough GPU memory to load {self.model_path.name}: {exc}") from exc
-            raise ModelLoadError(f"CTranslate2 could not load {self.model_path}: {exc}") from exc
+            raise gpu_oom(exc, f"loading {self.model_path.name}", s.cuda_device) or ModelLoadError(
+                f"CTranslate2 could not load {self.model_path}: {exc}") from exc
         self.tokens = _Tokens(self.model_path)
         config = json.loads((self.model_path / "config.json").read_text()) if (self.model_path / "config.json").is_file() else {}
         self.n_mels = int(config.get("num_mels", 80))
         self.filters = mel_filters(SAMPLE_RATE, N_FFT, self.n_mels)
         self.load_secs = time.perf_counter() - t0
         t1 = time.perf_counter()
-        self._warm_up()
+        try:
+            self._warm_up()
+        except RuntimeError as exc:  # the warm-up's buffers are the first allocations past the weights
+            self.close()
+            raise gpu_oom(exc, f"warming up {self.model_path.name}", s.cuda_device) or exc
         self.warmup_secs = time.perf_counter() - t1
         log.info("model loaded", extra={"model": str(self.model_path), "engine": "ctranslate2", "backend": self.backend,
                                         "compute_type": self.compute_type, "batch_size": self.batch_size,
@@ -284,7 +314,11 @@ class CT2Engine(ChunkPipeline):
             if cancel(force=True):  # batch boundary: always ask
                 raise JobCancelled()
             batch = windows[b: b + self.batch_size]
-            results = self._decode_bounded(audio, batch, opts, cancel, limits, speech)
+            try:
+                results = self._decode_bounded(audio, batch, opts, cancel, limits, speech)
+            except RuntimeError as exc:  # CUDA out of memory mid-job: the job goes back, the model waits for the GPU
+                raise gpu_oom(exc, f"decoding chunks {batch[0][0].index}-{batch[-1][0].index}",
+                              self.settings.cuda_device) or exc
             for (chunk, _, _), (segs, lang, deg) in zip(batch, results):
                 pending.setdefault(chunk.index, []).extend(segs)
                 if lang:

@@ -343,6 +343,23 @@ class WhisperEngine(ChunkPipeline):
             log.info("decode streams loaded", extra={"streams": len(self._contexts),
                                                      "all_loaded_secs": round(self.all_loaded_secs or 0.0, 3)})
 
+    def add_streams(self, target: int) -> bool:
+        """Load further decode streams, up to ``target``, in the background, as the
+        load does (issue 14: GPU memory freed up after a load that started fewer
+        streams than wanted). False, and nothing done, while streams are still
+        loading, after close, or when ``target`` streams are there already. A
+        stream that does not fit ends the growth with the streams loaded so far."""
+        with self._contexts_lock:
+            if self._closed or not self._all_loaded.is_set() or target <= len(self._contexts):
+                return False
+            self.parallelism = target
+            self._all_loaded.clear()
+            loader = threading.Thread(target=self._load_extra_contexts, args=(time.perf_counter(),),
+                                      name="whisper-loader", daemon=True)
+            self._loader = loader
+            loader.start()  # under the lock: close() joins a started thread
+        return True
+
     def wait_all_loaded(self, timeout: float | None = None) -> bool:
         """Block until every decode stream is loaded (or the loader gave up)."""
         return self._all_loaded.wait(timeout)

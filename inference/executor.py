@@ -17,6 +17,11 @@ How a run ends:
   ``release``: the job runs again later from its checkpoint;
 - the engine's child process dies (:class:`EngineCrashed`, ``ENGINE_ISOLATION``) →
   ``requeue`` and the error goes up: the caller replaces the dead engine;
+- the engine runs out of GPU memory mid-job with a Python exception
+  (:class:`GpuMemoryError`: CTranslate2's CUDA errors) → the same, as an
+  out-of-memory :class:`EngineCrashed` (the attempt is not counted): the caller
+  drops the engine and loads it again, through ``waiting_for_gpu`` while the
+  memory stays taken;
 - a :class:`WhisperOpError` fails the job with its message; any other
   exception (S3, HTTP, a bug) fails it with ``<type>: <message>`` and is
   logged with its traceback.
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from whisperop.core.checkpoints import Checkpoint
-from whisperop.core.errors import EngineCrashed, JobCancelled, WhisperOpError
+from whisperop.core.errors import EngineCrashed, GpuMemoryError, JobCancelled, WhisperOpError
 from whisperop.core.models import TranscriptionResult
 from whisperop.core.ports import JobTiming, Lease
 from whisperop.inference.engine import Progress, TranscribeRequest
@@ -118,6 +123,13 @@ class Executor:
                       extra={"job_id": lease.job.id, "error": str(exc), "oom": exc.oom})
             lease.requeue(str(exc), count_attempt=not exc.oom)
             raise
+        except GpuMemoryError as exc:
+            # out of GPU memory as an exception (CTranslate2): the engine may hold half-made buffers;
+            # the job runs again from its checkpoint on a freshly loaded one
+            log.error("engine out of GPU memory during a job; reloading the engine",
+                      extra={"job_id": lease.job.id, "error": str(exc)})
+            lease.requeue(str(exc), count_attempt=False)
+            raise EngineCrashed(str(exc), oom=True) from exc
         except JobCancelled:
             self._stopped(lease)
         except WhisperOpError as exc:

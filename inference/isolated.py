@@ -36,10 +36,19 @@ memory before load, after the first stream, after all streams), a load that
 cannot fit one stream raises :class:`GpuMemoryError` without starting
 whisper.cpp, and a load that fits only some streams starts that many.
 
+Supervision of a loaded engine (:meth:`IsolatedEngine.supervise`, called by
+the runtime and the worker): every GPU poll interval, while fewer streams run
+than wanted, NVML's free memory is checked against the measured per-stream
+need and the child is asked to load the streams that fit now (the ``grow``
+message; it loads them in the background as at a load); the death of an idle
+child is reported the instant the socket ends (``on_death``), so the model
+does not sit "ready" on a dead engine until the next job.
+
 Test hook (environment of the *serving* process; the child gets the armed
 step and really kills itself with the signal):
 ``WHISPEROP_FAULT_CHILD_DIE=PHASE:KIND:COUNT[,…]`` — PHASE ``load`` (before
-the model loads) or ``job`` (right after the job's first chunk is reported),
+the model loads), ``idle`` (0.5 s after it reported the model loaded, no job
+running) or ``job`` (right after the job's first chunk is reported),
 KIND ``segv`` / ``abrt`` (that signal), ``oom`` (print whisper.cpp's
 out-of-memory log lines, then exit 1) or ``exit`` (exit 3, no such lines),
 COUNT = how many children it applies to (counted in the serving process).
@@ -90,6 +99,7 @@ PREFLIGHT_MARGIN_MB = 128
 _OOM_MARKERS = ("out of memory", "cudamalloc failed", "failed to allocate", "cuda error 2", "not enough memory")
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 FAULT_ENV = "WHISPEROP_FAULT_CHILD_DIE"
+IDLE_FAULT_SECS = 0.5  # the idle fault's delay after "loaded" (the parent is serving by then)
 _CHILD_FAULT_ENV = "WHISPEROP_CHILD_FAULT"  # the one fault armed for this child ("load:segv", …)
 
 #: what whisper.cpp printed in the issue's 150 MB case (the oom fault prints it)
@@ -145,6 +155,16 @@ def make_engine(model_path: str | Path, settings: EngineSettings | None = None, 
 
         return create_engine(model_path, s, parallelism)  # ENGINE picks whisper.cpp or CTranslate2
     return IsolatedEngine(model_path, s, parallelism)
+
+
+def stream_counts(engine: Engine | None) -> tuple[int | None, int | None]:
+    """(decode streams loaded, wanted) of a loaded engine, for ``/model/status``; (None, None) for
+    an engine without streams (CTranslate2 batches instead)."""
+    loaded = getattr(engine, "streams_loaded", None)
+    wanted = getattr(engine, "streams_wanted", None) or getattr(engine, "parallelism", None)
+    if not isinstance(loaded, int) or not isinstance(wanted, int):
+        return None, None
+    return loaded, max(loaded, wanted)
 
 
 # ── the measured memory need (pre-flight) ───────────────────────────────────
@@ -252,7 +272,7 @@ def _arm_fault(spec: str) -> str | None:
         phase, kind, times = (item.strip().split(":") + ["1"])[:3]
         entries.append((phase, kind, int(times or "1"), item.strip()))
     with _fault_lock:
-        for want_phase in ("load", "job"):
+        for want_phase in ("load", "idle", "job"):
             for phase, kind, count, key in entries:
                 if phase == want_phase and _fault_used.get(key, 0) < count:
                     _fault_used[key] = _fault_used.get(key, 0) + 1
@@ -339,6 +359,13 @@ class IsolatedEngine:
         self._send_lock = threading.Lock()
         self._closing = False
         self.streams_loaded = 0
+        self.streams_wanted = 1
+        self._streams_lock = threading.Lock()
+        self._streams_seen = False  # a "streams" message came (newer than what "loaded" says)
+        self._growing = True  # streams are loading in the child (the load's own, or a top-up asked for)
+        self._grow_asked = False
+        self._on_streams: Callable[[int, int], None] | None = None
+        self._on_death: Callable[[], None] | None = None
         self._start_child(streams or parallelism)
         try:
             info = self._await_loaded()
@@ -346,8 +373,13 @@ class IsolatedEngine:
             self._kill()
             raise
         self.backend: str = info["backend"]
-        self.parallelism: int = info["parallelism"]
-        self.streams_loaded = info["streams"]
+        with self._streams_lock:
+            if not self._streams_seen:  # else the child already reported all its streams
+                self.parallelism: int = info["parallelism"]
+                self.streams_loaded = info["streams"]
+            # what the settings ask for, not what the pre-flight let start: the top-up's goal
+            self.streams_wanted = max(self.parallelism, wanted_streams(
+                self.settings, parallelism, on_gpu=streams is not None or self.backend != "CPU"))
         self.flash_attn: bool = info["flash_attn"]
         self.load_secs = time.perf_counter() - t0
         self.child_pid = self._proc.pid
@@ -409,7 +441,7 @@ class IsolatedEngine:
                 log.warning("unreadable message from the engine process", extra={"error": str(exc)})
                 continue
             if msg[0] == "streams":
-                self.streams_loaded, self.parallelism = msg[1], msg[2]
+                self._streams_reported(msg[1], msg[2])
                 continue
             self._inbox.put(msg)
         try:
@@ -424,6 +456,22 @@ class IsolatedEngine:
             log.error("engine process died", extra={"pid": self._proc.pid, "returncode": rc, "oom": self._death.oom,
                                                     "last_lines": list(self._tail)[-10:]})
         self._inbox.put(("dead",))
+        on_death = self._on_death
+        if on_death is not None and not self._closing:
+            on_death()
+
+    def _streams_reported(self, loaded: int, parallelism: int) -> None:
+        with self._streams_lock:
+            before, asked = self.streams_loaded, self._grow_asked
+            self.streams_loaded, self.parallelism = loaded, parallelism
+            self._streams_seen = True
+            self._growing = self._grow_asked = False
+            on_streams = self._on_streams
+        if asked and loaded > before:
+            log.info("decode streams added", extra={"streams": loaded, "streams_before": before,
+                                                    "streams_wanted": self.streams_wanted})
+            if on_streams is not None:
+                on_streams(loaded, self.streams_wanted)
 
     def _send(self, msg: tuple[Any, ...]) -> bool:
         with self._send_lock:
@@ -462,6 +510,78 @@ class IsolatedEngine:
         if self._proc.poll() is None:
             self._proc.kill()
         self._dead.wait(CLOSE_WAIT_SECS)
+
+    # supervision: streams added when memory frees, a death seen while idle ------
+
+    def supervise(self, poll_secs: float, on_streams: Callable[[int, int], None] | None = None,
+                  on_death: Callable[[], None] | None = None) -> None:
+        """Keep this engine's streams topped up and report its death, from now until it is closed.
+
+        Every ``poll_secs`` (the GPU poll interval) while fewer streams run than
+        wanted, :meth:`add_streams_if_they_fit`; ``on_streams(streams,
+        wanted)`` once streams were added. ``on_death()`` as soon as the child
+        dies (EOF on its socket, the same instant :attr:`alive` turns false),
+        whether or not a job runs — a death while idle is otherwise only found
+        by the next job. Both run in this engine's threads: keep them short."""
+        self._on_streams, self._on_death = on_streams, on_death
+        if on_death is not None and self._dead.is_set() and not self._closing:
+            on_death()  # died before anyone listened
+        threading.Thread(target=self._top_up_loop, args=(poll_secs,), name="engine-streams", daemon=True).start()
+
+    def _top_up_loop(self, poll_secs: float) -> None:
+        while not self._dead.wait(poll_secs) and not self._closing:
+            try:
+                self.add_streams_if_they_fit()
+            except Exception:  # noqa: BLE001 - a failed check must not end the supervision
+                log.exception("checking GPU memory for more decode streams failed")
+
+    def add_streams_if_they_fit(self) -> int | None:
+        """Ask the child for more decode streams when NVML's free memory holds them now.
+
+        Each further stream needs the measured ``per_stream_mb`` (the first
+        stream's need when not measured yet), and ``PREFLIGHT_MARGIN_MB`` stays
+        free, as in the pre-flight (on the H100: 316 MB per stream of base q8_0,
+        docs/gpu-oom.md). Returns the stream count asked for, or None (nothing
+        to add, no room, no NVML or measured need, or streams still loading)."""
+        dev = self.settings.cuda_device
+        with self._streams_lock:
+            if (self._dead.is_set() or self._closing or self._growing or not self.settings.use_gpu
+                    or self.streams_loaded >= self.streams_wanted):
+                return None
+            mem = gpu_memory(dev)
+            need = read_need(self.model_path, gpu_name(dev))
+            if mem is None or need is None:
+                return None
+            per = max(1, need.per_stream_mb or need.first_stream_mb)
+            fit = max(0, (mem.free_mb - PREFLIGHT_MARGIN_MB) // per)
+            target = min(self.streams_wanted, self.streams_loaded + fit)
+            if target <= self.streams_loaded:
+                return None
+            self._growing = self._grow_asked = True
+            loaded = self.streams_loaded
+        log.info("GPU memory freed up: adding decode streams",
+                 extra={"streams": loaded, "streams_target": target, "streams_wanted": self.streams_wanted,
+                        "vram_free_mb": mem.free_mb, "per_stream_mb": per})
+        if not self._send(("grow", target)):
+            with self._streams_lock:
+                self._growing = self._grow_asked = False
+            return None
+        return target
+
+    def death_error(self) -> WhisperOpError | None:
+        """None while the child lives; else its death as the lifecycle takes it: out-of-memory
+        lines in its last output → :class:`GpuMemoryError` with the VRAM figures (wait for
+        the GPU), any other death → :class:`EngineCrashed` (load again at once)."""
+        if not self._dead.is_set():
+            return None
+        death = self._death_info()
+        if not death.oom:
+            return EngineCrashed(death.describe(), oom=False)
+        mem = gpu_memory(self.settings.cuda_device)
+        need = read_need(self.model_path, gpu_name(self.settings.cuda_device))
+        needed = need.first_stream_mb + PREFLIGHT_MARGIN_MB if need else max(1, self.model_path.stat().st_size >> 20)
+        return GpuMemoryError(f"out of GPU memory: {death.describe()}", vram_needed_mb=int(needed),
+                              vram_free_mb=mem.free_mb if mem else 0)
 
     # the engine interface ------------------------------------------------
 
@@ -596,6 +716,7 @@ class _Child:
         self.cancel = threading.Event()
         fault = os.environ.get(_CHILD_FAULT_ENV, "")
         self.fault_phase, _, self.fault_kind = fault.partition(":")
+        self.engine: Any = None
 
     def send(self, msg: tuple[Any, ...]) -> None:
         with self.lock:
@@ -615,6 +736,8 @@ class _Child:
             elif msg[0] == "close":
                 self.jobs.put(None)
                 return
+            elif msg[0] == "grow":  # here, not after the running job: the streams load while it runs
+                self.grow(msg[1])
             else:
                 self.jobs.put(msg)
 
@@ -633,11 +756,29 @@ class _Child:
             old = read_need(Path(path), gpu_name(settings.cuda_device))
             write_need(Path(path), VramNeed(gpu_name(settings.cuda_device), max(1, before.free_mb - after_first.free_mb),
                                             old.per_stream_mb if old else None))
+        self.engine = engine
         self.send(("loaded", {"backend": engine.backend, "parallelism": engine.parallelism,
                               "streams": engine.streams_loaded, "flash_attn": engine.flash_attn}))
         threading.Thread(target=self._streams_then_measure, args=(engine, Path(path), settings, before, after_first),
                          name="streams", daemon=True).start()
         return engine
+
+    def grow(self, target: int) -> None:
+        """More streams, loaded in the background; the count goes back once they are in (or failed)."""
+        engine = self.engine
+        if engine is None or not engine.add_streams(target):
+            if engine is not None:  # nothing started: say what there is, so the parent may ask again
+                self.send(("streams", engine.streams_loaded, engine.parallelism))
+            return
+
+        def report() -> None:
+            engine.wait_all_loaded()
+            try:
+                self.send(("streams", engine.streams_loaded, engine.parallelism))
+            except OSError:
+                pass
+
+        threading.Thread(target=report, name="streams", daemon=True).start()
 
     def _streams_then_measure(self, engine: Any, path: Path, settings: EngineSettings, before: Any, after_first: Any) -> None:
         engine.wait_all_loaded()
@@ -689,6 +830,8 @@ class _Child:
         except Exception as exc:  # noqa: BLE001
             self.send(("load_failed", _error_payload(exc)))
             return 0
+        if self.fault_phase == "idle":
+            threading.Timer(IDLE_FAULT_SECS, _die, args=(self.fault_kind,)).start()
         try:
             while True:
                 msg = self.jobs.get()

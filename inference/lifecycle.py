@@ -84,17 +84,23 @@ class ModelLoader:
             try:
                 return self._attempt(path, observer)
             except GpuMemoryError as exc:
-                mem = gpu_memory(self.settings.cuda_device)
-                needed = exc.vram_needed_mb if exc.vram_needed_mb is not None else _size_mb(path)
-                free = exc.vram_free_mb if exc.vram_free_mb is not None else (mem.free_mb if mem else 0)
-                log.warning("not enough GPU memory to load the model; retrying",
-                            extra={"error": str(exc), "retry_in_secs": poll})
-                observer.waiting_for_gpu(int(needed), int(free), poll, exc)
-                if not observer.sleep(poll):
+                if not self.wait_for_gpu(exc, path, poll, observer):
                     return None
             except _Unwanted:
                 return None
         return None
+
+    def wait_for_gpu(self, exc: GpuMemoryError, path: Path, poll: float, observer: LoadObserver) -> bool:
+        """``waiting_for_gpu`` with the figures of ``exc``, then one poll interval; False once no
+        longer wanted. Also the state of a loaded engine whose process died out of GPU memory
+        (:meth:`whisperop.inference.isolated.IsolatedEngine.death_error`): the next load waits."""
+        mem = gpu_memory(self.settings.cuda_device)
+        needed = exc.vram_needed_mb if exc.vram_needed_mb is not None else _size_mb(path)
+        free = exc.vram_free_mb if exc.vram_free_mb is not None else (mem.free_mb if mem else 0)
+        log.warning("not enough GPU memory to load the model; retrying",
+                    extra={"error": str(exc), "retry_in_secs": poll})
+        observer.waiting_for_gpu(int(needed), int(free), poll, exc)
+        return observer.sleep(poll)
 
     def _attempt(self, path: Path, observer: LoadObserver) -> Engine:
         if self.faults.load_delay_secs > 0 and not observer.sleep(self.faults.load_delay_secs):

@@ -8,6 +8,14 @@ were entered. The facade only *asks* (``request_load``, ``request_unload``,
     unloaded ─(load wanted)→ loading ─→ ready ─(unload wanted / idle)→ unloaded
                                └─(GpuMemoryError)→ waiting_for_gpu ─(poll interval)→ loading
     waiting_for_gpu / loading ─(unload wanted)→ unloaded
+    ready ─(engine process died, no job running)→ loading (→ waiting_for_gpu first when it died out of GPU memory)
+
+While ready, an isolated engine (:class:`whisperop.inference.isolated.IsolatedEngine`)
+is supervised (issue 14): its death wakes this thread at once (not at the
+next job), and when it started fewer decode streams than wanted (GPU memory
+was short) it adds them as memory frees up, checked every
+``GPU_POLL_INTERVAL_SECS``; ``/model/status`` shows ``streams`` /
+``streams_wanted`` and ``/model/events`` a ``model_streams`` event.
 
 Loading is :class:`whisperop.inference.lifecycle.ModelLoader` (the same loop,
 GPU wait and test hooks as the worker pod's); this module maps its steps to
@@ -35,7 +43,7 @@ from whisperop.core.ports import BlobStore, Lease, RuntimeEvent, RuntimeListener
 from whisperop.core.settings import EngineSettings
 from whisperop.core.subscribers import Subscribers
 from whisperop.inference.executor import Executor, job_concurrency
-from whisperop.inference.isolated import Engine
+from whisperop.inference.isolated import Engine, IsolatedEngine, stream_counts
 from whisperop.inference.lifecycle import EngineFactory, FaultHooks, ModelLoader, default_engine
 from whisperop.stores.local_queue import LocalWorkQueue
 from whisperop.stores.sqlite_jobs import SqliteJobStore
@@ -98,6 +106,7 @@ class LocalModelRuntime:
         doc = ModelStatus(state=state)
         if state == ModelState.ready:
             doc.loaded_at = loaded_at
+            doc.streams, doc.streams_wanted = stream_counts(self._engine)
         elif state == ModelState.waiting_for_gpu and waiting is not None:
             needed, free, retry_at = waiting
             doc.vram_needed_mb, doc.vram_free_mb = needed, free
@@ -200,6 +209,9 @@ class LocalModelRuntime:
         """Run the next queued job, or wait for work / the idle timeout."""
         engine = self._engine
         assert engine is not None
+        if isinstance(engine, IsolatedEngine) and not engine.alive:
+            self._engine_died(engine)
+            return
         slots = job_concurrency(engine, self.engine_settings.job_concurrency)
         if slots > 1:
             self._serve_concurrent(engine, slots)
@@ -300,6 +312,8 @@ class LocalModelRuntime:
         if not keep:
             engine.close()
             return False
+        if isinstance(engine, IsolatedEngine):
+            engine.supervise(self.gpu_poll_interval_secs, on_streams=self._streams_added, on_death=self._wake_up)
         self._last_activity = time.monotonic()
         loaded_at = utcnow()
         with self._cond:
@@ -309,6 +323,32 @@ class LocalModelRuntime:
         log.info("model ready", extra={"model": str(self.model_path), "state": "ready"})
         self._emit(models.ModelReadyEvent(loaded_at=loaded_at))
         return True
+
+    # supervision of a loaded engine (issue 14)
+
+    def _wake_up(self) -> None:
+        """The engine's process died (called from its reader thread): the worker thread handles it now."""
+        with self._cond:
+            self._wake = True
+            self._cond.notify_all()
+
+    def _streams_added(self, streams: int, wanted: int) -> None:
+        log.info("decode streams added", extra={"model": str(self.model_path), "streams": streams, "streams_wanted": wanted})
+        self._emit(models.ModelStreamsEvent(streams=streams, streams_wanted=wanted))
+
+    def _engine_died(self, engine: IsolatedEngine) -> None:
+        """The engine's process died with no job running (a job's own crash is the executor's):
+        drop it; the main loop loads it again — after ``waiting_for_gpu`` and a poll interval when
+        it died out of GPU memory, at once otherwise."""
+        err = engine.death_error()
+        log.error("engine process died while idle; loading it again",
+                  extra={"model": str(self.model_path), "error": str(err)})
+        self._close_engine()
+        if isinstance(err, GpuMemoryError):
+            self._loader.wait_for_gpu(err, self.model_path, self.gpu_poll_interval_secs, self)
+        if not self.wanted():  # an unload (or stop) came meanwhile: the main loop does not load again
+            self._set_state(ModelState.unloaded)
+            self._emit(models.ModelUnloadedEvent())
 
     # the loader's observer (whisperop.inference.lifecycle.LoadObserver)
 
@@ -352,3 +392,4 @@ class LocalModelRuntime:
         self._set_state(ModelState.unloaded)
         log.info("model unloaded", extra={"model": str(self.model_path)})
         self._emit(models.ModelUnloadedEvent())
+

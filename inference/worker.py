@@ -47,20 +47,25 @@ from whisperop.core.errors import EngineCrashed, GpuMemoryError, ModelNotFoundEr
 from whisperop.core.gpu import GpuInfo, local_gpu
 from whisperop.core.settings import DeployableSettings, EngineSettings, FaultHooks, KubeSettings
 from whisperop.core.urlguard import ALLOW_ENV
-from whisperop.inference.isolated import Engine
+from whisperop.inference.isolated import Engine, IsolatedEngine, stream_counts
 from whisperop.inference.executor import Executor, job_concurrency
 from whisperop.inference.lifecycle import ModelLoader
 
 log = logging.getLogger("whisperop.worker")
 
 
-def ready_state(loaded_at: str, load_secs: float, gpu: GpuInfo | None) -> dict[str, Any]:
+def ready_state(loaded_at: str, load_secs: float, gpu: GpuInfo | None,
+                streams: tuple[int | None, int | None] = (None, None)) -> dict[str, Any]:
     """The load-state annotation of a worker whose model is loaded. The GPU (name, VRAM total and
     in use after the load) travels with it: the operator copies it into the WhisperModel's
-    ``status.gpu``, which is where the facade's ``/health`` finds it — the facade pod has no GPU."""
+    ``status.gpu``, which is where the facade's ``/health`` finds it — the facade pod has no GPU.
+    ``streams``: decode streams loaded and wanted (fewer while GPU memory was short, issue 14);
+    written again when streams are added."""
     state: dict[str, Any] = {"state": "ready", "loadedAt": loaded_at, "loadSecs": round(load_secs, 3)}
     if gpu is not None:
         state["gpu"] = gpu.report()
+    if streams[0] is not None and streams[1] is not None:
+        state["streams"], state["streamsWanted"] = streams
     return state
 
 
@@ -120,6 +125,9 @@ class Worker:
         self.loader = ModelLoader(self.settings, cfg.faults)
         self.executor = Executor()
         self.engine: Engine | None = None
+        self.model_path: Path | None = None
+        self.poll_secs = float(crds.DEFAULT_GPU_POLL_INTERVAL_SECS)
+        self.loaded_at = ""
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self._slot_free = threading.Event()
@@ -229,13 +237,38 @@ class Worker:
             self.settings = self.engine_settings(spec)
             path = self.resolve_model(self.model_location(raw))
             self.settings = self.loader.settings = self.settings.resolved(path)
-            return path, float(spec.gpuPollIntervalSeconds)
+            self.model_path, self.poll_secs = path, float(spec.gpuPollIntervalSeconds)
+            return self.model_path, self.poll_secs
 
         self.engine = self.loader.load(locate, self)
         if self.engine is not None:
-            self._annotate_pod(ready_state(kube.ts(), self.loader.load_secs, local_gpu(self.settings.cuda_device)))
+            self.loaded_at = kube.ts()
+            if isinstance(self.engine, IsolatedEngine):
+                self.engine.supervise(self.poll_secs, on_streams=lambda *_: self._annotate_ready())
+            self._annotate_ready()
             self.ready.set()
             log.info("model ready", extra={"model": self.cfg.model})
+
+    def _annotate_ready(self) -> None:
+        self._annotate_pod(ready_state(self.loaded_at, self.loader.load_secs, local_gpu(self.settings.cuda_device),
+                                       stream_counts(self.engine)))
+
+    def engine_died_idle(self) -> None:
+        """The engine's child died with no job running (issue 14): seen within a second (the
+        claim loop's wait; :attr:`IsolatedEngine.alive` turns false at the death), not at the
+        next job. Not ready meanwhile; out of
+        GPU memory → ``waiting_for_gpu`` for a poll interval first, then the load loop again."""
+        engine = self.engine
+        assert isinstance(engine, IsolatedEngine)
+        err = engine.death_error()
+        log.error("engine process died while idle; loading it again", extra={"model": self.cfg.model, "error": str(err)})
+        self.ready.clear()
+        engine.close()
+        self.engine = None
+        if isinstance(err, GpuMemoryError) and self.model_path is not None:
+            if not self.loader.wait_for_gpu(err, self.model_path, self.poll_secs, self):
+                return
+        self.load()
 
     # the loader's observer (whisperop.inference.lifecycle.LoadObserver)
 
@@ -257,13 +290,16 @@ class Worker:
         self.queue.start()
         while not self.stopping.is_set():
             assert self.engine is not None
+            if isinstance(self.engine, IsolatedEngine) and not self.engine.alive:
+                self.engine_died_idle()
+                continue
             slots = job_concurrency(self.engine, self.settings.job_concurrency)
             if slots > 1:
                 self._claim_concurrent(self.engine, slots)
                 continue
             lease = self.queue.claim_next()
             if lease is None:
-                self.queue.wait(1.0)
+                self.queue.wait(1.0)  # an engine death is handled at the latest a second later
                 continue
             try:
                 self.executor.run(lease, self.engine)

@@ -44,6 +44,14 @@ def load_state(pod: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
+def _streams(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """``streams`` / ``streamsWanted`` summed over the ready workers that report them (issue 14)."""
+    told = [s for s in states if isinstance(s.get("streams"), int) and isinstance(s.get("streamsWanted"), int)]
+    if not told:
+        return {}
+    return {"streams": sum(s["streams"] for s in told), "streamsWanted": sum(s["streamsWanted"] for s in told)}
+
+
 def observe(wm: dict[str, Any], desired: int, pods: list[dict[str, Any]]) -> dict[str, Any]:
     """Model state and its figures from the pods (see the module doc)."""
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
@@ -52,7 +60,7 @@ def observe(wm: dict[str, Any], desired: int, pods: list[dict[str, Any]]) -> dic
     waiting = [load_state(p) for p in live if load_state(p).get("state") == "waiting_for_gpu"]
     out: dict[str, Any] = {"readyReplicas": len(ready), "unschedulableReplicas": len(unsched),
                            "vramNeededMB": None, "vramFreeMB": None, "retryInSecs": None, "loadedAt": None,
-                           "gpu": None}
+                           "gpu": None, "streams": None, "streamsWanted": None}
     poll = int(wm["spec"].get("gpuPollIntervalSeconds", crds.DEFAULT_GPU_POLL_INTERVAL_SECS))
     if ready:
         out["state"] = "ready"
@@ -60,6 +68,7 @@ def observe(wm: dict[str, Any], desired: int, pods: list[dict[str, Any]]) -> dic
         out["loadedAt"] = times[0] if times else (wm.get("status") or {}).get("loadedAt") or kube.ts()
         out["gpu"] = next((g for p in sorted(ready, key=lambda p: p["metadata"]["name"])
                            if (g := load_state(p).get("gpu"))), None)
+        out.update(_streams([load_state(p) for p in ready]))
     elif desired == 0:
         out["state"] = "unloaded"
     elif waiting:

@@ -92,6 +92,8 @@ def status_body(wm: dict[str, Any], seen: dict[str, Any], desired: int, queued: 
         "loadedAt": seen["loadedAt"] if state == "ready" else None,
         "vramNeededMB": seen["vramNeededMB"], "vramFreeMB": seen["vramFreeMB"], "retryInSecs": seen["retryInSecs"],
         "gpu": seen["gpu"],
+        "streams": seen.get("streams") if state == "ready" else None,
+        "streamsWanted": seen.get("streamsWanted") if state == "ready" else None,
         "lastActivityTime": kube.ts(act) if act else None,
         "conditions": conds, "observedGeneration": gen,
     }

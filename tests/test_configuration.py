@@ -31,6 +31,7 @@ ENVIRON_ALLOWED = {
     "operator/main.py": "writes USER for a uid without a passwd entry (kopf's getpass), reads nothing",
     "operator/kwok_workers.py": "builds the environment of the worker processes it starts",
     "inference/isolated.py": "builds the engine child's environment; the child reads the fault armed for it",
+    "src/whisperop/core/gpu.py": "the NVML boundary's test hook WHISPEROP_TEST_GPU_FILE, read where NVML would be (parent and engine child)",
 }
 SCANNED = ("src/whisperop", "api", "operator", "inference")
 

@@ -99,3 +99,52 @@ def test_a_job_whose_engine_dies_is_requeued_and_finishes_once(start_server, aud
     total = job["chunks"] if "chunks" in job else len(set(decoded))
     assert sorted(decoded) == list(range(total)), f"each chunk decoded exactly once across the death: {decoded}"
     assert len(decoded) >= 2, decoded
+
+
+def test_fewer_streams_while_gpu_memory_is_short_then_more_once_it_frees(start_server, audio, tiny_model, tmp_path) -> None:
+    """Issue 14 over HTTP: a pre-flight that fits 2 of 3 streams → ``/model/status`` ready with
+    ``streams`` 2 / ``streams_wanted`` 3; once memory frees, one ``model_streams`` event and 3 streams.
+    CI has no GPU: NVML's answer is the ``WHISPEROP_TEST_GPU_FILE`` test hook (the server and its
+    engine child read it), the measured need a ``.vram.json`` next to a copy of the model."""
+    import shutil
+
+    model = tmp_path / tiny_model.name
+    shutil.copy(tiny_model, model)
+    gpu = "Test GPU 10GB"
+    (tmp_path / f"{model.name}.vram.json").write_text(json.dumps({"gpu": gpu, "first_stream_mb": 900, "per_stream_mb": 300}))
+    nvml = tmp_path / "gpu.json"
+
+    def free(mb: int) -> None:
+        tmp = nvml.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"name": gpu, "total_mb": 10240, "free_mb": mb}))
+        tmp.replace(nvml)
+
+    free(900 + 128 + 300 + 150)  # the first stream with its margin, one more, not a third
+    poll = 3
+    srv = start_server.make("streams-grow", ENGINE_ISOLATION="process", USE_GPU="true", PARALLELISM="3",
+                            GPU_POLL_INTERVAL_SECS=str(poll), WHISPER_MODEL_PATH=str(model), WHISPEROP_TEST_GPU_FILE=str(nvml))
+    with ApiClient(srv.base_url) as c, _events(c) as ev:
+        assert c.load().status_code == 202
+        ev.wait_event("model_ready", timeout=120)
+        free(150)  # what the two loaded streams left (the first top-up check comes a poll interval after ready)
+        st = c.wait_model("ready", timeout=30)
+        for _ in range(50):  # the load's second stream joins in the background
+            if st.get("streams") == 2:
+                break
+            time.sleep(0.1)
+            st = c.model_status()
+        assert_model_status(st, "ready")
+        assert (st["streams"], st["streams_wanted"]) == (2, 3), st
+        time.sleep(2 * poll)  # two checks with the memory still taken: nothing added
+        assert c.model_status()["streams"] == 2
+        free(10240)
+        e = ev.wait_event("model_streams", timeout=poll + 60)
+        assert_model_event(e.event, e.json())
+        assert e.json() == {"type": "model_streams", "streams": 3, "streams_wanted": 3}, e.json()
+        st = c.model_status()
+        assert_model_status(st, "ready")
+        assert (st["streams"], st["streams_wanted"]) == (3, 3), st
+        job_id = c.submit(audio.jfk)
+        assert_job(c.wait_terminal(job_id, timeout=180), job_id, status="done")
+        seq = names(ev.snapshot())
+    assert seq == ["model_loading", "model_ready", "model_streams"], seq

@@ -530,6 +530,13 @@ def test_load_unload_record_demand_the_operator_reads_and_never_touch_spec(clust
         assert rt.request_load() is False
         assert [e.type for e in events] == ["model_waiting_for_gpu", "model_ready"], events
         assert events[1].loaded_at.year == 2026
+        # decode streams (issue 14): kept by the CRD's status schema, mirrored, an event when they grow
+        c.models.patch_status("default", {"streams": 2, "streamsWanted": 8})
+        wait_for(lambda: rt.status().streams == 2, 20, "streams mirrored")
+        assert (rt.status().streams, rt.status().streams_wanted) == (2, 8)
+        c.models.patch_status("default", {"streams": 8})
+        wait_for(lambda: len(events) == 3, 20, "model_streams")
+        assert events[2].model_dump() == {"type": "model_streams", "streams": 8, "streams_wanted": 8}, events
     finally:
         rt.stop()
 

@@ -95,3 +95,50 @@ def test_status_body_stores_a_newer_activity_when_idle_even_within_a_second() ->
     assert busy["lastActivityTime"] == "2026-11-27T12:00:00.000Z"
     assert changed(wm["status"], idle)
     assert not changed(idle, status_body({**wm, "status": idle}, seen, 1, 0, 0, t0, None, t0 + timedelta(seconds=9)))
+
+
+def test_decode_streams_of_the_ready_replicas_reach_the_model_status() -> None:
+    """Issue 14: a worker that started fewer streams than wanted (GPU memory was short) reports
+    them in its load state, again when it adds some; the model's status sums the ready replicas."""
+    from datetime import datetime, timezone
+
+    from whisperop.inference.worker import ready_state
+    from whisperop.operator.status import status_body
+
+    st = ready_state("2026-11-27T10:00:00Z", 1.0, None, (2, 8))
+    assert (st["streams"], st["streamsWanted"]) == (2, 8)
+    assert "streams" not in ready_state("2026-11-27T10:00:00Z", 1.0, None), "an engine without streams (CTranslate2)"
+    pods = [_pod("a", st), _pod("b", ready_state("2026-11-27T10:00:01Z", 1.0, None, (8, 8))),
+            _pod("c", {"state": "loading"}), _pod("d", ready_state("2026-11-27T10:00:02Z", 1.0, None, (1, 8)), ready=False)]
+    seen = observe(WM, 4, pods)
+    assert (seen["streams"], seen["streamsWanted"]) == (10, 16), "the ready replicas only"
+    wm = {"metadata": {"name": "default", "namespace": "ns", "generation": 1}, "spec": {"modelURI": "s3://models/whisper/m.bin"},
+          "status": {}}
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    body = status_body(wm, seen, 4, 0, 0, None, None, now)
+    assert (body["streams"], body["streamsWanted"]) == (10, 16)
+    crds.WhisperModelStatus.model_validate(body)  # the CRD's schema has them
+    waiting = observe(WM, 1, [_pod("a", {"state": "waiting_for_gpu", "vramNeededMB": 1041, "vramFreeMB": 20})])
+    assert (waiting["streams"], waiting["streamsWanted"]) == (None, None)
+    assert status_body(wm, waiting, 1, 0, 0, None, None, now)["streams"] is None
+
+
+def test_the_facade_announces_streams_added_to_a_ready_model() -> None:
+    """Cluster mode's ``model_streams`` event: a ready WhisperModel whose ``status.streams`` grew
+    (a worker added streams as GPU memory freed up); nothing for other changes."""
+    from whisperop.cluster.model_runtime import ClusterModelRuntime
+    from whisperop.core.models import ModelStreamsEvent
+
+    rt = ClusterModelRuntime(None, "ns")  # no API calls: the watch is not started
+    got: list[object] = []
+    rt.subscribe(got.append)
+
+    def wm(**status: object) -> dict:
+        return {"metadata": {"name": "default"}, "status": status}
+
+    rt._on_event("MODIFIED", wm(state="ready", streams=8, streamsWanted=8), wm(state="ready", streams=2, streamsWanted=8))
+    assert got == [ModelStreamsEvent(streams=8, streams_wanted=8)]
+    rt._on_event("MODIFIED", wm(state="ready", streams=8, streamsWanted=8, queueDepth=3),
+                 wm(state="ready", streams=8, streamsWanted=8))
+    rt._on_event("MODIFIED", wm(state="ready", streams=1, streamsWanted=8), wm(state="ready", streams=2, streamsWanted=8))
+    assert len(got) == 1, got

@@ -72,3 +72,52 @@ def test_per_job_chunk_limit_bounds_a_runaway_chunk_on_the_worker(cluster: Clust
     [bad] = doc["degraded_chunks"]
     assert bad["index"] == 0 and bad["failed"] is True and "attempt 2" in bad["reason"], bad
     assert doc["segments"] == []
+
+
+def test_an_idle_engine_dying_out_of_memory_on_the_worker_waits_for_the_gpu_and_loads_again(
+        cluster: Cluster, tiny_model: Path, jfk_s3: str) -> None:
+    """Issue 14: the worker's engine child (``ENGINE_ISOLATION=process``) prints whisper.cpp's
+    out-of-memory lines and exits while no job runs (``WHISPEROP_FAULT_CHILD_DIE=idle:oom:1``).
+    Without a job to find it, the worker reports ``waiting_for_gpu`` (figures) on its pod, then
+    loads again; the model's status carries the decode streams; a job then runs."""
+    import json
+    import threading
+    import time
+
+    from kubernetes import client
+
+    from whisperop.core import crds
+
+    cluster.start_operator()
+    cluster.create_model(modelURI=str(tiny_model), idleTimeoutSeconds=300, resources={"gpus": 0}, gpuPollIntervalSeconds=3)
+    cluster.models.patch("default", crds.demand_annotation("load"))
+    pod = wait_for(lambda: (cluster.running_pods() or [None])[0], 60, "inference pod")
+    seen: list[dict] = []
+    stop = threading.Event()
+
+    def watch_annotation() -> None:  # every change of the worker's load state, sampled at 20 Hz
+        core = client.CoreV1Api(cluster.api)
+        while not stop.is_set():
+            ann = (core.read_namespaced_pod(pod, cluster.ns).metadata.annotations or {}).get(crds.ANN_LOAD_STATE)
+            doc = json.loads(ann) if ann else None
+            if doc is not None and (not seen or seen[-1] != doc):
+                seen.append(doc)
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch_annotation, daemon=True)
+    t.start()
+    try:
+        cluster.start_worker(pod, extra={"ENGINE_ISOLATION": "process", "WHISPEROP_FAULT_CHILD_DIE": "idle:oom:1"})
+        wait_for(lambda: [d["state"] for d in seen].count("ready") >= 2, 120, "ready, then ready again")
+    finally:
+        stop.set()
+        t.join(10)
+    states = [d["state"] for d in seen]
+    assert states == ["loading", "ready", "waiting_for_gpu", "loading", "ready"], seen
+    waiting = seen[2]
+    assert waiting["retryInSecs"] == 3 and waiting["vramNeededMB"] >= 1 and "out of GPU memory" in waiting["message"], waiting
+    assert (seen[-1]["streams"], seen[-1]["streamsWanted"]) == (1, 1), seen[-1]
+    wait_for(lambda: cluster.model_status().get("streams") == 1, 30, "streams in the WhisperModel status")
+    assert cluster.model_status()["streamsWanted"] == 1
+    cluster.create_job(jfk_s3, name="after")
+    assert cluster.wait_phase("after", ("Done", "Failed"), timeout=180)["status"]["phase"] == "Done"

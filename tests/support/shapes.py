@@ -16,6 +16,7 @@ WORD_KEYS = frozenset(m.Word.model_fields)
 HEALTH_KEYS = frozenset(m.Health.model_fields)
 NOT_READY_KEYS = frozenset(m.ModelNotReady.model_fields)
 VRAM_KEYS = frozenset({"vram_used_mb", "vram_total_mb"})  # omitted when unknown, in any state
+STREAM_KEYS = frozenset({"streams", "streams_wanted"})  # ready only: decode streams loaded / wanted (issue 14)
 MODEL_STATUS_REQUIRED = {
     "unloaded": frozenset({"state"}),
     "loading": frozenset({"state"}),
@@ -32,6 +33,7 @@ MODEL_EVENT_KEYS = {
     "model_ready": frozenset(m.ModelReadyEvent.model_fields),
     "model_unloaded": frozenset(m.ModelUnloadedEvent.model_fields),
     "model_waiting_for_gpu": frozenset(m.ModelWaitingForGpuEvent.model_fields),
+    "model_streams": frozenset(m.ModelStreamsEvent.model_fields),
 }
 RESTART_MESSAGE = "server restarted while job was running"
 
@@ -102,7 +104,10 @@ def assert_model_status(body: Any, state: str | None = None) -> m.ModelStatus:
     required = MODEL_STATUS_REQUIRED[st]
     got = set(body)
     assert required <= got, f"model status {st}: missing {sorted(required - got)} in {body}"
-    assert got <= required | VRAM_KEYS, f"model status {st}: unexpected keys {sorted(got - required - VRAM_KEYS)} in {body}"
+    optional = VRAM_KEYS | (STREAM_KEYS if st == "ready" else frozenset())
+    assert got <= required | optional, f"model status {st}: unexpected keys {sorted(got - required - optional)} in {body}"
+    if STREAM_KEYS & got:
+        assert STREAM_KEYS <= got and 1 <= body["streams"] <= body["streams_wanted"], f"model status streams: {body}"
     nulls = [k for k, v in body.items() if v is None]
     assert not nulls, f"model status {st}: fields that do not apply must be omitted, not null: {nulls}"
     if st == "ready":

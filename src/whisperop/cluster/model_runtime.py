@@ -40,6 +40,7 @@ from whisperop.core.models import (
     ModelReadyEvent,
     ModelState,
     ModelStatus,
+    ModelStreamsEvent,
     ModelUnloadedEvent,
     ModelWaitingForGpuEvent,
 )
@@ -105,8 +106,11 @@ class ClusterModelRuntime:
         st = (obj or {}).get("status") or {}
         if state == ModelState.ready:
             gpu = self.gpu()
+            streams, wanted = st.get("streams"), st.get("streamsWanted")
             return ModelStatus(state=state, loaded_at=crds.parse_time(st.get("loadedAt")) or None,
-                               vram_used_mb=gpu.used_mb if gpu else None, vram_total_mb=gpu.total_mb if gpu else None)
+                               vram_used_mb=gpu.used_mb if gpu else None, vram_total_mb=gpu.total_mb if gpu else None,
+                               streams=streams if isinstance(streams, int) and isinstance(wanted, int) and streams else None,
+                               streams_wanted=wanted if isinstance(streams, int) and isinstance(wanted, int) and streams else None)
         if state == ModelState.waiting_for_gpu:
             return ModelStatus(state=state, vram_needed_mb=st.get("vramNeededMB") or 0, vram_free_mb=st.get("vramFreeMB") or 0,
                                retry_in_secs=st.get("retryInSecs") or self.gpu_poll_interval_secs)
@@ -171,6 +175,16 @@ class ClusterModelRuntime:
 
     # ── watch → model events ─────────────────────────────────────────────
 
+    def _streams_event(self, state: ModelState, obj: Obj, prev: Obj | None) -> None:
+        """``model_streams`` when a ready model's ``status.streams`` grew (issue 14: workers added
+        decode streams as GPU memory freed up)."""
+        if state != ModelState.ready or prev is None:
+            return
+        st, pst = obj.get("status") or {}, prev.get("status") or {}
+        streams, wanted, before = st.get("streams"), st.get("streamsWanted"), pst.get("streams")
+        if isinstance(streams, int) and isinstance(wanted, int) and isinstance(before, int) and streams > before:
+            self._listeners.publish(ModelStreamsEvent(streams=streams, streams_wanted=wanted))
+
     def _event_for(self, obj: Obj | None) -> RuntimeEvent | None:
         state = _state(obj)
         st = (obj or {}).get("status") or {}
@@ -189,6 +203,7 @@ class ClusterModelRuntime:
         new = _state(None if typ == "DELETED" else obj)
         old = _state(prev)
         if new == old:
+            self._streams_event(new, obj, prev)
             return
         event = self._event_for(None if typ == "DELETED" else obj)
         if event is None:

@@ -323,6 +323,9 @@ class WhisperModelStatus(_Base):
     vramFreeMB: int | None = None
     retryInSecs: int | None = None
     gpu: GpuReport | None = Field(None, description="the GPU of the first ready replica (absent without one)")
+    streams: int | None = Field(None, ge=0, description="decode streams loaded, summed over the ready replicas "
+                                "(fewer than streamsWanted while GPU memory was short; added as it frees up)")
+    streamsWanted: int | None = Field(None, ge=0, description="decode streams the ready replicas' settings ask for")
     lastActivityTime: datetime | None = None
     queueDepth: int = Field(0, ge=0)
     runningJobs: int = Field(0, ge=0)

@@ -4,18 +4,28 @@
 VRAM figures; on a machine without an NVIDIA driver every query answers
 ``None`` (never raises), which the facade turns into ``null`` or omits.
 NVML is initialised once and kept: the queries then cost microseconds.
+
+Test hook (CPU CI only; no deployment sets it): ``WHISPEROP_TEST_GPU_FILE``
+names a JSON file ``{"name", "total_mb", "free_mb"}`` read at every query
+instead of NVML, so a test can make GPU memory "free up" while a server runs
+(issue 14: streams added when memory frees). The engine still runs on the
+CPU; only what NVML would answer is replaced.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("whisperop.gpu")
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "ok": False}
+TEST_GPU_ENV = "WHISPEROP_TEST_GPU_FILE"
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,18 @@ def _init() -> object | None:
         return pynvml
 
 
+def _test_gpu() -> dict[str, Any] | None:
+    """The test hook's answer (module docstring), or None when it is not set."""
+    path = os.environ.get(TEST_GPU_ENV)
+    if not path:
+        return None
+    try:
+        doc = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def _handle(device: int) -> tuple[object, object] | None:
     nvml = _init()
     if nvml is None:
@@ -54,6 +76,9 @@ def _handle(device: int) -> tuple[object, object] | None:
 
 
 def gpu_name(device: int = 0) -> str | None:
+    fake = _test_gpu()
+    if fake is not None:
+        return str(fake["name"])
     h = _handle(device)
     if h is None:
         return None
@@ -66,6 +91,10 @@ def gpu_name(device: int = 0) -> str | None:
 
 
 def gpu_memory(device: int = 0) -> GpuMemory | None:
+    fake = _test_gpu()
+    if fake is not None:
+        total, free = int(fake["total_mb"]), int(fake["free_mb"])
+        return GpuMemory(total_mb=total, used_mb=total - free, free_mb=free)
     h = _handle(device)
     if h is None:
         return None

@@ -178,6 +178,9 @@ class ModelStatus(BaseModel):
     retry_in_secs: int | None = None
     vram_used_mb: int | None = None
     vram_total_mb: int | None = None
+    streams: int | None = Field(None, description="ready: decode streams loaded now (fewer than wanted while "
+                                "GPU memory was short; more are added as it frees up)")
+    streams_wanted: int | None = Field(None, description="ready: decode streams the settings ask for")
 
 
 class ModelNotReady(BaseModel):
@@ -247,8 +250,17 @@ class ModelWaitingForGpuEvent(BaseModel):
     retry_in_secs: int
 
 
+class ModelStreamsEvent(BaseModel):
+    """Decode streams were added to a ready model (GPU memory freed up after a load that started
+    fewer than wanted; issue 14). An addition to the contract's model events."""
+
+    type: Literal["model_streams"] = "model_streams"
+    streams: int
+    streams_wanted: int
+
+
 ModelEvent = Annotated[
-    Union[ModelLoadingEvent, ModelReadyEvent, ModelUnloadedEvent, ModelWaitingForGpuEvent],
+    Union[ModelLoadingEvent, ModelReadyEvent, ModelUnloadedEvent, ModelWaitingForGpuEvent, ModelStreamsEvent],
     Field(discriminator="type"),
 ]
 

@@ -36,7 +36,8 @@ from typing import Literal, Protocol, runtime_checkable
 from whisperop.core.checkpoints import Checkpoint
 from whisperop.core.gpu import GpuInfo
 from whisperop.core.models import Job, JobStatus, ModelState, ModelStatus, TranscriptionResult
-from whisperop.core.models import ModelLoadingEvent, ModelReadyEvent, ModelUnloadedEvent, ModelWaitingForGpuEvent
+from whisperop.core.models import (ModelLoadingEvent, ModelReadyEvent, ModelStreamsEvent, ModelUnloadedEvent,
+                                   ModelWaitingForGpuEvent)
 
 # ── JobQueue ─────────────────────────────────────────────────────────────────
 
@@ -319,7 +320,7 @@ class BlobStore(Protocol):
 
 # ── ModelRuntime ─────────────────────────────────────────────────────────────
 
-ModelEventModel = ModelLoadingEvent | ModelReadyEvent | ModelUnloadedEvent | ModelWaitingForGpuEvent
+ModelEventModel = ModelLoadingEvent | ModelReadyEvent | ModelUnloadedEvent | ModelWaitingForGpuEvent | ModelStreamsEvent
 
 
 @dataclass(frozen=True)
