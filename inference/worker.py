@@ -156,17 +156,17 @@ class Worker:
         except Exception:
             log.warning("could not annotate own pod", exc_info=True)
 
-    def _model_spec(self) -> dict[str, Any]:
-        return self.models.get(self.cfg.model)["spec"]
+    def _model_spec(self) -> crds.WhisperModelSpec:
+        return crds.WhisperModel.model_validate(self.models.get(self.cfg.model)).spec
 
-    def model_location(self, spec: dict[str, Any]) -> str:
+    def model_location(self, spec: crds.WhisperModelSpec) -> str:
         """Where the model is: the local file the operator resolved (PVC), the --model-uri
         override, or the WhisperModel's own source."""
         if self.cfg.model_path:
             return self.cfg.model_path
         if self.cfg.model_uri:
             return self.cfg.model_uri
-        src = modelsource.resolve(spec)
+        src = modelsource.resolve(spec.dump())
         return src.uri or src.local_path or ""
 
     def resolve_model(self, uri: str) -> Path:
@@ -188,8 +188,7 @@ class Worker:
         """Until loaded (or stopping): the shared load loop, reported on the Pod."""
         def locate() -> tuple[Path, float]:
             spec = self._model_spec()
-            poll = crds.WhisperModelSpec.model_validate(spec).gpuPollIntervalSeconds
-            return self.resolve_model(self.model_location(spec)), float(poll)
+            return self.resolve_model(self.model_location(spec)), float(spec.gpuPollIntervalSeconds)
 
         self.engine = self.loader.load(locate, self)
         if self.engine is not None:

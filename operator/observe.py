@@ -53,7 +53,7 @@ def observe(wm: dict[str, Any], desired: int, pods: list[dict[str, Any]]) -> dic
     out: dict[str, Any] = {"readyReplicas": len(ready), "unschedulableReplicas": len(unsched),
                            "vramNeededMB": None, "vramFreeMB": None, "retryInSecs": None, "loadedAt": None,
                            "gpu": None}
-    poll = int(wm["spec"].get("gpuPollIntervalSeconds", crds.DEFAULT_GPU_POLL_INTERVAL_SECS))
+    poll = crds.WhisperModelSpec.model_validate(wm["spec"]).gpuPollIntervalSeconds
     if ready:
         out["state"] = "ready"
         times = sorted(s for p in ready if (s := load_state(p).get("loadedAt")))

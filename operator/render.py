@@ -34,15 +34,15 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
     exactly one model source). Pod Security "restricted": non-root 65532, no privilege escalation,
     all capabilities dropped, seccomp RuntimeDefault, read-only root with emptyDirs for the
     model cache and /tmp; a PVC model source is mounted read-only."""
-    meta, spec = wm["metadata"], wm["spec"]
-    source = modelsource.resolve(spec)
+    meta = wm["metadata"]
+    source = modelsource.resolve(wm["spec"])  # InvalidModelSource, with its reason
+    spec = crds.WhisperModelSpec.model_validate(wm["spec"])
     name = meta["name"]
     cfg = config()
     labels = pod_labels(name)
-    res = spec.get("resources") or {}
-    gpus = int(res.get("gpus", crds.DEFAULT_GPUS))
-    limits = dict(res.get("limits") or {})
-    requests = dict(res.get("requests") or {})
+    gpus = spec.resources.gpus
+    limits = dict(spec.resources.limits)
+    requests = dict(spec.resources.requests)
     if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
         requests["nvidia.com/gpu"] = str(gpus)
@@ -58,11 +58,11 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
     ]
     if source.local_path:  # PVC source: the worker loads this file as is (no download, no conversion)
         env.append({"name": modelsource.MODEL_PATH_ENV, "value": source.local_path})
-    env += [{"name": k, "value": v} for k, v in sorted((spec.get("env") or {}).items())]
+    env += [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 1}
     container: dict[str, Any] = {
         "name": "worker",
-        "image": spec.get("image") or crds.DEFAULT_IMAGE,
+        "image": spec.image,
         "command": ["whisperop", "worker"],
         "env": env,
         "envFrom": [{"secretRef": {"name": cfg.s3_secret, "optional": True}}],
@@ -91,14 +91,14 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "enableServiceLinks": False,
     }
-    if spec.get("runtimeClassName"):
-        pod_spec["runtimeClassName"] = spec["runtimeClassName"]
-    if spec.get("nodeSelector"):
-        pod_spec["nodeSelector"] = spec["nodeSelector"]
-    if spec.get("tolerations"):
-        pod_spec["tolerations"] = spec["tolerations"]
-    if spec.get("serviceAccountName"):
-        pod_spec["serviceAccountName"] = spec["serviceAccountName"]
+    if spec.runtimeClassName:
+        pod_spec["runtimeClassName"] = spec.runtimeClassName
+    if spec.nodeSelector:
+        pod_spec["nodeSelector"] = dict(spec.nodeSelector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [t.dump() for t in spec.tolerations]
+    if spec.serviceAccountName:
+        pod_spec["serviceAccountName"] = spec.serviceAccountName
     template = {"metadata": {"labels": labels}, "spec": pod_spec}
     digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
     return {
