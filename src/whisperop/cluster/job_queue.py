@@ -194,20 +194,13 @@ class K8sJobStore:
         return sum(1 for tj in self._cached() if tj.phase == Phase.Queued and not tj.spec.cancel and _owner_of(tj) == owner)
 
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        objs = sorted(self._cached(), key=lambda tj: (crds.submission_order(tj), tj.name))
-        out = []
-        for tj in objs:
-            j = crds.job_from_resource(tj)
-            if status is None or j.status == status:
-                out.append(j)
-            if len(out) >= limit:
-                break
-        return out
+        return self.list_page([status] if status else None, limit, newest_first=False).jobs
 
     def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None,
-                  owner: str | None = None) -> JobPage:
-        """Newest first from the watch cache; the cursor is the last job's ``submission order|name``
-        (the queue's own order key), so jobs created while paging never shift later pages."""
+                  owner: str | None = None, newest_first: bool = True) -> JobPage:
+        """Newest first (``list_jobs``: oldest first) from the watch cache; the cursor is the last job's
+        ``submission order|name`` (the queue's own order key), so jobs created while paging never
+        shift later pages."""
         after: tuple[str, str] | None = None
         if cursor is not None:
             order, sep, name = cursor.rpartition("|")
@@ -215,9 +208,10 @@ class K8sJobStore:
                 raise ValueError(f"invalid cursor {cursor!r}")
             after = (order, name)
         wanted = set(statuses or ())
-        keyed = sorted((((crds.submission_order(tj), tj.name), tj) for tj in self._cached()), key=lambda kv: kv[0])
+        keyed = sorted((((crds.submission_order(tj), tj.name), tj) for tj in self._cached()), key=lambda kv: kv[0],
+                       reverse=newest_first)
         out: list[tuple[tuple[str, str], Job]] = []
-        for key, tj in reversed(keyed):
+        for key, tj in keyed:
             if after is not None and key >= after:
                 continue
             if owner is not None and _owner_of(tj) != owner:
