@@ -50,7 +50,7 @@ def _container(name: str, spec: crds.WhisperModelSpec, source: modelsource.Model
     if source.local_path:  # PVC source: the worker loads this file as is (no download, no conversion)
         env.append({"name": modelsource.MODEL_PATH_ENV, "value": source.local_path})
     env += [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
-    mounts = [{"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
     if source.kind == "pvc":
         mounts.append({"name": modelsource.PVC_VOLUME, "mountPath": modelsource.PVC_MOUNT_DIR, "readOnly": True})
     return {
