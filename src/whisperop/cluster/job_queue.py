@@ -151,20 +151,14 @@ class K8sJobStore:
         """``audio_key``: an upload of ours (owned: the finalizer deletes it), or a user's ``s3://`` URI
         (an ``audio_url``: pointed at, never deleted)."""
         external = audio_key.startswith("s3://")
-        spec: dict[str, Any] = {"audio": audio_key if external else self.s3_uri(audio_key), "model": self.model,
-                                "task": job.task.value}
-        if priority:
-            spec["priority"] = priority
-        if job.language:
-            spec["language"] = job.language
-        if job.webhook_url:
-            spec["webhookUrl"] = job.webhook_url
-        if self.ttl_secs_after_finished:
-            spec["ttlSecondsAfterFinished"] = self.ttl_secs_after_finished
-        if job.time_limit_secs is not None:
-            spec["timeLimitSeconds"] = max(1, int(round(job.time_limit_secs)))
-        if job.chunk_time_limit_factor is not None:
-            spec["chunkTimeLimitFactor"] = f"{job.chunk_time_limit_factor:.6f}".rstrip("0").rstrip(".")
+        limit, factor = job.time_limit_secs, job.chunk_time_limit_factor
+        # model_construct: the API server validates against the schema generated from this model
+        spec = crds.TranscriptionJobSpec.model_construct(
+            audio=audio_key if external else self.s3_uri(audio_key), model=self.model, task=job.task,
+            priority=priority, language=job.language or None, webhookUrl=job.webhook_url or None,
+            ttlSecondsAfterFinished=self.ttl_secs_after_finished or None,
+            timeLimitSeconds=max(1, int(round(limit))) if limit is not None else None,
+            chunkTimeLimitFactor=f"{factor:.6f}".rstrip("0").rstrip(".") if factor is not None else None)
         annotations = {crds.ANN_SUBMITTED: crds.submitted_now()}
         if not external:
             annotations[crds.ANN_AUDIO_OWNED] = "true"
@@ -177,7 +171,7 @@ class K8sJobStore:
         body = {
             "apiVersion": crds.API_VERSION, "kind": crds.JOB_KIND,
             "metadata": {"name": job.id, "annotations": annotations, "labels": {crds.LABEL_MODEL: self.model}},
-            "spec": spec,
+            "spec": spec.dump(),
         }
         obj = self.res.create(body)
         if not self.informer.wait_seen(job.id, READ_YOUR_WRITES_SECS):
