@@ -194,7 +194,7 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
         if current != desired:
             _log_scale(ns, name, current, decision, len(queued), len(running), activity, since, demand, spec, now)
         dep = ensure_deployment(wm, desired)
-        seen = observe(wm, desired, pods)
+        seen = observe(model, desired, pods)
         status.write(wm, seen, desired, len(queued), len(running), activity, _claim_condition(ns, source))
         _schedule_idle_check(ns, name, spec, decision, activity, since, now)
         for s in ("unloaded", "loading", "waiting_for_gpu", "ready"):

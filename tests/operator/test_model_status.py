@@ -30,7 +30,7 @@ def _pod(name: str, state: dict | None, ready: bool = True) -> dict:
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
-WM = {"spec": {"modelURI": "/models/m.bin"}, "status": {}}
+WM = crds.WhisperModel.model_validate({"spec": {"modelURI": "/models/m.bin"}, "status": {}})
 H100 = {"name": "NVIDIA H100 80GB HBM3", "vramTotalMB": 81559, "vramUsedMB": 1187}
 
 
