@@ -3,7 +3,7 @@ whisperop.testenv (or an external cluster via its env vars), CRDs, a namespace,
 the operator as a subprocess, and claim-only workers.
 
 A claim-only worker runs the worker's real queue code (the watch-fed
-``JobCache``, ``kube.claim`` guarded by resourceVersion, ``RunningJob`` guarded
+job cache, ``kube.claim`` guarded by resourceVersion, the lease's guarded
 writes) but skips transcription: it marks each claimed job Done at once. That
 isolates dispatch from model speed. It uses the names of real (kwok) inference
 pods, so the operator sees live workers.
@@ -123,18 +123,19 @@ class ClaimOnlyWorker:
 
     def __init__(self, api: Any, ns: str, pod: str, model: str = "default") -> None:
         from whisperop.cluster import kube
-        from whisperop.cluster.work_queue import JobCache
+        from whisperop.cluster.watch import ResourceWatch
+        from whisperop.core import crds
 
         self.kube = kube
         self.res = kube.jobs(api, ns)
         self.pod = pod
-        self.cache = JobCache(self.res, model)
+        self.cache = ResourceWatch(self.res, field_selector=f"spec.model={model}", transform=crds.as_job)
         self.claimed: dict[str, float] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def start(self) -> None:
-        self.cache.start()
+        self.cache.start(wait=False)
         self.cache.synced.wait(30)
         self.thread.start()
 
@@ -142,22 +143,22 @@ class ClaimOnlyWorker:
         tried: set[tuple[str, str]] = set()
         while not self.stop.is_set():
             got = None
-            for obj in self.cache.candidates():
-                key = (obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
+            for job in sorted((j for j in self.cache.items() if j.claimable), key=self.kube.queue_key):
+                key = (job.name, job.resource_version)
                 if key in tried:
                     continue
                 tried.add(key)
-                got = self.kube.claim(self.res, obj, self.pod)
+                got = self.kube.claim(self.res, job, self.pod)
                 if got is not None:
                     break
             if got is None:
-                self.cache.wait(0.5)
+                self.cache.wait_changed(0.5)
                 continue
-            self.claimed[got["metadata"]["name"]] = time.time()
+            self.claimed[got.name] = time.time()
             try:  # the lease's guarded write (cluster/work_queue.py), without the re-check on 409
-                self.res.patch_status(got["metadata"]["name"], {
+                self.res.patch_status(got.name, {
                     "phase": "Done", "progress": 100, "completionTime": self.kube.ts(),
-                    "result": {"json": "s3://bench/none.json", "segments": 0}}, rv=got["metadata"]["resourceVersion"])
+                    "result": {"json": "s3://bench/none.json", "segments": 0}}, rv=got.resource_version)
             except (self.kube.Conflict, self.kube.NotFound):
                 pass
 

@@ -118,10 +118,9 @@ class LocalModelRuntime:
 
     def request_load(self) -> bool:
         with self._cond:
+            self._want_loaded = True  # when ready: also cancels a pending unload
             if self._state == ModelState.ready:
-                self._want_loaded = True  # also cancels a pending unload
                 return False
-            self._want_loaded = True
             self._cond.notify_all()
             return True
 
@@ -173,13 +172,10 @@ class LocalModelRuntime:
     def _emit(self, event: RuntimeEvent) -> None:
         self._listeners.publish(event)
 
-    def _set_state(self, state: ModelState) -> None:
+    def _set_state(self, state: ModelState, loaded_at: datetime | None = None,
+                   waiting: tuple[int, int, float] | None = None) -> None:
         with self._cond:
-            self._state = state
-            if state != ModelState.waiting_for_gpu:
-                self._waiting = None
-            if state != ModelState.ready:
-                self._loaded_at = None
+            self._state, self._loaded_at, self._waiting = state, loaded_at, waiting
         log.info("model state", extra={"state": state.value, "model": str(self.model_path)})
 
     # ── the worker thread ────────────────────────────────────────────────
@@ -316,11 +312,7 @@ class LocalModelRuntime:
             engine.supervise(self.gpu_poll_interval_secs, on_streams=self._streams_added, on_death=self._wake_up)
         self._last_activity = time.monotonic()
         loaded_at = utcnow()
-        with self._cond:
-            self._state = ModelState.ready
-            self._loaded_at = loaded_at
-            self._waiting = None
-        log.info("model ready", extra={"model": str(self.model_path), "state": "ready"})
+        self._set_state(ModelState.ready, loaded_at)
         self._emit(models.ModelReadyEvent(loaded_at=loaded_at))
         return True
 
@@ -372,10 +364,7 @@ class LocalModelRuntime:
         self._emit(models.ModelLoadingEvent())
 
     def waiting_for_gpu(self, needed_mb: int, free_mb: int, retry_secs: float, exc: GpuMemoryError) -> None:
-        with self._cond:
-            self._state = ModelState.waiting_for_gpu
-            self._loaded_at = None
-            self._waiting = (needed_mb, free_mb, time.monotonic() + retry_secs)
+        self._set_state(ModelState.waiting_for_gpu, waiting=(needed_mb, free_mb, time.monotonic() + retry_secs))
         self._emit(models.ModelWaitingForGpuEvent(vram_needed_mb=needed_mb, vram_free_mb=free_mb, retry_in_secs=int(retry_secs)))
 
     # unloading ----------------------------------------------------------

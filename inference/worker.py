@@ -175,17 +175,17 @@ class Worker:
         except Exception:
             log.warning("could not annotate own pod", exc_info=True)
 
-    def _model_spec(self) -> dict[str, Any]:
-        return self.models.get(self.cfg.model)["spec"]
+    def _model_spec(self) -> crds.WhisperModelSpec:
+        return crds.WhisperModel.model_validate(self.models.get(self.cfg.model)).spec
 
-    def model_location(self, spec: dict[str, Any]) -> str:
+    def model_location(self, spec: crds.WhisperModelSpec) -> str:
         """Where the model is: the local file the operator resolved (PVC), the --model-uri
         override, or the WhisperModel's own source."""
         if self.cfg.model_path:
             return self.cfg.model_path
         if self.cfg.model_uri:
             return self.cfg.model_uri
-        src = modelsource.resolve(spec)
+        src = modelsource.resolve(spec.dump())
         return src.uri or src.local_path or ""
 
     def resolve_model(self, uri: str) -> Path:
@@ -232,10 +232,9 @@ class Worker:
     def load(self) -> None:
         """Until loaded (or stopping): the shared load loop, reported on the Pod."""
         def locate() -> tuple[Path, float]:
-            raw = self._model_spec()
-            spec = crds.WhisperModelSpec.model_validate(raw)
+            spec = self._model_spec()
             self.settings = self.engine_settings(spec)
-            path = self.resolve_model(self.model_location(raw))
+            path = self.resolve_model(self.model_location(spec))
             self.settings = self.loader.settings = self.settings.resolved(path)
             self.model_path, self.poll_secs = path, float(spec.gpuPollIntervalSeconds)
             return self.model_path, self.poll_secs

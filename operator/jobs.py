@@ -41,42 +41,38 @@ from .config import api, config
 log = logging.getLogger("whisperop.operator.jobs")
 
 
-def event(obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
-    kube.post_event(api(), obj, "Warning" if warning else "Normal", reason, message, "whisperop-operator")
+def event(tj: crds.TranscriptionJob, reason: str, message: str, warning: bool = False) -> None:
+    kube.post_event(api(), tj, "Warning" if warning else "Normal", reason, message, "whisperop-operator")
 
 
-def _set_phase(res: kube.Resources, obj: dict[str, Any], phase: str, reason: str, message: str,
+def _set_phase(res: kube.Resources, tj: crds.TranscriptionJob, phase: str, reason: str, message: str,
                extra: dict[str, Any] | None = None, cond_type: str | None = None, cond_status: str = "True") -> bool:
     """Guarded status write of a phase change; False if the object changed meanwhile."""
-    st = obj.get("status") or {}
     n = kube.now()
-    conds = st.get("conditions") or []
-    gen = obj["metadata"].get("generation")
-    conds = crds.set_condition(conds, cond_type or phase, cond_status, reason, message, n, gen)
+    gen = tj.metadata.get("generation")
+    conds = crds.set_condition(tj.status.conditions, cond_type or phase, cond_status, reason, message, n, gen)
     body: dict[str, Any] = {"phase": phase, "conditions": conds, "observedGeneration": gen}
     if phase in crds.TERMINAL_PHASES:
         body["completionTime"] = kube.ts(n)
     if extra:
         body.update(extra)
     try:
-        new = res.patch_status(obj["metadata"]["name"], body, rv=obj["metadata"]["resourceVersion"])
+        new = res.patch_status(tj.name, body, rv=tj.resource_version)
     except (kube.Conflict, kube.NotFound):
         return False
-    obj["metadata"]["resourceVersion"] = new["metadata"]["resourceVersion"]
+    tj.metadata["resourceVersion"] = new["metadata"]["resourceVersion"]
     metrics.TRANSITIONS.labels(phase, reason).inc()
-    event(obj, reason, message, warning=phase == crds.Phase.Failed)
+    event(tj, reason, message, warning=phase == crds.Phase.Failed)
     return True
 
 
-def validate(obj: dict[str, Any], models: kube.Resources) -> tuple[tuple[str, str] | None, dict[str, Any] | None]:
+def validate(tj: crds.TranscriptionJob, models: kube.Resources) -> tuple[tuple[str, str] | None, dict[str, Any] | None]:
     """((reason, message) when the job cannot run, else None; the WhisperModel). The schema did the rest."""
-    spec = obj.get("spec", {})
-    model = spec.get("model") or crds.DEFAULT_MODEL
+    model, lang = tj.spec.model, tj.spec.language
     try:
         wm = models.get(model)
     except kube.NotFound:
-        return ("ModelNotFound", f"WhisperModel {model!r} does not exist in namespace {obj['metadata']['namespace']}"), None
-    lang = spec.get("language")
+        return ("ModelNotFound", f"WhisperModel {model!r} does not exist in namespace {tj.namespace}"), None
     if lang and lang not in WHISPER_LANGUAGES:
         return ("UnknownLanguage", f"unknown language {lang!r}; omit it to auto-detect"), wm
     return None, wm
@@ -84,62 +80,58 @@ def validate(obj: dict[str, Any], models: kube.Resources) -> tuple[tuple[str, st
 
 def reconcile_job(obj: dict[str, Any]) -> str:
     """One level-triggered step for one job; returns what it did (for logs and tests)."""
-    meta = obj["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    res = kube.jobs(api(), ns)
-    spec = obj.get("spec", {})
-    status = obj.get("status") or {}
-    phase = status.get("phase")
+    tj = crds.as_job(obj)
+    meta, spec, status = tj.metadata, tj.spec, tj.status
+    res = kube.jobs(api(), tj.namespace)
+    finalizers = meta.get("finalizers") or []
 
-    if meta.get("deletionTimestamp"):
-        if crds.FINALIZER in (meta.get("finalizers") or []):
-            gc.cleanup_and_release(res, obj)
+    if tj.deleting:
+        if crds.FINALIZER in finalizers:
+            gc.cleanup_and_release(res, tj)
             return "cleaned"
         return "deleting"
 
-    if crds.FINALIZER not in (meta.get("finalizers") or []):
-        model = spec.get("model") or crds.DEFAULT_MODEL
-        body = {"metadata": {"finalizers": [*(meta.get("finalizers") or []), crds.FINALIZER],
-                             "labels": {crds.LABEL_MODEL: model}}}
+    if crds.FINALIZER not in finalizers:
+        body = {"metadata": {"finalizers": [*finalizers, crds.FINALIZER], "labels": {crds.LABEL_MODEL: spec.model}}}
         try:
-            res.patch(name, body, rv=meta["resourceVersion"])
+            res.patch(tj.name, body, rv=tj.resource_version)
         except (kube.Conflict, kube.NotFound):
             pass
         return "finalizer"  # the patch produces a new event, which continues from here
 
-    if not phase:
-        problem, wm = validate(obj, kube.models(api(), ns))
+    if not status.phase:
+        problem, wm = validate(tj, kube.models(api(), tj.namespace))
         if problem:
             reason, message = problem
-            _set_phase(res, obj, crds.Phase.Failed, reason, message, extra={"error": message},
+            _set_phase(res, tj, crds.Phase.Failed, reason, message, extra={"error": message},
                        cond_type="Accepted", cond_status="False")
             return "failed"
-        if spec.get("cancel"):
-            _set_phase(res, obj, crds.Phase.Cancelled, "CancelledWhileQueued", "cancelled before it ran")
+        if spec.cancel:
+            _set_phase(res, tj, crds.Phase.Cancelled, "CancelledWhileQueued", "cancelled before it ran")
             return "cancelled"
-        if spec.get("webhookUrl"):
+        if spec.webhookUrl:
             try:
-                registry.register(api(), ns, spec["webhookUrl"], limits=config().registry)
+                registry.register(api(), tj.namespace, spec.webhookUrl, limits=config().registry)
             except Exception:
                 log.warning("could not register webhook URL", exc_info=True)
-        if _set_phase(res, obj, crds.Phase.Queued, "Accepted", f"queued for WhisperModel {spec.get('model', 'default')}",
-                      extra={"attempts": status.get("attempts", 0), "progress": 0}, cond_type="Accepted"):
-            # the model is reconciled when the namespace's job informer sees this job Queued
+        if _set_phase(res, tj, crds.Phase.Queued, "Accepted", f"queued for WhisperModel {spec.model}",
+                      extra={"attempts": status.attempts, "progress": 0}, cond_type="Accepted"):
+            # the model is reconciled when the namespace's job cache sees this job Queued
             # (informers.py), whether or not it is at maxReplicas: every job is activity
             return "queued"
         return "conflict"
 
-    if phase == crds.Phase.Queued and spec.get("cancel"):
-        _set_phase(res, obj, crds.Phase.Cancelled, "CancelledWhileQueued", "cancelled before it ran")
+    if tj.phase == crds.Phase.Queued and spec.cancel:
+        _set_phase(res, tj, crds.Phase.Cancelled, "CancelledWhileQueued", "cancelled before it ran")
         return "cancelled"
 
-    if phase in crds.TERMINAL_PHASES:
+    if tj.phase.terminal:
         did = "terminal"
-        if spec.get("webhookUrl") and (status.get("webhook") or {}).get("state") not in ("delivered", "failed"):
-            webhooks.deliver_job(res, obj)
+        if spec.webhookUrl and (status.webhook is None or status.webhook.state == "pending"):
+            webhooks.deliver_job(res, tj)
             did = "webhook"
-        if gc.ttl_expired(obj):
-            gc.expire(res, obj)
+        if gc.ttl_expired(tj):
+            gc.expire(res, tj)
             did = "expired"
         return did
     return "noop"

@@ -97,30 +97,28 @@ def ensure_deployment(wm: dict[str, Any], replicas: int) -> dict[str, Any]:
 # ── the reconcile ────────────────────────────────────────────────────────────
 
 
-def _requeue_lost(ns: str, model: str, running: list[dict[str, Any]], pods: dict[str, dict[str, Any]]) -> int:
+def _requeue_lost(ns: str, model: str, running: list[crds.JobSummary], pods: dict[str, dict[str, Any]]) -> int:
     cfg = config()
     res = kube.jobs(api(), ns)
     n = kube.now()
     moved = 0
     for s in running:
-        hb = crds.parse_time(s.get("heartbeat") or s.get("startTime"))
-        gone = s.get("worker") not in pods
+        hb = s.heartbeat or s.start_time
+        gone = s.worker not in pods
         stale = hb is None or n - hb > timedelta(seconds=cfg.heartbeat_timeout_secs)
         if not (gone or stale):
             continue
         try:
-            obj = res.get(s["name"])
+            obj = res.get(s.name)
         except kube.NotFound:
             continue
-        st = obj.get("status") or {}
-        if st.get("phase") != crds.Phase.Running or st.get("worker") != s.get("worker") or st.get("heartbeatTime") != s.get(
-                "heartbeat"):
-            continue  # changed since the informer saw it: the worker is alive, or someone acted already
-        why = f"worker {s.get('worker')} " + ("is gone" if gone else f"stopped heartbeating ({cfg.heartbeat_timeout_secs:.0f} s)")
-        attempts = int(st.get("attempts") or 0) + 1
-        gen = obj["metadata"].get("generation")
-        conds = st.get("conditions") or []
-        if obj["spec"].get("cancel"):
+        tj = crds.as_job(obj)
+        st = tj.status
+        if st.phase != crds.Phase.Running or st.worker != s.worker or st.heartbeatTime != s.heartbeat:
+            continue  # changed since the cache saw it: the worker is alive, or someone acted already
+        why = f"worker {s.worker} " + ("is gone" if gone else f"stopped heartbeating ({cfg.heartbeat_timeout_secs:.0f} s)")
+        attempts = st.attempts + 1
+        if tj.spec.cancel:
             phase, reason, msg = crds.Phase.Cancelled, "CancelledWorkerLost", f"cancelled; {why}"
         elif attempts >= cfg.max_attempts:
             phase, reason, msg = crds.Phase.Failed, "WorkerLost", f"{why}; gave up after {attempts} attempts"
@@ -128,27 +126,26 @@ def _requeue_lost(ns: str, model: str, running: list[dict[str, Any]], pods: dict
             phase, reason, msg = crds.Phase.Queued, "Requeued", f"{why}; requeued (attempt {attempts + 1} of {cfg.max_attempts})"
         body: dict[str, Any] = {
             "phase": phase, "attempts": attempts, "worker": None, "heartbeatTime": None,
-            "conditions": crds.set_condition(conds, "Running", "False", reason, msg, n, gen),
+            "conditions": crds.set_condition(st.conditions, "Running", "False", reason, msg, n, tj.metadata.get("generation")),
         }
         if phase == crds.Phase.Queued:
             body.update(progress=0, chunk=0, startTime=None)
         else:
             body.update(completionTime=kube.ts(n), error=msg if phase == crds.Phase.Failed else None)
         try:
-            res.patch_status(s["name"], body, rv=obj["metadata"]["resourceVersion"])
+            res.patch_status(s.name, body, rv=tj.resource_version)
         except (kube.Conflict, kube.NotFound):
             continue
         moved += 1
         metrics.REQUEUES.inc()
         metrics.TRANSITIONS.labels(phase, reason).inc()
-        kube.post_event(api(), obj, "Warning", reason, msg, "whisperop-operator")
+        kube.post_event(api(), tj, "Warning", reason, msg, "whisperop-operator")
     return moved
 
 
-def _activity_times(jobs: list[dict[str, Any]]) -> list[datetime]:
+def _activity_times(jobs: list[crds.JobSummary]) -> list[datetime]:
     """Arrival and completion times of the model's jobs (any terminal phase counts as activity)."""
-    return [t for j in jobs for t in (crds.parse_time(j.get("created")), crds.parse_time(j.get("completionTime")))
-            if t is not None]
+    return [t for j in jobs for t in (j.created, j.completion_time) if t is not None]
 
 
 def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
@@ -167,38 +164,37 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
         if everything is None:
             log.warning("job informer not synced yet; reconcile skipped", extra={"namespace": ns, "model": name})
             return {}
-        jobs = [j for j in everything if j["model"] == name]
+        jobs = [j for j in everything if j.model == name]
         pods = _pods(ns, name)
         by_name = {p["metadata"]["name"]: p for p in pods}
-        queued = [j for j in jobs if j["phase"] == crds.Phase.Queued and not j["cancel"] and not j["deleting"]]
-        running = [j for j in jobs if j["phase"] == crds.Phase.Running]
+        queued = [j for j in jobs if j.phase == crds.Phase.Queued and not j.cancel and not j.deleting]
+        running = [j for j in jobs if j.phase == crds.Phase.Running]
         if running:
             moved = _requeue_lost(ns, name, running, by_name)
             if moved:
-                running = [j for j in running if j.get("worker") in by_name]
-        gc.sweep(ns, [s for s in everything
-                      if s["deleting"] or (s["phase"] in crds.TERMINAL_PHASES and gc.summary_expired(s))])
+                running = [j for j in running if j.worker in by_name]
+        gc.sweep(ns, [s for s in everything if s.deleting or (s.phase in crds.TERMINAL_PHASES and gc.summary_expired(s))])
 
-        st = wm.get("status") or {}
-        spec = wm["spec"]
+        model = crds.WhisperModel.model_validate(wm)
+        spec = model.spec
         now = kube.now()
         demand = scaling.parse_demand(wm["metadata"].get("annotations"))
         since = ready_since(pods, now)
         # becoming ready is stored as activity too: status.lastActivityTime is then where the idle
         # clock starts, and a load request older than it has been served (no reload after the timeout)
-        activity = scaling.last_activity(crds.parse_time(st.get("lastActivityTime")), demand,
+        activity = scaling.last_activity(model.status.lastActivityTime, demand,
                                          len(queued) + len(running), now,
                                          crds.parse_time(wm["metadata"].get("creationTimestamp")),
                                          jobs_seen=_activity_times(jobs) + ([since] if since else []))
         current = _current_replicas(ns, name)
-        arrivals = [t for t in (crds.parse_time(j.get("created")) for j in jobs) if t is not None]
+        arrivals = [j.created for j in jobs if j.created is not None]
         decision = scaling.decide(spec, len(queued), len(running), current if current is not None else 0,
                                   activity, demand, now, since, last_arrival=max(arrivals) if arrivals else None)
         desired = decision.replicas
         if current != desired:
             _log_scale(ns, name, current, decision, len(queued), len(running), activity, since, demand, spec, now)
         dep = ensure_deployment(wm, desired)
-        seen = observe(wm, desired, pods)
+        seen = observe(model, desired, pods)
         status.write(wm, seen, desired, len(queued), len(running), activity, _claim_condition(ns, source))
         _schedule_idle_check(ns, name, spec, decision, activity, since, now)
         for s in ("unloaded", "loading", "waiting_for_gpu", "ready"):
@@ -213,19 +209,19 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
 
 def _log_scale(ns: str, name: str, current: int | None, decision: scaling.Decision, queued: int, running: int,
                activity: datetime | None, since: datetime | None, demand: scaling.Demand | None,
-               spec: dict[str, Any], now: datetime) -> None:
+               spec: crds.WhisperModelSpec, now: datetime) -> None:
     start = scaling.idle_since(activity, since)
     msg = "scale up" if decision.replicas > (current or 0) else "scale down" if current is not None else "deployment created"
     log.info(msg, extra={
         "namespace": ns, "model": name, "from": current, "to": decision.replicas, "reason": decision.reason,
         "queued": queued, "running": running, "idle_secs": round((now - start).total_seconds(), 3) if start else None,
-        "idle_timeout_secs": int(spec.get("idleTimeoutSeconds", crds.DEFAULT_IDLE_TIMEOUT_SECS)),
+        "idle_timeout_secs": spec.idleTimeoutSeconds,
         "last_activity": kube.ts(activity) if activity else None, "ready_since": kube.ts(since) if since else None,
         "demand": f"{demand.action}@{kube.ts(demand.at)}" if demand else None,
-        "min_replicas": int(spec.get("minReplicas", crds.DEFAULT_MIN_REPLICAS)), "max_replicas": int(spec.get("maxReplicas", crds.DEFAULT_MAX_REPLICAS))})
+        "min_replicas": spec.minReplicas, "max_replicas": spec.maxReplicas})
 
 
-def _schedule_idle_check(ns: str, name: str, spec: dict[str, Any], decision: scaling.Decision,
+def _schedule_idle_check(ns: str, name: str, spec: crds.WhisperModelSpec, decision: scaling.Decision,
                          activity: datetime | None, since: datetime | None, now: datetime) -> None:
     """Kick the model when its idle timeout runs out, so the scale-down does not wait for a tick."""
     if decision.reason != "within_idle":

@@ -52,7 +52,7 @@ def _streams(states: list[dict[str, Any]]) -> dict[str, Any]:
     return {"streams": sum(s["streams"] for s in told), "streamsWanted": sum(s["streamsWanted"] for s in told)}
 
 
-def observe(wm: dict[str, Any], desired: int, pods: list[dict[str, Any]]) -> dict[str, Any]:
+def observe(wm: crds.WhisperModel, desired: int, pods: list[dict[str, Any]]) -> dict[str, Any]:
     """Model state and its figures from the pods (see the module doc)."""
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     ready = ready_pods(pods)
@@ -61,11 +61,11 @@ def observe(wm: dict[str, Any], desired: int, pods: list[dict[str, Any]]) -> dic
     out: dict[str, Any] = {"readyReplicas": len(ready), "unschedulableReplicas": len(unsched),
                            "vramNeededMB": None, "vramFreeMB": None, "retryInSecs": None, "loadedAt": None,
                            "gpu": None, "streams": None, "streamsWanted": None}
-    poll = int(wm["spec"].get("gpuPollIntervalSeconds", crds.DEFAULT_GPU_POLL_INTERVAL_SECS))
+    poll = wm.spec.gpuPollIntervalSeconds
     if ready:
         out["state"] = "ready"
         times = sorted(s for p in ready if (s := load_state(p).get("loadedAt")))
-        out["loadedAt"] = times[0] if times else (wm.get("status") or {}).get("loadedAt") or kube.ts()
+        out["loadedAt"] = times[0] if times else kube.ts(wm.status.loadedAt)  # none stored: now
         out["gpu"] = next((g for p in sorted(ready, key=lambda p: p["metadata"]["name"])
                            if (g := load_state(p).get("gpu"))), None)
         out.update(_streams([load_state(p) for p in ready]))

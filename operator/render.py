@@ -30,20 +30,11 @@ def pod_labels(model: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "whisper-operator", crds.LABEL_COMPONENT: "inference", crds.LABEL_MODEL: model}
 
 
-def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
-    """The inference Deployment of a WhisperModel (raises InvalidModelSource for a spec without
-    exactly one model source). Pod Security "restricted": non-root 65532, no privilege escalation,
-    all capabilities dropped, seccomp RuntimeDefault, read-only root with emptyDirs for the
-    model cache and /tmp; a PVC model source is mounted read-only."""
-    meta, spec = wm["metadata"], wm["spec"]
-    source = modelsource.resolve(spec)
-    name = meta["name"]
+def _container(name: str, spec: crds.WhisperModelSpec, source: modelsource.ModelSource) -> dict[str, Any]:
+    """The worker container: the model's identity and source in its environment, restricted."""
     cfg = config()
-    labels = pod_labels(name)
-    res = spec.get("resources") or {}
-    gpus = int(res.get("gpus", crds.DEFAULT_GPUS))
-    limits = dict(res.get("limits") or {})
-    requests = dict(res.get("requests") or {})
+    gpus = spec.resources.gpus
+    limits, requests = dict(spec.resources.limits), dict(spec.resources.requests)
     if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
         requests["nvidia.com/gpu"] = str(gpus)
@@ -59,51 +50,63 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
     ]
     if source.local_path:  # PVC source: the worker loads this file as is (no download, no conversion)
         env.append({"name": modelsource.MODEL_PATH_ENV, "value": source.local_path})
-    extra = dict(spec.get("env") or {})
-    if spec.get("engine"):  # spec.engine wins over an ENGINE in spec.env (one entry per name in the pod)
+    extra = dict(spec.env)
+    if spec.engine:  # spec.engine wins over an ENGINE in spec.env (one entry per name in the pod)
         extra.pop(ENGINE_ENV, None)
-        env.append({"name": ENGINE_ENV, "value": str(spec["engine"])})
+        env.append({"name": ENGINE_ENV, "value": str(spec.engine)})
     env += [{"name": k, "value": v} for k, v in sorted(extra.items())]
-    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 1}
-    container: dict[str, Any] = {
+    mounts: list[dict[str, Any]] = [{"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    if source.kind == "pvc":
+        mounts.append({"name": modelsource.PVC_VOLUME, "mountPath": modelsource.PVC_MOUNT_DIR, "readOnly": True})
+    return {
         "name": "worker",
-        "image": spec.get("image") or crds.DEFAULT_IMAGE,
+        "image": spec.image,
         "command": ["whisperop", "worker"],
         "env": env,
         "envFrom": [{"secretRef": {"name": cfg.s3_secret, "optional": True}}],
         "ports": [{"name": "http", "containerPort": cfg.worker_port}],
-        "readinessProbe": probe,
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 1},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20, "failureThreshold": 3},
         "resources": {k: v for k, v in (("limits", limits), ("requests", requests)) if v},
         "securityContext": {
             "runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
+
+
+def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
+    """The inference Deployment of a WhisperModel (raises InvalidModelSource for a spec without
+    exactly one model source). Pod Security "restricted": non-root 65532, no privilege escalation,
+    all capabilities dropped, seccomp RuntimeDefault, read-only root with emptyDirs for the
+    model cache and /tmp; a PVC model source is mounted read-only."""
+    meta = wm["metadata"]
+    source = modelsource.resolve(wm["spec"])  # InvalidModelSource, with its reason
+    spec = crds.WhisperModelSpec.model_validate(wm["spec"])
+    name = meta["name"]
+    labels = pod_labels(name)
     volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
     if source.kind == "pvc":
         volumes.append({"name": modelsource.PVC_VOLUME,
                         "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True}})
-        container["volumeMounts"].append({"name": modelsource.PVC_VOLUME, "mountPath": modelsource.PVC_MOUNT_DIR,
-                                          "readOnly": True})
     pod_spec: dict[str, Any] = {
-        "containers": [container],
-        "terminationGracePeriodSeconds": cfg.worker_grace_secs,
+        "containers": [_container(name, spec, source)],
+        "terminationGracePeriodSeconds": config().worker_grace_secs,
         "volumes": volumes,
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_ID, "runAsGroup": RUN_AS_ID,
                             "fsGroup": RUN_AS_ID, "fsGroupChangePolicy": "OnRootMismatch",
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "enableServiceLinks": False,
     }
-    if spec.get("runtimeClassName"):
-        pod_spec["runtimeClassName"] = spec["runtimeClassName"]
-    if spec.get("nodeSelector"):
-        pod_spec["nodeSelector"] = spec["nodeSelector"]
-    if spec.get("tolerations"):
-        pod_spec["tolerations"] = spec["tolerations"]
-    if spec.get("serviceAccountName"):
-        pod_spec["serviceAccountName"] = spec["serviceAccountName"]
+    if spec.runtimeClassName:
+        pod_spec["runtimeClassName"] = spec.runtimeClassName
+    if spec.nodeSelector:
+        pod_spec["nodeSelector"] = dict(spec.nodeSelector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [t.dump() for t in spec.tolerations]
+    if spec.serviceAccountName:
+        pod_spec["serviceAccountName"] = spec.serviceAccountName
     template = {"metadata": {"labels": labels}, "spec": pod_spec}
     digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
     return {

@@ -67,9 +67,9 @@ def idle_since(activity: datetime | None, ready_since: datetime | None) -> datet
     return max(activity, ready_since) if activity is not None else ready_since
 
 
-def idle_deadline(spec: dict[str, Any], activity: datetime | None, ready_since: datetime | None) -> datetime | None:
+def idle_deadline(spec: crds.WhisperModelSpec, activity: datetime | None, ready_since: datetime | None) -> datetime | None:
     """When an idle, ready model goes down to ``minReplicas`` (None: not ready, or never)."""
-    idle = int(spec.get("idleTimeoutSeconds", crds.DEFAULT_IDLE_TIMEOUT_SECS))
+    idle = spec.idleTimeoutSeconds
     start = idle_since(activity, ready_since)
     if idle == 0 or start is None:
         return None
@@ -82,16 +82,16 @@ class Decision:
     reason: str  # work | unload | idle_timeout | load_request | loading | within_idle | never_idle | min
 
 
-def jobs_per_replica(spec: dict[str, Any]) -> int:
+def jobs_per_replica(spec: crds.WhisperModelSpec) -> int:
     """``JOB_CONCURRENCY`` of the model's workers (``spec.env``; the worker's default 1): a pod runs
     that many jobs at once, so that many jobs of work need one replica, not several."""
     try:
-        return max(1, int((spec.get("env") or {}).get("JOB_CONCURRENCY", 1)))
+        return max(1, int(spec.env.get("JOB_CONCURRENCY", 1)))
     except (TypeError, ValueError):
         return 1  # the worker refuses such a value at start; scale as for one job per pod
 
 
-def decide(spec: dict[str, Any], queued: int, running: int, current: int, activity: datetime | None,
+def decide(spec: crds.WhisperModelSpec, queued: int, running: int, current: int, activity: datetime | None,
            demand: Demand | None, now: datetime, ready_since: datetime | None,
            last_arrival: datetime | None = None) -> Decision:
     """Replicas and why. ``ready_since``: when the model became ready (the earliest ``loadedAt`` of
@@ -99,8 +99,8 @@ def decide(spec: dict[str, Any], queued: int, running: int, current: int, activi
     was created. An unload is undone only by a job that arrived after it — not by the activity of
     the job that was already running when it was asked (that one finishes first, then the model
     goes down). Unknown (None): the activity time is used."""
-    mn = int(spec.get("minReplicas", crds.DEFAULT_MIN_REPLICAS))
-    mx = max(int(spec.get("maxReplicas", crds.DEFAULT_MAX_REPLICAS)), mn, 1)
+    mn = spec.minReplicas
+    mx = max(spec.maxReplicas, mn, 1)
     work = queued + running
     if work:  # up by queue depth; never down while there is work (down only after the idle timeout)
         per_pod = jobs_per_replica(spec)
@@ -111,7 +111,7 @@ def decide(spec: dict[str, Any], queued: int, running: int, current: int, activi
             return Decision(mn, "unload")
     recent_load = demand is not None and demand.action == "load" and (activity is None or demand.at >= activity)
     keep = min(mx, max(current, mn, 1 if recent_load else 0))
-    if int(spec.get("idleTimeoutSeconds", crds.DEFAULT_IDLE_TIMEOUT_SECS)) == 0:
+    if spec.idleTimeoutSeconds == 0:
         return Decision(keep, "never_idle")
     if ready_since is None:
         # not ready (loading, waiting for a GPU, or scaled to zero): loading time is not idle time;
@@ -123,7 +123,7 @@ def decide(spec: dict[str, Any], queued: int, running: int, current: int, activi
     return Decision(mn, "idle_timeout")
 
 
-def desired_replicas(spec: dict[str, Any], queued: int, running: int, current: int, activity: datetime | None,
+def desired_replicas(spec: crds.WhisperModelSpec, queued: int, running: int, current: int, activity: datetime | None,
                      demand: Demand | None, now: datetime, last_arrival: datetime | None = None,
                      ready_since: datetime | None = None) -> int:
     """:func:`decide`'s replica count."""

@@ -46,9 +46,9 @@ def sender() -> WebhookSender:
         return _sender
 
 
-def _result(obj: dict[str, Any]) -> crds.ResultDoc | None:
+def _result(tj: crds.TranscriptionJob) -> crds.ResultDoc | None:
     """The parsed transcript.json of a Done job (None when absent or unreadable)."""
-    uri = ((obj.get("status") or {}).get("result") or {}).get("json")
+    uri = tj.status.result.json_ if tj.status.result else None
     if not uri:
         return None
     try:
@@ -60,33 +60,35 @@ def _result(obj: dict[str, Any]) -> crds.ResultDoc | None:
         return None
 
 
-def job_document(obj: dict[str, Any]) -> dict[str, Any]:
+def job_document(tj: crds.TranscriptionJob) -> dict[str, Any]:
     """The full Job (contract shape, as the facade's GET shows it), segments included when the job is done."""
-    result = _result(obj) if (obj.get("status") or {}).get("phase") == crds.Phase.Done else None
-    return to_json_dict(crds.job_with_result(obj, result))
+    result = _result(tj) if tj.phase == crds.Phase.Done else None
+    return to_json_dict(crds.job_with_result(tj, result))
 
 
-def deliver_job(res: kube.Resources, obj: dict[str, Any]) -> None:
-    meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
-    url = spec["webhookUrl"]
-    outcome = crds.PHASE_TO_STATUS[crds.phase_of(obj)].value
-    result = sender().deliver(url, job_document(obj), job_delivery_id(str(meta.get("uid")), outcome))
-    record = {
-        "url": url, "state": "delivered" if result.ok else "failed", "attempts": result.attempts,
+def deliver_job(res: kube.Resources, tj: crds.TranscriptionJob) -> None:
+    url = tj.spec.webhookUrl
+    if not url:
+        return
+    outcome = crds.PHASE_TO_STATUS[tj.phase].value
+    result = sender().deliver(url, job_document(tj), job_delivery_id(str(tj.metadata.get("uid")), outcome))
+    state = "delivered" if result.ok else "failed"
+    record: dict[str, Any] = {
+        "url": url, "state": state, "attempts": result.attempts,
         "responseCode": result.code, "lastAttemptTime": kube.ts(), "error": result.error,
     }
     metrics.WEBHOOKS.labels("job", "delivered" if result.ok else "failed").inc()
-    log.log(logging.INFO if result.ok else logging.WARNING, "job webhook " + record["state"], extra={
-        "namespace": meta.get("namespace"), "job": meta["name"], "phase": status.get("phase"), "url": redact(url),
-        "result": record["state"], "http_status": result.code, "attempts": result.attempts, "reason": result.error})
+    log.log(logging.INFO if result.ok else logging.WARNING, "job webhook " + state, extra={
+        "namespace": tj.namespace, "job": tj.name, "phase": tj.status.phase, "url": redact(url),
+        "result": state, "http_status": result.code, "attempts": result.attempts, "reason": result.error})
     try:
-        res.patch_status(meta["name"], {"webhook": record})
+        res.patch_status(tj.name, {"webhook": record})
     except kube.NotFound:
         return
     if result.ok:
-        kube.post_event(api(), obj, "Normal", "WebhookDelivered", f"POST {redact(url)}: HTTP {result.code}", "whisperop-operator")
+        kube.post_event(api(), tj, "Normal", "WebhookDelivered", f"POST {redact(url)}: HTTP {result.code}", "whisperop-operator")
     else:
-        kube.post_event(api(), obj, "Warning", "WebhookFailed", f"POST {redact(url)} failed after {result.attempts} attempts: "
+        kube.post_event(api(), tj, "Warning", "WebhookFailed", f"POST {redact(url)} failed after {result.attempts} attempts: "
                         f"{result.error}", "whisperop-operator")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+from whisperop.core import crds
 from whisperop.operator import informers
 from whisperop.operator.kick import Kicker
 
@@ -49,16 +50,17 @@ def test_a_delayed_kick_runs_after_its_delay_and_an_earlier_one_wins() -> None:
     assert len(at) == 1 and k.pending() == {}
 
 
-def _job(name: str, phase: str | None, progress: int = 0) -> dict:
-    return {"metadata": {"namespace": "ns", "name": name}, "spec": {"model": "m"},
-            "status": {"phase": phase, "progress": progress} if phase else {}}
+def _job(name: str, phase: str | None, progress: int = 0) -> crds.JobSummary:
+    return crds.JobSummary.of({"metadata": {"namespace": "ns", "name": name}, "spec": {"audio": "s3://b/a.wav", "model": "m"},
+                               "status": {"phase": phase, "progress": progress} if phase else {}})
 
 
 def test_only_phase_changes_of_a_job_count() -> None:
-    assert informers.phase_changed("ADDED", _job("j1", "Queued"))
-    assert not informers.phase_changed("MODIFIED", _job("j1", "Queued"))
-    assert informers.phase_changed("MODIFIED", _job("j1", "Running", 10))
-    assert not informers.phase_changed("MODIFIED", _job("j1", "Running", 50))  # progress/heartbeat
-    assert informers.phase_changed("MODIFIED", _job("j1", "Failed"))  # any terminal phase
-    assert informers.phase_changed("DELETED", _job("j1", "Failed"))
-    assert not informers.phase_changed("DELETED", _job("j1", "Failed"))
+    """The cache hands each change with the job's previous summary; only a new phase kicks."""
+    assert not informers.phase_changed("ADDED", _job("j1", None), None)  # not accepted yet: no work
+    assert informers.phase_changed("ADDED", _job("j1", "Queued"), None)
+    assert not informers.phase_changed("MODIFIED", _job("j1", "Queued"), _job("j1", "Queued"))
+    assert informers.phase_changed("MODIFIED", _job("j1", "Running", 10), _job("j1", "Queued"))
+    assert not informers.phase_changed("MODIFIED", _job("j1", "Running", 50), _job("j1", "Running", 10))  # progress
+    assert informers.phase_changed("MODIFIED", _job("j1", "Failed"), _job("j1", "Running", 50))  # any terminal phase
+    assert informers.phase_changed("DELETED", _job("j1", "Failed"), _job("j1", "Failed"))

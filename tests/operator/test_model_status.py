@@ -30,7 +30,7 @@ def _pod(name: str, state: dict | None, ready: bool = True) -> dict:
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
-WM = {"spec": {}, "status": {}}
+WM = crds.WhisperModel.model_validate({"spec": {"modelURI": "/models/m.bin"}, "status": {}})
 H100 = {"name": "NVIDIA H100 80GB HBM3", "vramTotalMB": 81559, "vramUsedMB": 1187}
 
 
@@ -133,8 +133,9 @@ def test_the_facade_announces_streams_added_to_a_ready_model() -> None:
     got: list[object] = []
     rt.subscribe(got.append)
 
-    def wm(**status: object) -> dict:
-        return {"metadata": {"name": "default"}, "status": status}
+    def wm(**status: object) -> crds.WhisperModel:
+        return crds.WhisperModel.model_validate({"metadata": {"name": "default"}, "spec": {"modelURI": "/models/m.bin"},
+                                                 "status": status})
 
     rt._on_event("MODIFIED", wm(state="ready", streams=8, streamsWanted=8), wm(state="ready", streams=2, streamsWanted=8))
     assert got == [ModelStreamsEvent(streams=8, streams_wanted=8)]

@@ -115,11 +115,13 @@ def test_worker_prefers_the_resolved_local_file() -> None:
     from whisperop.inference.worker import Worker
 
     w = SimpleNamespace(cfg=SimpleNamespace(model_path="/var/lib/whisperop/model-pvc/m.bin", model_uri=None))
-    assert Worker.model_location(w, {"source": PVC}) == "/var/lib/whisperop/model-pvc/m.bin"  # type: ignore[arg-type]
+    pvc = crds.WhisperModelSpec.model_validate({"source": PVC})
+    assert Worker.model_location(w, pvc) == "/var/lib/whisperop/model-pvc/m.bin"  # type: ignore[arg-type]
     w.cfg.model_path = None
-    assert Worker.model_location(w, {"source": PVC}) == \
+    assert Worker.model_location(w, pvc) == \
         f"{modelsource.PVC_MOUNT_DIR}/large/ggml-large-v3-q5_0.bin"  # type: ignore[arg-type]
-    assert Worker.model_location(w, {"modelURI": "s3://models/m.bin"}) == "s3://models/m.bin"  # type: ignore[arg-type]
+    uri = crds.WhisperModelSpec(modelURI="s3://models/m.bin")
+    assert Worker.model_location(w, uri) == "s3://models/m.bin"  # type: ignore[arg-type]
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         Worker.resolve_model(w, "/nonexistent/m.bin")  # type: ignore[arg-type]
 

@@ -12,14 +12,19 @@ from whisperop.core import crds
 from whisperop.operator import scaling
 
 T0 = datetime(2026, 5, 10, 14, 0, tzinfo=timezone.utc)
-SPEC = {"minReplicas": 0, "maxReplicas": 3, "idleTimeoutSeconds": 300}
+def _spec(**kw: int) -> crds.WhisperModelSpec:
+    return crds.WhisperModelSpec.model_validate({"modelURI": "/models/m.bin", "minReplicas": 0, "maxReplicas": 3,
+                                                 "idleTimeoutSeconds": 300, **kw})
+
+
+SPEC = _spec()
 
 
 def test_scales_by_queue_depth_up_to_max() -> None:
     assert scaling.desired_replicas(SPEC, queued=1, running=0, current=0, activity=T0, demand=None, now=T0) == 1
     assert scaling.desired_replicas(SPEC, queued=2, running=1, current=1, activity=T0, demand=None, now=T0) == 3
     assert scaling.desired_replicas(SPEC, queued=50, running=3, current=3, activity=T0, demand=None, now=T0) == 3
-    assert scaling.desired_replicas({**SPEC, "minReplicas": 2}, 1, 0, 0, T0, None, T0) == 2
+    assert scaling.desired_replicas(_spec(minReplicas=2), 1, 0, 0, T0, None, T0) == 2
     # never down while there is work: the last job does not shrink a pool of 3
     assert scaling.desired_replicas(SPEC, queued=0, running=1, current=3, activity=T0, demand=None, now=T0) == 3
 
@@ -30,14 +35,14 @@ def test_idle_timeout_then_min_and_zero_means_never() -> None:
     assert scaling.desired_replicas(SPEC, 0, 0, current=2, activity=T0, demand=None, now=later, ready_since=ready) == 2
     assert scaling.desired_replicas(SPEC, 0, 0, current=2, activity=T0, demand=None, now=T0 + timedelta(seconds=300),
                                     ready_since=ready) == 0
-    never = {**SPEC, "idleTimeoutSeconds": 0}
+    never = _spec(idleTimeoutSeconds=0)
     assert scaling.desired_replicas(never, 0, 0, current=1, activity=T0, demand=None, now=T0 + timedelta(days=9),
                                     ready_since=ready) == 1
 
 
 def test_idle_clock_starts_when_the_model_is_ready_not_at_the_load_request() -> None:
     """Issue 15: with idleTimeoutSeconds 3 a load went loading → unloaded in 7.5 s, never ready."""
-    spec = {**SPEC, "idleTimeoutSeconds": 20}
+    spec = _spec(idleTimeoutSeconds=20)
     load = scaling.Demand("load", T0)
     act = scaling.last_activity(None, load, 0, T0, None)
     # loading for 90 s (longer than the idle timeout): never undone while not ready
@@ -58,7 +63,7 @@ def test_idle_clock_starts_when_the_model_is_ready_not_at_the_load_request() -> 
 def test_a_finished_job_is_activity_even_if_no_reconcile_saw_it_run() -> None:
     """Issue 15: the Deployment went to zero 16.6 s after the last job with idleTimeoutSeconds 20;
     the informer's completionTime (any terminal phase) moves the clock."""
-    spec = {**SPEC, "idleTimeoutSeconds": 20}
+    spec = _spec(idleTimeoutSeconds=20)
     ready = T0
     created, finished = T0 + timedelta(seconds=30), T0 + timedelta(seconds=41)
     act = scaling.last_activity(T0, None, 0, T0 + timedelta(seconds=45), None, jobs_seen=[created, finished])
@@ -112,11 +117,11 @@ def test_queue_order_keeps_submissions_within_one_second_in_order() -> None:
     submitted-at annotation keeps FIFO for jobs created within one second."""
     from whisperop.cluster import kube
 
-    def job(name: str, created: str, submitted: str | None = None, priority: int = 0) -> dict:
+    def job(name: str, created: str, submitted: str | None = None, priority: int = 0) -> crds.TranscriptionJob:
         meta: dict = {"name": name, "creationTimestamp": created}
         if submitted:
             meta["annotations"] = {crds.ANN_SUBMITTED: submitted}
-        return {"metadata": meta, "spec": {"priority": priority}}
+        return crds.as_job({"metadata": meta, "spec": {"audio": "s3://bucket/a.wav", "priority": priority}})
 
     second = job("ffff", "2026-11-24T20:36:17Z", "2026-11-24T20:36:17.100000Z")
     third = job("0000", "2026-11-24T20:36:17Z", "2026-11-24T20:36:17.900000Z")  # a name that sorts first
@@ -124,13 +129,13 @@ def test_queue_order_keeps_submissions_within_one_second_in_order() -> None:
     kubectl_same_second = job("bbbb", "2026-11-24T20:36:17Z")
     urgent = job("zzzz", "2026-11-24T20:36:19Z", priority=5)
     order = sorted([kubectl_later, third, urgent, second, kubectl_same_second], key=kube.queue_key)
-    assert [o["metadata"]["name"] for o in order] == ["zzzz", "bbbb", "ffff", "0000", "aaaa"]
+    assert [o.name for o in order] == ["zzzz", "bbbb", "ffff", "0000", "aaaa"]
 
 
 def test_a_served_load_request_does_not_bring_the_model_back_after_the_idle_timeout() -> None:
     """The reconcile stores the ready time as activity: once the idle timeout took the model down,
     the (older) load request gives it no replica again."""
-    spec = {**SPEC, "idleTimeoutSeconds": 6}
+    spec = _spec(idleTimeoutSeconds=6)
     load = scaling.Demand("load", T0)
     ready = T0 + timedelta(seconds=8)  # loading took longer than the idle timeout
     act = scaling.last_activity(None, load, 0, ready, None, jobs_seen=[ready])
@@ -146,10 +151,10 @@ def test_a_served_load_request_does_not_bring_the_model_back_after_the_idle_time
 
 def test_job_concurrency_packs_jobs_onto_fewer_replicas() -> None:
     """JOB_CONCURRENCY (spec.env) jobs run at once per pod: 5 jobs of work at 4 per pod need 2 replicas."""
-    spec = {**SPEC, "maxReplicas": 10, "env": {"JOB_CONCURRENCY": "4"}}
+    spec = SPEC.model_copy(update={"maxReplicas": 10, "env": {"JOB_CONCURRENCY": "4"}})
     assert scaling.desired_replicas(spec, queued=5, running=0, current=0, activity=T0, demand=None, now=T0) == 2
     assert scaling.desired_replicas(spec, queued=1, running=3, current=1, activity=T0, demand=None, now=T0) == 1
-    assert scaling.desired_replicas({**SPEC, "maxReplicas": 10}, queued=5, running=0, current=0, activity=T0,
-                                    demand=None, now=T0) == 5
-    bad = {**SPEC, "maxReplicas": 10, "env": {"JOB_CONCURRENCY": "many"}}
+    assert scaling.desired_replicas(SPEC.model_copy(update={"maxReplicas": 10}), queued=5, running=0, current=0,
+                                    activity=T0, demand=None, now=T0) == 5
+    bad = SPEC.model_copy(update={"maxReplicas": 10, "env": {"JOB_CONCURRENCY": "many"}})
     assert scaling.desired_replicas(bad, queued=3, running=0, current=0, activity=T0, demand=None, now=T0) == 3

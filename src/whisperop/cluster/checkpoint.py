@@ -22,9 +22,8 @@ from whisperop.core.checkpoints import ChunkRecord
 from whisperop.core.models import DegradedChunk, Segment
 
 
-def checkpoint_prefix(obj: dict[str, Any]) -> str:
-    meta = obj["metadata"]
-    return f"{crds.results_prefix(meta['namespace'], meta['name'])}checkpoint/{meta['uid']}/"
+def checkpoint_prefix(job: crds.TranscriptionJob) -> str:
+    return f"{crds.results_prefix(job.namespace, job.name)}checkpoint/{job.metadata['uid']}/"
 
 
 class S3Checkpoint:

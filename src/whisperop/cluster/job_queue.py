@@ -57,7 +57,7 @@ from whisperop.core.ports import DecodeHints, JobChange, JobPage, JobWatcher, Un
 from whisperop.core.settings import DEFAULT_WATCH_TIMEOUT_SECS, WebhookRegistrySettings
 from whisperop.core.subscribers import Subscribers
 from whisperop.cluster.s3 import read_result
-from whisperop.cluster.watch import Obj, ResourceWatch
+from whisperop.cluster.watch import ResourceWatch
 from whisperop.stores.s3_blobs import S3BlobStore
 
 log = logging.getLogger("whisperop.cluster.job_queue")
@@ -67,12 +67,15 @@ READ_YOUR_WRITES_SECS = 5.0  # how long create waits for its own job to reach th
 SEGMENT_CACHE_SIZE = 256  # result documents kept in memory (GET of a finished job polled by clients)
 
 
-def _owner_of(obj: Obj) -> str | None:
-    return (obj["metadata"].get("annotations") or {}).get(crds.ANN_OWNER) or None
+TJ = crds.TranscriptionJob
 
 
-def _phase(obj: Obj | None) -> Phase | None:
-    return None if obj is None else crds.phase_of(obj)
+def _owner_of(tj: TJ) -> str | None:
+    return tj.annotations.get(crds.ANN_OWNER) or None
+
+
+def _phase(tj: TJ | None) -> Phase | None:
+    return None if tj is None else tj.phase
 
 
 class K8sJobStore:
@@ -88,7 +91,8 @@ class K8sJobStore:
         self.model = model
         self.ttl_secs_after_finished = ttl_secs_after_finished
         self.res = kube.jobs(api, namespace)
-        self.informer = ResourceWatch(self.res, timeout_seconds=watch_timeout_seconds, name="transcriptionjobs")
+        self.informer = ResourceWatch(self.res, timeout_seconds=watch_timeout_seconds, name="transcriptionjobs",
+                                      transform=crds.as_job)
         self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
         self._lock = threading.Lock()
         self._finished: set[str] = set()  # jobs whose terminal change this process already emitted
@@ -99,25 +103,26 @@ class K8sJobStore:
 
     def start(self) -> None:
         self.informer.start()
-        for obj in self.informer.items():
-            if _phase(obj) in crds.TERMINAL_PHASES:
-                self._finished.add(obj["metadata"]["name"])
+        self._finished.update(tj.name for tj in self._cached() if tj.phase.terminal)
 
     def close(self) -> None:
         self.informer.stop()
 
     # ── helpers ──────────────────────────────────────────────────────────
 
+    def _cached(self) -> list[TJ]:
+        return self.informer.items()
+
     def s3_uri(self, key: str) -> str:
         return f"s3://{self.blobs.bucket}/{self.blobs._k(key)}"
 
-    def _result_doc(self, obj: Obj) -> crds.ResultDoc | None:
+    def _result_doc(self, tj: TJ) -> crds.ResultDoc | None:
         """What a Done job's result JSON holds (cached per job uid and result URI: a Done job's
         result never changes; a job re-created under the same name has a new uid)."""
-        uri = ((obj.get("status") or {}).get("result") or {}).get("json")
-        if not uri:
+        if tj.status.result is None:
             return None
-        ck = f"{obj['metadata'].get('uid')}:{uri}"
+        uri = tj.status.result.json_
+        ck = f"{tj.metadata.get('uid')}:{uri}"
         with self._lock:
             hit = self._segment_cache.get(ck)
         if hit is not None:
@@ -129,16 +134,16 @@ class K8sJobStore:
                 self._segment_cache.pop(next(iter(self._segment_cache)))
         return doc
 
-    def to_job(self, obj: Obj) -> Job:
-        if _phase(obj) != Phase.Done:
-            return crds.job_from_resource(obj, [])
-        return crds.job_with_result(obj, self._result_doc(obj), verbose=True)  # the routes drop removed unless ?verbose=true
+    def to_job(self, tj: TJ) -> Job:
+        if tj.phase != Phase.Done:
+            return crds.job_from_resource(tj, [])
+        return crds.job_with_result(tj, self._result_doc(tj), verbose=True)  # the routes drop removed unless ?verbose=true
 
-    def _read(self, job_id: str) -> Obj:
+    def _read(self, job_id: str) -> TJ:
         if not _NAME_RE.match(job_id):
             raise JobNotFound(job_id)
         try:
-            return self.res.get(job_id)
+            return crds.as_job(self.res.get(job_id))
         except kube.NotFound:
             raise JobNotFound(job_id) from None
 
@@ -149,20 +154,14 @@ class K8sJobStore:
         """``audio_key``: an upload of ours (owned: the finalizer deletes it), or a user's ``s3://`` URI
         (an ``audio_url``: pointed at, never deleted)."""
         external = audio_key.startswith("s3://")
-        spec: dict[str, Any] = {"audio": audio_key if external else self.s3_uri(audio_key), "model": self.model,
-                                "task": job.task.value}
-        if priority:
-            spec["priority"] = priority
-        if job.language:
-            spec["language"] = job.language
-        if job.webhook_url:
-            spec["webhookUrl"] = job.webhook_url
-        if self.ttl_secs_after_finished:
-            spec["ttlSecondsAfterFinished"] = self.ttl_secs_after_finished
-        if job.time_limit_secs is not None:
-            spec["timeLimitSeconds"] = max(1, int(round(job.time_limit_secs)))
-        if job.chunk_time_limit_factor is not None:
-            spec["chunkTimeLimitFactor"] = f"{job.chunk_time_limit_factor:.6f}".rstrip("0").rstrip(".")
+        limit, factor = job.time_limit_secs, job.chunk_time_limit_factor
+        # model_construct: the API server validates against the schema generated from this model
+        spec = crds.TranscriptionJobSpec.model_construct(
+            audio=audio_key if external else self.s3_uri(audio_key), model=self.model, task=job.task,
+            priority=priority, language=job.language or None, webhookUrl=job.webhook_url or None,
+            ttlSecondsAfterFinished=self.ttl_secs_after_finished or None,
+            timeLimitSeconds=max(1, int(round(limit))) if limit is not None else None,
+            chunkTimeLimitFactor=f"{factor:.6f}".rstrip("0").rstrip(".") if factor is not None else None)
         annotations = {crds.ANN_SUBMITTED: crds.submitted_now()}
         if not external:
             annotations[crds.ANN_AUDIO_OWNED] = "true"
@@ -175,7 +174,7 @@ class K8sJobStore:
         body = {
             "apiVersion": crds.API_VERSION, "kind": crds.JOB_KIND,
             "metadata": {"name": job.id, "annotations": annotations, "labels": {crds.LABEL_MODEL: self.model}},
-            "spec": spec,
+            "spec": spec.dump(),
         }
         obj = self.res.create(body)
         if not self.informer.wait_seen(job.id, READ_YOUR_WRITES_SECS):
@@ -189,25 +188,16 @@ class K8sJobStore:
         return _owner_of(self._read(job_id))
 
     def count_queued(self, owner: str) -> int:
-        return sum(1 for o in self.informer.items()
-                   if _phase(o) in (None, Phase.Queued) and not (o.get("spec") or {}).get("cancel")
-                   and _owner_of(o) == owner)
+        return sum(1 for tj in self._cached() if tj.phase == Phase.Queued and not tj.spec.cancel and _owner_of(tj) == owner)
 
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        objs = sorted(self.informer.items(), key=lambda o: (crds.submission_order(o), o["metadata"]["name"]))
-        out = []
-        for o in objs:
-            j = crds.job_from_resource(o)
-            if status is None or j.status == status:
-                out.append(j)
-            if len(out) >= limit:
-                break
-        return out
+        return self.list_page([status] if status else None, limit, newest_first=False).jobs
 
     def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None,
-                  owner: str | None = None) -> JobPage:
-        """Newest first from the watch cache; the cursor is the last job's ``submission order|name``
-        (the queue's own order key), so jobs created while paging never shift later pages."""
+                  owner: str | None = None, newest_first: bool = True) -> JobPage:
+        """Newest first (``list_jobs``: oldest first) from the watch cache; the cursor is the last job's
+        ``submission order|name`` (the queue's own order key), so jobs created while paging never
+        shift later pages."""
         after: tuple[str, str] | None = None
         if cursor is not None:
             order, sep, name = cursor.rpartition("|")
@@ -215,14 +205,15 @@ class K8sJobStore:
                 raise ValueError(f"invalid cursor {cursor!r}")
             after = (order, name)
         wanted = set(statuses or ())
-        keyed = sorted(((crds.submission_order(o), o["metadata"]["name"]), o) for o in self.informer.items())
+        keyed = sorted((((crds.submission_order(tj), tj.name), tj) for tj in self._cached()), key=lambda kv: kv[0],
+                       reverse=newest_first)
         out: list[tuple[tuple[str, str], Job]] = []
-        for key, o in reversed(keyed):
+        for key, tj in keyed:
             if after is not None and key >= after:
                 continue
-            if owner is not None and _owner_of(o) != owner:
+            if owner is not None and _owner_of(tj) != owner:
                 continue
-            j = crds.job_from_resource(o)
+            j = crds.job_from_resource(tj)
             if wanted and j.status not in wanted:
                 continue
             if len(out) == limit:
@@ -249,28 +240,22 @@ class K8sJobStore:
 
     def count_by_status(self) -> dict[JobStatus, int]:
         counts = {s: 0 for s in JobStatus}
-        for o in self.informer.items():
-            counts[crds.PHASE_TO_STATUS[_phase(o) or Phase.Queued]] += 1
+        for tj in self._cached():
+            counts[crds.PHASE_TO_STATUS[tj.phase]] += 1
         return counts
 
     def queue_depth(self) -> int:
         """Queued (and not yet accepted) TranscriptionJobs of this facade's model."""
-        n = 0
-        for o in self.informer.items():
-            if (o.get("spec") or {}).get("model", crds.DEFAULT_MODEL) != self.model:
-                continue
-            if _phase(o) == Phase.Queued and not o["spec"].get("cancel") and not o["metadata"].get("deletionTimestamp"):
-                n += 1
-        return n
+        return sum(1 for tj in self._cached() if tj.spec.model == self.model and tj.phase == Phase.Queued
+                   and not tj.spec.cancel and not tj.deleting)
 
     def cancel(self, job_id: str, wait_secs: float = 10.0) -> Job:
         for _ in range(10):
-            obj = self._read(job_id)
-            phase = _phase(obj)
-            if phase in crds.TERMINAL_PHASES:
-                raise JobAlreadyTerminal(job_id, crds.PHASE_TO_STATUS[phase].value)
+            tj = self._read(job_id)
+            if tj.phase.terminal:
+                raise JobAlreadyTerminal(job_id, crds.PHASE_TO_STATUS[tj.phase].value)
             try:
-                self.res.patch(job_id, {"spec": {"cancel": True}}, rv=obj["metadata"]["resourceVersion"])
+                self.res.patch(job_id, {"spec": {"cancel": True}}, rv=tj.resource_version)
                 break
             except kube.Conflict:
                 continue
@@ -313,26 +298,25 @@ class K8sJobStore:
         return cluster_webhooks.registered(self.api, self.namespace)
 
     def progress(self, job_id: str) -> tuple[int, int] | None:
-        obj = self._read(job_id)
-        st = obj.get("status") or {}
-        total = int(st.get("chunksTotal") or 0)
-        if _phase(obj) != Phase.Running or total < 1:
+        tj = self._read(job_id)
+        total = tj.status.chunksTotal or 0
+        if tj.phase != Phase.Running or total < 1:
             return None
-        return int(st.get("chunk") or 0), total
+        return tj.status.chunk or 0, total
 
     # ── the watch → JobChange ────────────────────────────────────────────
 
     def _publish(self, change: JobChange) -> None:
         self._watchers.publish(change, {"job_id": change.job.id})
 
-    def _on_event(self, typ: str, obj: Obj, prev: Obj | None) -> None:
-        name = obj["metadata"]["name"]
+    def _on_event(self, typ: str, obj: TJ, prev: TJ | None) -> None:
+        name = obj.name
         if typ == "DELETED":
             with self._lock:
                 self._finished.discard(name)
             return
-        phase, before = _phase(obj), _phase(prev)
-        st, pst = obj.get("status") or {}, (prev or {}).get("status") or {}
+        phase, before = obj.phase, _phase(prev)
+        st = obj.status
         if prev is None and phase not in crds.TERMINAL_PHASES:
             self._publish(JobChange("created", crds.job_from_resource(obj)))
         if phase == Phase.Running and before != Phase.Running:
@@ -340,9 +324,9 @@ class K8sJobStore:
         # Progress: the worker rate-limits its status writes (≤ 2/s), so one write can cover several
         # chunks; every chunk between the last one this process saw and the current one is done, and
         # each gets its progress event (as in local mode). A Done job has done all its chunks.
-        seen = int(pst.get("chunk") or 0) if before == Phase.Running else 0
-        total = int(st.get("chunksTotal") or 0)
-        upto = int(st.get("chunk") or 0) if phase == Phase.Running else total if phase == Phase.Done else 0
+        seen = (prev.status.chunk or 0) if prev is not None and before == Phase.Running else 0
+        total = st.chunksTotal or 0
+        upto = (st.chunk or 0) if phase == Phase.Running else total if phase == Phase.Done else 0
         if before not in crds.TERMINAL_PHASES and total >= 1 and upto > seen and name not in self._finished:
             job = crds.job_from_resource(obj)
             for chunk in range(max(seen, 0) + 1, min(upto, total) + 1):

@@ -175,21 +175,15 @@ def models(api: Any, namespace: str) -> Resources:
 # ── queue order and the claim protocol ──────────────────────────────────────
 
 
-def queue_key(obj: dict[str, Any]) -> tuple[int, str, str]:
+def queue_key(job: crds.TranscriptionJob) -> tuple[int, str, str]:
     """Queued jobs run by priority (higher first), then submission time (microseconds
     when the facade created the job, else creationTimestamp), then name."""
-    return (-int(obj.get("spec", {}).get("priority") or 0), crds.submission_order(obj), obj["metadata"]["name"])
+    return -job.spec.priority, crds.submission_order(job), job.name
 
 
-def is_claimable(obj: dict[str, Any]) -> bool:
-    status = obj.get("status") or {}
-    return status.get("phase") == crds.Phase.Queued and not obj.get("spec", {}).get("cancel") and not obj["metadata"].get(
-        "deletionTimestamp")
-
-
-def claim(res: Resources, obj: dict[str, Any], worker: str) -> dict[str, Any] | None:
-    """Try to move ``obj`` Queued → Running for ``worker``; guarded by the resourceVersion
-    the caller saw. Returns the claimed object, or None when someone else changed it first."""
+def claim(res: Resources, job: crds.TranscriptionJob, worker: str) -> crds.TranscriptionJob | None:
+    """Try to move ``job`` Queued → Running for ``worker``; guarded by the resourceVersion
+    the caller saw. Returns the claimed job, or None when someone else changed it first."""
     t = ts()
     status = {
         "phase": crds.Phase.Running.value,
@@ -199,13 +193,11 @@ def claim(res: Resources, obj: dict[str, Any], worker: str) -> dict[str, Any] | 
         "progress": 0,
         "chunk": 0,
         "error": None,
-        "conditions": crds.set_condition(
-            (obj.get("status") or {}).get("conditions") or [], "Running", "True", "Claimed", f"claimed by {worker}",
-            now(), obj["metadata"].get("generation"),
-        ),
+        "conditions": crds.set_condition(job.status.conditions, "Running", "True", "Claimed",
+                                         f"claimed by {worker}", now(), job.metadata.get("generation")),
     }
     try:
-        return res.patch_status(obj["metadata"]["name"], status, rv=obj["metadata"]["resourceVersion"])
+        return crds.as_job(res.patch_status(job.name, status, rv=job.resource_version))
     except (Conflict, NotFound):
         return None
 
@@ -213,10 +205,13 @@ def claim(res: Resources, obj: dict[str, Any], worker: str) -> dict[str, Any] | 
 # ── events ───────────────────────────────────────────────────────────────────
 
 
-def post_event(api: Any, obj: dict[str, Any], type_: str, reason: str, message: str, component: str) -> None:
+def post_event(api: Any, obj: "dict[str, Any] | crds.TranscriptionJob | crds.WhisperModel", type_: str, reason: str,
+               message: str, component: str) -> None:
     """A core/v1 Event about ``obj`` (best effort: a failed Event never fails the caller)."""
     from kubernetes import client
 
+    if not isinstance(obj, dict):
+        obj = obj.dump()
     meta = obj.get("metadata", {})
     ns = meta.get("namespace") or "default"
     t = now()

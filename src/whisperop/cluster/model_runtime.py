@@ -46,19 +46,16 @@ from whisperop.core.models import (
 )
 from whisperop.core.ports import JobTiming, RuntimeEvent, RuntimeListener, Unsubscribe
 from whisperop.core.subscribers import Subscribers
-from whisperop.cluster.watch import Obj, ResourceWatch
+from whisperop.cluster.watch import ResourceWatch
 
 log = logging.getLogger("whisperop.cluster.model_runtime")
 
 
-def _state(obj: Obj | None) -> ModelState:
-    if obj is None or obj["metadata"].get("deletionTimestamp"):
-        return ModelState.unloaded
-    raw = (obj.get("status") or {}).get("state") or "unloaded"
-    try:
-        return ModelState(raw)
-    except ValueError:
-        return ModelState.unloaded
+WM = crds.WhisperModel
+
+
+def _state(wm: WM | None) -> ModelState:
+    return ModelState.unloaded if wm is None or wm.deleting else ModelState(wm.status.state)
 
 
 class ClusterModelRuntime:
@@ -70,59 +67,60 @@ class ClusterModelRuntime:
         self.model = model
         self.res = kube.models(api, namespace)
         self.informer = ResourceWatch(self.res, field_selector=f"metadata.name={model}",
-                                      timeout_seconds=watch_timeout_seconds, name="whispermodels")
+                                      timeout_seconds=watch_timeout_seconds, name="whispermodels",
+                                      transform=WM.model_validate)
         self._listeners: Subscribers[RuntimeEvent] = Subscribers("model listener")
         self._lock = threading.Lock()
         self.informer.add_callback(self._on_event)
 
     @property
-    def obj(self) -> Obj | None:
+    def obj(self) -> WM | None:
         return self.informer.cached(self.model)
 
     @property
     def state(self) -> ModelState:
         return _state(self.obj)
 
-    def _spec_int(self, key: str, default: int) -> int:
-        raw = ((self.obj or {}).get("spec") or {}).get(key)
-        try:
-            return int(raw) if raw is not None else default
-        except (TypeError, ValueError):
-            return default
+    @property
+    def _spec(self) -> crds.WhisperModelSpec:
+        """The WhisperModel's spec; while it is unknown, one with the schema's defaults."""
+        wm = self.obj
+        return wm.spec if wm is not None else crds.WhisperModelSpec.model_construct()
 
     @property
     def gpu_poll_interval_secs(self) -> int:
-        """``spec.gpuPollIntervalSeconds`` (the CRD's default 30 while the WhisperModel is unknown)."""
-        return self._spec_int("gpuPollIntervalSeconds", crds.DEFAULT_GPU_POLL_INTERVAL_SECS)
+        """``spec.gpuPollIntervalSeconds`` (the CRD's default while the WhisperModel is unknown)."""
+        return self._spec.gpuPollIntervalSeconds
 
     @property
     def idle_timeout_secs(self) -> int:
-        """``spec.idleTimeoutSeconds`` (the CRD's default 300; 0 = never)."""
-        return self._spec_int("idleTimeoutSeconds", crds.DEFAULT_IDLE_TIMEOUT_SECS)
+        """``spec.idleTimeoutSeconds`` (the CRD's default; 0 = never)."""
+        return self._spec.idleTimeoutSeconds
 
     def status(self) -> ModelStatus:
-        obj = self.obj
-        state = _state(obj)
-        st = (obj or {}).get("status") or {}
+        wm = self.obj
+        state = _state(wm)
+        if wm is None:
+            return ModelStatus(state=state)
+        st = wm.status
         if state == ModelState.ready:
             gpu = self.gpu()
-            streams, wanted = st.get("streams"), st.get("streamsWanted")
-            return ModelStatus(state=state, loaded_at=crds.parse_time(st.get("loadedAt")) or None,
+            told = bool(st.streams) and st.streamsWanted is not None
+            return ModelStatus(state=state, loaded_at=st.loadedAt,
                                vram_used_mb=gpu.used_mb if gpu else None, vram_total_mb=gpu.total_mb if gpu else None,
-                               streams=streams if isinstance(streams, int) and isinstance(wanted, int) and streams else None,
-                               streams_wanted=wanted if isinstance(streams, int) and isinstance(wanted, int) and streams else None)
+                               streams=st.streams if told else None, streams_wanted=st.streamsWanted if told else None)
         if state == ModelState.waiting_for_gpu:
-            return ModelStatus(state=state, vram_needed_mb=st.get("vramNeededMB") or 0, vram_free_mb=st.get("vramFreeMB") or 0,
-                               retry_in_secs=st.get("retryInSecs") or self.gpu_poll_interval_secs)
+            return ModelStatus(state=state, vram_needed_mb=st.vramNeededMB or 0, vram_free_mb=st.vramFreeMB or 0,
+                               retry_in_secs=st.retryInSecs or self.gpu_poll_interval_secs)
         return ModelStatus(state=state)
 
     def gpu(self) -> GpuInfo | None:
         """What the ready inference pods report (``status.gpu``, copied by the operator from the
         workers' load-state annotations); None while no pod is ready or the pods have no GPU."""
-        obj = self.obj
-        if _state(obj) != ModelState.ready:
+        wm = self.obj
+        if wm is None or _state(wm) != ModelState.ready or wm.status.gpu is None:
             return None
-        return GpuInfo.from_report(((obj or {}).get("status") or {}).get("gpu"))
+        return GpuInfo.from_report(wm.status.gpu.dump())
 
     def _demand(self, action: str) -> None:
         try:
@@ -145,19 +143,15 @@ class ClusterModelRuntime:
         that this process sees turn ``Done`` (from the TranscriptionJob watch it shares)."""
         informer.add_callback(self._on_job_event)
 
-    def _on_job_event(self, typ: str, obj: Obj, prev: Obj | None) -> None:
-        if typ == "DELETED" or prev is None:
+    def _on_job_event(self, typ: str, tj: crds.TranscriptionJob, prev: crds.TranscriptionJob | None) -> None:
+        if typ == "DELETED" or prev is None or tj.phase != crds.Phase.Done or prev.phase == crds.Phase.Done:
             return
-        st, pst = obj.get("status") or {}, prev.get("status") or {}
-        if st.get("phase") != crds.Phase.Done or pst.get("phase") == crds.Phase.Done:
+        if tj.spec.model != self.model:
             return
-        if ((obj.get("spec") or {}).get("model") or crds.DEFAULT_MODEL) != self.model:
-            return
-        start, end = crds.parse_time(st.get("startTime")), crds.parse_time(st.get("completionTime"))
-        audio = st.get("durationSecs")
+        start, end, audio = tj.status.startTime, tj.status.completionTime, tj.status.durationSecs
         if not (start and end and audio):
             return
-        timing = JobTiming(job_id=obj["metadata"]["name"], audio_secs=float(audio),
+        timing = JobTiming(job_id=tj.name, audio_secs=float(audio),
                            wall_secs=max((end - start).total_seconds(), 1e-3))
         self._listeners.publish(timing)
 
@@ -175,31 +169,28 @@ class ClusterModelRuntime:
 
     # ── watch → model events ─────────────────────────────────────────────
 
-    def _streams_event(self, state: ModelState, obj: Obj, prev: Obj | None) -> None:
+    def _streams_event(self, state: ModelState, wm: WM, prev: WM | None) -> None:
         """``model_streams`` when a ready model's ``status.streams`` grew (issue 14: workers added
         decode streams as GPU memory freed up)."""
         if state != ModelState.ready or prev is None:
             return
-        st, pst = obj.get("status") or {}, prev.get("status") or {}
-        streams, wanted, before = st.get("streams"), st.get("streamsWanted"), pst.get("streams")
-        if isinstance(streams, int) and isinstance(wanted, int) and isinstance(before, int) and streams > before:
+        streams, wanted, before = wm.status.streams, wm.status.streamsWanted, prev.status.streams
+        if streams is not None and wanted is not None and before is not None and streams > before:
             self._listeners.publish(ModelStreamsEvent(streams=streams, streams_wanted=wanted))
 
-    def _event_for(self, obj: Obj | None) -> RuntimeEvent | None:
-        state = _state(obj)
-        st = (obj or {}).get("status") or {}
+    def _event_for(self, wm: WM | None) -> RuntimeEvent | None:
+        state = _state(wm)
         if state == ModelState.loading:
             return ModelLoadingEvent()
         if state == ModelState.ready:
-            loaded = crds.parse_time(st.get("loadedAt")) or kube.now()
-            return ModelReadyEvent(loaded_at=loaded)
+            return ModelReadyEvent(loaded_at=(wm.status.loadedAt if wm else None) or kube.now())
         if state == ModelState.unloaded:
             return ModelUnloadedEvent()
         s = self.status()
         return ModelWaitingForGpuEvent(vram_needed_mb=s.vram_needed_mb or 0, vram_free_mb=s.vram_free_mb or 0,
                                        retry_in_secs=s.retry_in_secs or 0)
 
-    def _on_event(self, typ: str, obj: Obj, prev: Obj | None) -> None:
+    def _on_event(self, typ: str, obj: WM, prev: WM | None) -> None:
         new = _state(None if typ == "DELETED" else obj)
         old = _state(prev)
         if new == old:

@@ -38,8 +38,8 @@ from prometheus_client import Counter, Histogram
 
 from whisperop.cluster import kube
 from whisperop.cluster.checkpoint import S3Checkpoint, checkpoint_prefix
-from whisperop.cluster.informer import Informer
 from whisperop.cluster.s3 import S3Settings
+from whisperop.cluster.watch import ResourceWatch
 from whisperop.core import crds
 from whisperop.core.checkpoints import Checkpoint
 from whisperop.core.crds import Phase
@@ -57,14 +57,14 @@ WRITES = Counter("whisperop_worker_status_writes_total", "Job status writes by t
 COMPONENT = "whisperop-worker"  # the Events' source
 
 
-def decode_hints(obj: dict[str, Any]) -> DecodeHints:
+def decode_hints(job: crds.TranscriptionJob) -> DecodeHints:
     """The job's ``whisperop.io/decode-hints`` annotation (prompt, temperature; set by the facade's
     OpenAI-compatible API); a malformed one is ignored, as if absent."""
-    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(crds.ANN_DECODE_HINTS)
+    raw = job.annotations.get(crds.ANN_DECODE_HINTS)
     try:
         return DecodeHints.from_dict(json.loads(raw)) if raw else DecodeHints()
     except (ValueError, TypeError):
-        log.warning("ignoring a malformed decode-hints annotation", extra={"job": obj["metadata"].get("name")})
+        log.warning("ignoring a malformed decode-hints annotation", extra={"job": job.name})
         return DecodeHints()
 
 
@@ -100,48 +100,36 @@ class WorkQueueSettings:
     outbound_allow: str = ""  # WHISPEROP_OUTBOUND_ALLOW: which http(s) audio URLs may be fetched
 
 
-class JobCache(Informer):
-    """This model's jobs, kept current by one list+watch; wakes the claim loop on change."""
-
-    def __init__(self, res: kube.Resources, model: str) -> None:
-        super().__init__(res, field_selector=f"spec.model={model}")
-
-    def candidates(self) -> list[dict[str, Any]]:
-        with self.cond:
-            return sorted((o for o in self.items.values() if kube.is_claimable(o)), key=kube.queue_key)
-
-
 class ClusterLease:
     """One claimed TranscriptionJob (see the module docstring)."""
 
-    def __init__(self, queue: "ClusterWorkQueue", obj: dict[str, Any]) -> None:
+    def __init__(self, queue: "ClusterWorkQueue", resource: crds.TranscriptionJob) -> None:
         self._q = queue
-        self.obj = obj
-        self.resource = crds.TranscriptionJob.model_validate(obj)
-        self.name: str = obj["metadata"]["name"]
+        self.resource = resource
+        self.name = resource.name
         self.pod = queue.settings.pod
-        self.job = crds.job_from_resource(obj).model_copy(update={"language": self.resource.spec.language})
-        self.hints = decode_hints(obj)
-        self._start_time = obj["status"]["startTime"]
-        self._rv = obj["metadata"]["resourceVersion"]
+        self.job = crds.job_from_resource(resource).model_copy(update={"language": resource.spec.language})
+        self.hints = decode_hints(resource)
+        self._start_time = resource.status.startTime
+        self._rv = resource.resource_version
         self._lock = threading.Lock()
         self._cancel = bool(self.resource.spec.cancel)
         self.lost = False
         self.handed_back = False
         self._last_write = time.monotonic()
         self._pending: dict[str, Any] = {}
-        self._checkpoint = S3Checkpoint(queue.s3.client, queue.s3.bucket, checkpoint_prefix(obj))
+        self._checkpoint = S3Checkpoint(queue.s3.client, queue.s3.bucket, checkpoint_prefix(resource))
         self._t0 = time.perf_counter()
         self._done = threading.Event()
         log.info("job claimed", extra={"job": self.name, "worker": self.pod})
-        kube.post_event(queue.api, obj, "Normal", "Running", f"running on {self.pod}", COMPONENT)
+        kube.post_event(queue.api, resource, "Normal", "Running", f"running on {self.pod}", COMPONENT)
         threading.Thread(target=self._heartbeat, daemon=True, name="heartbeat").start()
 
     # ── guarded writes ───────────────────────────────────────────────────
 
-    def _owned(self, obj: dict[str, Any]) -> bool:
-        st = obj.get("status") or {}
-        return st.get("phase") == Phase.Running and st.get("worker") == self.pod and st.get("startTime") == self._start_time
+    def _owned(self, job: crds.TranscriptionJob) -> bool:
+        st = job.status
+        return st.phase == Phase.Running and st.worker == self.pod and st.startTime == self._start_time
 
     def _write(self, status: dict[str, Any], kind: str) -> None:
         with self._lock:
@@ -150,11 +138,11 @@ class ClusterLease:
             body = {**self._pending, **status}
             for _ in range(5):
                 try:
-                    obj = self._q.jobs.patch_status(self.name, body, rv=self._rv)
-                    self._rv, self.obj = obj["metadata"]["resourceVersion"], obj
+                    self.resource = crds.as_job(self._q.jobs.patch_status(self.name, body, rv=self._rv))
+                    self._rv = self.resource.resource_version
                     self._pending = {}
                     self._last_write = time.monotonic()
-                    self._cancel |= bool(obj["spec"].get("cancel"))
+                    self._cancel |= self.resource.spec.cancel
                     WRITES.labels(kind).inc()
                     return
                 except kube.Conflict:
@@ -168,15 +156,15 @@ class ClusterLease:
     def _refresh(self) -> None:
         """After a 409: still ours? (else Lost) — then retry at the new resourceVersion."""
         try:
-            fresh = self._q.jobs.get(self.name)
+            fresh = crds.as_job(self._q.jobs.get(self.name))
         except kube.NotFound:
             self.lost = True
             raise Lost(self.name) from None
         if not self._owned(fresh):
             self.lost = True
             raise Lost(self.name)
-        self._rv = fresh["metadata"]["resourceVersion"]
-        self._cancel |= bool(fresh["spec"].get("cancel"))
+        self._rv = fresh.resource_version
+        self._cancel |= fresh.spec.cancel
 
     def _try_write(self, status: dict[str, Any], kind: str) -> None:
         """A write from inside the engine's callbacks: a lost job stops at the next cancel poll."""
@@ -188,8 +176,8 @@ class ClusterLease:
     def _heartbeat(self) -> None:
         every = self._q.settings.heartbeat_secs
         while not self._done.wait(min(every, 1.0)):
-            cached = self._q.cache.get(self.name)
-            if cached is not None and cached["spec"].get("cancel"):
+            cached: crds.TranscriptionJob | None = self._q.cache.cached(self.name)
+            if cached is not None and cached.spec.cancel:
                 self._cancel = True
             if time.monotonic() - self._last_write >= every:
                 try:
@@ -202,8 +190,8 @@ class ClusterLease:
     def _finish(self, phase: Phase, reason: str, message: str, extra: dict[str, Any]) -> bool:
         """The lease's last status write (and its Event); False when the job was lost."""
         n = kube.now()
-        conds = crds.set_condition((self.obj.get("status") or {}).get("conditions") or [], "Running", "False", reason,
-                                   message, n, self.obj["metadata"].get("generation"))
+        conds = crds.set_condition(self.resource.status.conditions, "Running", "False", reason,
+                                   message, n, self.resource.metadata.get("generation"))
         body = {"phase": phase.value, "heartbeatTime": kube.ts(n), "conditions": conds, **extra}
         if phase.terminal:
             body["completionTime"] = kube.ts(n)
@@ -215,7 +203,7 @@ class ClusterLease:
             log.warning("job no longer ours; its end is not recorded", extra={"job": self.name, "phase": phase.value})
             return False
         JOBS.labels(phase.value.lower()).inc()
-        kube.post_event(self._q.api, self.obj, "Warning" if phase == Phase.Failed else "Normal", reason, message, COMPONENT)
+        kube.post_event(self._q.api, self.resource, "Warning" if phase == Phase.Failed else "Normal", reason, message, COMPONENT)
         return True
 
     # ── the Lease port ───────────────────────────────────────────────────
@@ -292,8 +280,7 @@ class ClusterLease:
     def _upload(self, result: TranscriptionResult) -> dict[str, Any]:
         from whisperop.inference.writers import render
 
-        meta = self.obj["metadata"]
-        prefix = crds.results_prefix(meta["namespace"], meta["name"])
+        prefix = crds.results_prefix(self.resource.namespace, self.name)
         store = self._q.s3.store()
         out: dict[str, Any] = {"segments": len(result.segments)}
         for fmt in dict.fromkeys(["json", *self.resource.spec.outputFormats]):
@@ -311,16 +298,16 @@ class ClusterWorkQueue:
         self.jobs = kube.jobs(api, namespace)
         self.s3 = s3
         self.settings = settings
-        self.cache = JobCache(self.jobs, model)
+        self.cache = ResourceWatch(self.jobs, field_selector=f"spec.model={model}", transform=crds.as_job)
         self._tried: set[tuple[str, str]] = set()
         self._last_resync = time.monotonic()
 
     def start(self, sync_timeout: float = 30.0) -> None:
-        self.cache.start()
+        self.cache.start(wait=False)
         self.cache.synced.wait(sync_timeout)
 
     def stop(self) -> None:
-        self.cache.stop.set()
+        self.cache.stop()
 
     def claim_next(self) -> ClusterLease | None:
         """Each (job, resourceVersion) is tried once: a 409 means someone else changed it, and the
@@ -328,12 +315,13 @@ class ClusterWorkQueue:
         if time.monotonic() - self._last_resync > self.settings.resync_secs:
             self._tried.clear()
             self._last_resync = time.monotonic()
-        for obj in self.cache.candidates():
-            key = (obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
+        queued: list[crds.TranscriptionJob] = [j for j in self.cache.items() if j.claimable]
+        for job in sorted(queued, key=kube.queue_key):
+            key = (job.name, job.resource_version)
             if key in self._tried:
                 continue
             self._tried.add(key)
-            claimed = kube.claim(self.jobs, obj, self.settings.pod)
+            claimed = kube.claim(self.jobs, job, self.settings.pod)
             if claimed is not None:
                 CLAIMS.labels("won").inc()
                 return ClusterLease(self, claimed)
@@ -342,4 +330,4 @@ class ClusterWorkQueue:
 
     def wait(self, timeout: float) -> None:
         """Until the cache changes (or ``timeout``)."""
-        self.cache.wait(timeout)
+        self.cache.wait_changed(timeout)

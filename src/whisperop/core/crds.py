@@ -6,14 +6,15 @@ are the source of the CRD schemas (``python -m whisperop.core.crdgen`` writes
 validation (enums, minimums, URI rules, defaults) is declared here once and
 enforced by the API server through the generated schema.
 
-Who reads resources through the models: the worker parses the job it claims
-(:class:`TranscriptionJob`, :mod:`whisperop.cluster.work_queue`) and its
-WhisperModel's spec. The operator and the facade's watch caches still keep
-the API server's dicts (parsing at those watch boundaries is not done yet),
-but take every phase (:class:`Phase`,
-:data:`TERMINAL_PHASES`, :func:`phase_of`), schema default (``DEFAULT_*``),
-annotation and the demand annotation's format (:func:`demand_annotation`,
-:func:`parse_demand`) from here, so none of them is spelled twice.
+Who reads resources through the models: every runtime component, at its
+boundary with the API server. The one watch cache (:mod:`whisperop.cluster.watch`)
+parses each object as it arrives (:class:`TranscriptionJob`, :class:`WhisperModel`;
+the operator keeps the smaller :class:`JobSummary` of each job), and reads of
+single objects are parsed where they are made; the code behind the boundary
+uses attributes, so every phase (:class:`Phase`, :data:`TERMINAL_PHASES`),
+schema default and field name is spelled here once. Status writes are built
+from the same names (:meth:`_Base.dump`). Writes of whole sub-objects the API
+server merges (conditions) use :func:`set_condition`.
 
 Also here: the names every component shares (group, plural, annotations,
 labels, finalizer, condition types) and the conversion of a TranscriptionJob
@@ -24,6 +25,7 @@ JobQueue of the facade).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -89,13 +91,7 @@ class Phase(str, Enum):
 TERMINAL_PHASES: frozenset[Phase] = frozenset(p for p in Phase if p.terminal)  # str enum: "Done" in it, too
 
 
-def phase_of(obj: dict[str, Any] | None) -> Phase:
-    """A TranscriptionJob's phase (a job the operator has not accepted yet has none: ``Queued``)."""
-    return Phase(((obj or {}).get("status") or {}).get("phase") or Phase.Queued)
-
-
-# Schema defaults of WhisperModel.spec: the CRD schema (via the fields below) and the few readers
-# of raw resources (operator/) both take them from here.
+# Schema defaults of WhisperModel.spec (the fields below are their only readers)
 DEFAULT_MIN_REPLICAS = 0
 DEFAULT_MAX_REPLICAS = 1
 DEFAULT_IDLE_TIMEOUT_SECS = 300
@@ -130,6 +126,33 @@ class _Base(BaseModel):
     def dump(self) -> dict[str, Any]:
         """The JSON-ready dict for the API server (None fields left out)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class _Resource(_Base):
+    """What TranscriptionJob and WhisperModel share: metadata stays the API server's dict."""
+
+    apiVersion: str = API_VERSION
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name") or "")
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace") or "")
+
+    @property
+    def resource_version(self) -> str:
+        return str(self.metadata.get("resourceVersion") or "")
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return dict(self.metadata.get("annotations") or {})
+
+    @property
+    def deleting(self) -> bool:
+        return bool(self.metadata.get("deletionTimestamp"))
 
 
 class Condition(_Base):
@@ -217,12 +240,25 @@ class TranscriptionJobStatus(_Base):
     observedGeneration: int | None = Field(None, ge=0)
 
 
-class TranscriptionJob(_Base):
-    apiVersion: str = API_VERSION
+class TranscriptionJob(_Resource):
     kind: str = JOB_KIND
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: TranscriptionJobSpec
     status: TranscriptionJobStatus = Field(default_factory=TranscriptionJobStatus)
+
+    @property
+    def phase(self) -> Phase:
+        """The phase (a job the operator has not accepted yet has none: ``Queued``)."""
+        return Phase(self.status.phase or Phase.Queued)
+
+    @property
+    def claimable(self) -> bool:
+        """Queued, not cancelled, not being deleted: what a worker may claim."""
+        return self.status.phase == Phase.Queued and not self.spec.cancel and not self.deleting
+
+
+def as_job(obj: "TranscriptionJob | dict[str, Any]") -> TranscriptionJob:
+    """A TranscriptionJob parsed from the API server's dict (or the typed one as it is)."""
+    return obj if isinstance(obj, TranscriptionJob) else TranscriptionJob.model_validate(obj)
 
 
 # ── WhisperModel ─────────────────────────────────────────────────────────────
@@ -333,10 +369,8 @@ class WhisperModelStatus(_Base):
     observedGeneration: int | None = Field(None, ge=0)
 
 
-class WhisperModel(_Base):
-    apiVersion: str = API_VERSION
+class WhisperModel(_Resource):
     kind: str = MODEL_KIND
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: WhisperModelSpec
     status: WhisperModelStatus = Field(default_factory=WhisperModelStatus)
 
@@ -356,11 +390,13 @@ def rfc3339(dt: datetime) -> str:
     return format_timestamp(dt)
 
 
-def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
-                  now: datetime, generation: int | None = None) -> list[dict[str, Any]]:
-    """Return ``conditions`` with ``type_`` set; lastTransitionTime moves only when status changes."""
-    out = [dict(c) for c in conditions if c.get("type") != type_]
-    old = next((c for c in conditions if c.get("type") == type_), None)
+def set_condition(conditions: "Sequence[dict[str, Any] | Condition]", type_: str, status: str, reason: str,
+                  message: str, now: datetime, generation: int | None = None) -> list[dict[str, Any]]:
+    """Return ``conditions`` (typed or as written) with ``type_`` set, ready to write;
+    lastTransitionTime moves only when status changes."""
+    given = [c.dump() if isinstance(c, Condition) else dict(c) for c in conditions]
+    out = [c for c in given if c.get("type") != type_]
+    old = next((c for c in given if c.get("type") == type_), None)
     ltt = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else rfc3339(now)
     cond: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": ltt}
     if generation is not None:
@@ -389,29 +425,26 @@ PHASE_TO_STATUS: dict[str, JobStatus] = {
 }
 
 
-def job_from_resource(obj: dict[str, Any], segments: list[Segment] | None = None) -> Job:
+def job_from_resource(obj: TranscriptionJob | dict[str, Any], segments: list[Segment] | None = None) -> Job:
     """The contract's Job shape of a TranscriptionJob (segments from the result JSON, if given)."""
-    meta = obj.get("metadata", {})
-    spec = obj.get("spec", {})
-    status = obj.get("status") or {}
-    phase = phase_of(obj)
-    audio = spec.get("audio", "")
-    filename = (meta.get("annotations") or {}).get(ANN_FILENAME) or audio.rstrip("/").rsplit("/", 1)[-1] or None
-    created = parse_time(meta.get("creationTimestamp"))
+    tj = as_job(obj)
+    spec, status, phase = tj.spec, tj.status, tj.phase
+    filename = tj.annotations.get(ANN_FILENAME) or spec.audio.rstrip("/").rsplit("/", 1)[-1] or None
+    created = parse_time(tj.metadata.get("creationTimestamp"))
     fields: dict[str, Any] = {
-        "id": meta.get("name", ""),
+        "id": tj.name,
         "status": PHASE_TO_STATUS[phase],
-        "task": spec.get("task", "transcribe"),
-        "language": status.get("language") or spec.get("language"),
-        "progress": 100 if phase == Phase.Done else int(status.get("progress") or 0),
-        "duration_secs": status.get("durationSecs"),
+        "task": spec.task,
+        "language": status.language or spec.language,
+        "progress": 100 if phase == Phase.Done else status.progress,
+        "duration_secs": status.durationSecs,
         "segments": segments or [],
-        "error": status.get("error"),
-        "webhook_url": spec.get("webhookUrl"),
+        "error": status.error,
+        "webhook_url": spec.webhookUrl,
         "filename": filename,
-        "completed_at": parse_time(status.get("completionTime")),
-        "time_limit_secs": spec.get("timeLimitSeconds"),
-        "chunk_time_limit_factor": float(spec["chunkTimeLimitFactor"]) if spec.get("chunkTimeLimitFactor") else None,
+        "completed_at": status.completionTime,
+        "time_limit_secs": spec.timeLimitSeconds,
+        "chunk_time_limit_factor": float(spec.chunkTimeLimitFactor) if spec.chunkTimeLimitFactor else None,
     }
     if created:
         fields["created_at"] = created
@@ -433,7 +466,7 @@ class ResultDoc:
                    [DegradedChunk.model_validate(d) for d in body.get("degraded_chunks") or []])
 
 
-def job_with_result(obj: dict[str, Any], result: ResultDoc | None, verbose: bool = False) -> Job:
+def job_with_result(obj: TranscriptionJob | dict[str, Any], result: ResultDoc | None, verbose: bool = False) -> Job:
     """The Job of a resource with its result: segments, the count of what repetition handling
     removed (the text itself only when ``verbose``), the degraded chunks. One shape for the
     facade and the operator's webhook."""
@@ -444,18 +477,45 @@ def job_with_result(obj: dict[str, Any], result: ResultDoc | None, verbose: bool
                                   "removed": list(result.removed) if verbose else None})
 
 
-def submission_order(obj: dict[str, Any]) -> str:
+def submission_order(obj: TranscriptionJob | dict[str, Any]) -> str:
     """A sortable submission time of a job: the facade's microsecond
     ``whisperop.io/submitted-at`` when present, else ``creationTimestamp``
     (whole seconds) written with the same number of digits. Queue order and
     listings use it, so two jobs submitted within one second keep their order
     (creationTimestamp alone ties, and the name — a UUID — would decide)."""
-    meta = obj.get("metadata") or {}
+    meta = (obj.metadata if isinstance(obj, TranscriptionJob) else obj.get("metadata")) or {}
     submitted = (meta.get("annotations") or {}).get(ANN_SUBMITTED)
     if submitted:
         return submitted
     created = meta.get("creationTimestamp") or ""
     return created[:-1] + ".000000Z" if created.endswith("Z") and "." not in created else created
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """The operator's per-job cache item: the few fields its model reconcile, queue depth,
+    lost-worker check and TTL sweep read (memory scales with this, not the object:
+    docs/benchmarks-operator.md)."""
+
+    name: str
+    model: str
+    phase: Phase | None  # None: not accepted yet
+    created: datetime | None
+    cancel: bool
+    worker: str | None
+    heartbeat: datetime | None
+    start_time: datetime | None
+    completion_time: datetime | None
+    ttl: int | None
+    deleting: bool
+
+    @classmethod
+    def of(cls, obj: TranscriptionJob | dict[str, Any]) -> "JobSummary":
+        tj = as_job(obj)
+        st = tj.status
+        return cls(tj.name, tj.spec.model, Phase(st.phase) if st.phase else None,
+                   parse_time(tj.metadata.get("creationTimestamp")), tj.spec.cancel, st.worker, st.heartbeatTime,
+                   st.startTime, st.completionTime, tj.spec.ttlSecondsAfterFinished, tj.deleting)
 
 
 def submitted_now() -> str:

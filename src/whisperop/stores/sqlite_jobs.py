@@ -120,6 +120,19 @@ def _ts(dt: datetime | None) -> str | None:
     return None if dt is None else dt.astimezone(timezone.utc).isoformat()
 
 
+def _end_row(c: sqlite3.Connection, job_id: str, sets: str, args: tuple[object, ...], guard: str = "") -> bool:
+    """Make a job terminal (``sets``: its status and fields) and drop its checkpoint; False when
+    ``guard`` (e.g. still running) did not hold."""
+    cur = c.execute(f"UPDATE jobs SET {sets}, completed_at = ? WHERE id = ?{guard}", (*args, _ts(utcnow()), job_id))
+    if cur.rowcount:
+        c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
+    return bool(cur.rowcount)
+
+
+_FAILED = "status = 'failed', segments = '[]', error = ?"
+_RUNNING = " AND status = 'running'"
+
+
 def _row_to_job(row: sqlite3.Row) -> Job:
     removed = [RemovedText.model_validate(r) for r in json.loads(row["removed"])]
     return Job(
@@ -254,12 +267,8 @@ class SqliteJobStore:
 
     def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
         with self._lock:
-            if status is None:
-                rows = self._conn.execute("SELECT * FROM jobs ORDER BY seq LIMIT ?", (limit,)).fetchall()
-            else:
-                rows = self._conn.execute(
-                    "SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT ?", (status.value, limit)
-                ).fetchall()
+            rows = self._conn.execute("SELECT * FROM jobs WHERE ? IS NULL OR status = ? ORDER BY seq LIMIT ?",
+                                      (status and status.value, status and status.value, limit)).fetchall()
         return [_row_to_job(r) for r in rows]
 
     def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None,
@@ -331,11 +340,7 @@ class SqliteJobStore:
                     raise JobNotFound(job_id)
                 if row["status"] not in _ACTIVE:
                     raise JobAlreadyTerminal(job_id, row["status"])
-                c.execute(
-                    "UPDATE jobs SET status = 'cancelled', segments = '[]', completed_at = ? WHERE id = ?",
-                    (_ts(utcnow()), job_id),
-                )
-                c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))  # terminal: checkpoints go
+                _end_row(c, job_id, "status = 'cancelled', segments = '[]'", ())
                 row = self._one(job_id)
             assert row is not None
             return self._notify("finished", row)
@@ -380,30 +385,18 @@ class SqliteJobStore:
         segments = json.dumps([s.model_dump(mode="json") for s in result.segments])
         removed = json.dumps([r.model_dump(mode="json") for r in result.removed])
         degraded = json.dumps([d.model_dump(mode="json") for d in result.degraded_chunks])
-        with self._lock:
-            with self._write() as c:
-                cur = c.execute(
-                    "UPDATE jobs SET status = 'done', progress = 100, chunk = chunks_total, language = COALESCE(?, language),"
-                    " duration_secs = ?, segments = ?, removed = ?, degraded = ?, error = NULL, completed_at = ?"
-                    " WHERE id = ? AND status = 'running'",
-                    (result.language, result.duration_secs, segments, removed, degraded, _ts(utcnow()), job_id),
-                )
-                if cur.rowcount:
-                    c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
-                row = self._one(job_id) if cur.rowcount else None
-            return None if row is None else self._notify("finished", row)
+        return self._finish(job_id, "status = 'done', progress = 100, chunk = chunks_total, language = COALESCE(?, language),"
+                                    " duration_secs = ?, segments = ?, removed = ?, degraded = ?, error = NULL",
+                            (result.language, result.duration_secs, segments, removed, degraded))
 
     def fail(self, job_id: str, error: str) -> Job | None:
+        return self._finish(job_id, _FAILED, (error,))
+
+    def _finish(self, job_id: str, sets: str, args: tuple[object, ...]) -> Job | None:
+        """A running job's end (None when it is no longer running: cancelled meanwhile)."""
         with self._lock:
             with self._write() as c:
-                cur = c.execute(
-                    "UPDATE jobs SET status = 'failed', segments = '[]', error = ?, completed_at = ?"
-                    " WHERE id = ? AND status = 'running'",
-                    (error, _ts(utcnow()), job_id),
-                )
-                if cur.rowcount:
-                    c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
-                row = self._one(job_id) if cur.rowcount else None
+                row = self._one(job_id) if _end_row(c, job_id, sets, args, _RUNNING) else None
             return None if row is None else self._notify("finished", row)
 
     def requeue(self, job_id: str, reason: str, count_attempt: bool = True) -> Job | None:
@@ -419,9 +412,7 @@ class SqliteJobStore:
                     return None
                 attempts = row["attempts"] - (0 if count_attempt else 1)
                 if attempts >= self.max_attempts:
-                    c.execute("UPDATE jobs SET status = 'failed', segments = '[]', error = ?, completed_at = ? WHERE id = ?",
-                              (f"transcription failed {attempts} times: {reason}", _ts(utcnow()), job_id))
-                    c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
+                    _end_row(c, job_id, _FAILED, (f"transcription failed {attempts} times: {reason}",))
                     kind: ChangeKind = "finished"
                 else:
                     c.execute("UPDATE jobs SET status = 'queued', attempts = ? WHERE id = ?", (attempts, job_id))
@@ -451,9 +442,7 @@ class SqliteJobStore:
                 for job_id in retry:
                     c.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", (job_id,))
                 for job_id in failed:
-                    c.execute("UPDATE jobs SET status = 'failed', segments = '[]', error = ?, completed_at = ? WHERE id = ?",
-                              (RESTART_MESSAGE, _ts(utcnow()), job_id))
-                    c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
+                    _end_row(c, job_id, _FAILED, (RESTART_MESSAGE,))
             jobs = []
             for job_id in failed:
                 row = self._one(job_id)
@@ -471,44 +460,6 @@ class SqliteJobStore:
 
     def checkpoint(self, job_id: str) -> "SqliteCheckpoint":
         return SqliteCheckpoint(self, job_id)
-
-    def _save_plan(self, job_id: str, plan: list[tuple[int, int]]) -> None:
-        with self._lock:
-            with self._write() as c:
-                c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
-                c.executemany("INSERT INTO job_chunks (job_id, idx, start_sample, end_sample) VALUES (?,?,?,?)",
-                              [(job_id, i, start, end) for i, (start, end) in enumerate(plan)])
-
-    def _plan(self, job_id: str) -> list[tuple[int, int]] | None:
-        with self._lock:
-            rows = self._conn.execute("SELECT start_sample, end_sample FROM job_chunks WHERE job_id = ? ORDER BY idx",
-                                      (job_id,)).fetchall()
-        return [(int(r[0]), int(r[1])) for r in rows] or None
-
-    def _save_chunk(self, job_id: str, rec: ChunkRecord) -> None:
-        segments = json.dumps([s.model_dump(mode="json") for s in rec.segments])
-        degraded = rec.degraded.model_dump_json() if rec.degraded is not None else None
-        with self._lock:
-            with self._write() as c:
-                c.execute("UPDATE job_chunks SET done = 1, language = ?, segments = ?, degraded = ? WHERE job_id = ? AND idx = ?",
-                          (rec.language, segments, degraded, job_id, rec.index))
-
-    def _done_chunks(self, job_id: str) -> dict[int, ChunkRecord]:
-        with self._lock:
-            rows = self._conn.execute("SELECT idx, language, segments, degraded FROM job_chunks WHERE job_id = ? AND done = 1",
-                                      (job_id,)).fetchall()
-        return {
-            int(r["idx"]): ChunkRecord(
-                int(r["idx"]), [Segment.model_validate(s) for s in json.loads(r["segments"])], r["language"],
-                DegradedChunk.model_validate_json(r["degraded"]) if r["degraded"] else None)
-            for r in rows
-        }
-
-    def drop_checkpoint(self, job_id: str) -> None:
-        """Forget a job's chunks (it is terminal: its result, if any, is in its row)."""
-        with self._lock:
-            with self._write() as c:
-                c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
 
     def watch(self, callback: JobWatcher) -> Unsubscribe:
         return self._watchers.add(callback)
@@ -567,20 +518,36 @@ class SqliteJobStore:
 
 
 class SqliteCheckpoint:
-    """One job's :class:`whisperop.core.checkpoints.Checkpoint` in ``job_chunks`` rows."""
+    """One job's :class:`whisperop.core.checkpoints.Checkpoint` in ``job_chunks`` rows (the job's
+    terminal write deletes them: its result, if any, is in its row)."""
 
     def __init__(self, store: SqliteJobStore, job_id: str) -> None:
         self._store = store
         self.job_id = job_id
 
     def plan(self) -> list[tuple[int, int]] | None:
-        return self._store._plan(self.job_id)
+        with self._store._lock:
+            rows = self._store._conn.execute("SELECT start_sample, end_sample FROM job_chunks WHERE job_id = ? ORDER BY idx",
+                                             (self.job_id,)).fetchall()
+        return [(int(r[0]), int(r[1])) for r in rows] or None
 
     def save_plan(self, plan: list[tuple[int, int]]) -> None:
-        self._store._save_plan(self.job_id, plan)
+        with self._store._lock, self._store._write() as c:
+            c.execute("DELETE FROM job_chunks WHERE job_id = ?", (self.job_id,))
+            c.executemany("INSERT INTO job_chunks (job_id, idx, start_sample, end_sample) VALUES (?,?,?,?)",
+                          [(self.job_id, i, start, end) for i, (start, end) in enumerate(plan)])
 
     def done(self) -> dict[int, ChunkRecord]:
-        return self._store._done_chunks(self.job_id)
+        with self._store._lock:
+            rows = self._store._conn.execute(
+                "SELECT idx, language, segments, degraded FROM job_chunks WHERE job_id = ? AND done = 1", (self.job_id,))
+            return {int(r["idx"]): ChunkRecord(int(r["idx"]), [Segment.model_validate(s) for s in json.loads(r["segments"])],
+                                               r["language"], DegradedChunk.model_validate_json(r["degraded"]) if r["degraded"] else None)
+                    for r in rows}
 
-    def save(self, record: ChunkRecord) -> None:
-        self._store._save_chunk(self.job_id, record)
+    def save(self, rec: ChunkRecord) -> None:
+        segments = json.dumps([s.model_dump(mode="json") for s in rec.segments])
+        degraded = rec.degraded.model_dump_json() if rec.degraded is not None else None
+        with self._store._lock, self._store._write() as c:
+            c.execute("UPDATE job_chunks SET done = 1, language = ?, segments = ?, degraded = ? WHERE job_id = ? AND idx = ?",
+                      (rec.language, segments, degraded, self.job_id, rec.index))
