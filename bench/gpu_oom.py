@@ -49,7 +49,7 @@ import time
 import uuid
 import wave
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -414,9 +414,259 @@ def grow_case(model: Path, need: dict[str, Any], poll: int, work: Path, jfk: Pat
     return out
 
 
+# ── ENGINE=ctranslate2 (--engine ctranslate2 --ct2 DIR) ───────────────────────────────────────
+# CTranslate2 raises CUDA's out-of-memory as a RuntimeError (ct2engine.gpu_oom → GpuMemoryError)
+# and runs in this process (no child: isolated.isolation_on), so there is no crash/preflight pair:
+# one mode, ``ct2``, and the record says which path led to waiting_for_gpu: the pre-flight floor
+# (the weights file against NVML's free memory) or a real CUDA exception.
+
+PREFLIGHT_TEXT = "not enough GPU memory to load"  # ct2engine.gpu_preflight's message
+CUDA_OOM_TEXT = "out of GPU memory"  # ct2engine.gpu_oom's message (the CUDA exception's text follows)
+
+
+class LogTap(logging.Handler):
+    """The runtime's warnings and errors and the CT2 engine's ``batch decoded`` lines, as they came."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[dict[str, Any]] = []
+        self.decoded: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg == "batch decoded":
+            self.decoded.extend(int(c) for c in getattr(record, "chunks", []))
+        elif record.levelno >= logging.WARNING:
+            self.lines.append({"logger": record.name, "msg": msg, "error": getattr(record, "error", None)})
+
+    def job_oom(self) -> bool:
+        """The executor handed a job back for CUDA's out-of-memory exception (executor.py)."""
+        return any(line["msg"].startswith("engine out of GPU memory during a job") for line in self.lines)
+
+    def cause(self) -> str | None:
+        """What sent the model to waiting_for_gpu first: ``preflight`` or ``cuda_oom``."""
+        for line in self.lines:
+            err = str(line.get("error") or "")
+            if PREFLIGHT_TEXT in err:
+                return "preflight"
+            if CUDA_OOM_TEXT in err:
+                return "cuda_oom"
+        return None
+
+    def __enter__(self) -> "LogTap":
+        logging.getLogger("whisperop").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("whisperop").removeHandler(self)
+
+
+class InjectedOom:
+    """``--dry`` only: CTranslate2 on the CPU cannot run out of GPU memory, so the hog's taking
+    memory arms one ``RuntimeError`` with CUDA's text in the next decode round (ct2engine's
+    ``_run_round``); the rest (gpu_oom → GpuMemoryError → requeue → waiting_for_gpu → reload)
+    is the real code. Never used on a GPU."""
+
+    def __init__(self) -> None:
+        from whisperop.inference.ct2engine import CT2Engine
+
+        self.armed = False
+        self.fired = 0
+        real = CT2Engine._run_round
+        tap = self
+
+        def run_round(engine: Any, tasks: Any) -> Any:
+            if tap.armed:
+                tap.armed = False
+                tap.fired += 1
+                raise RuntimeError("CUDA failed with error out of memory (injected: --dry)")
+            return real(engine, tasks)
+
+        CT2Engine._run_round = run_round  # type: ignore[method-assign]
+
+
+class DryCt2Hog(FileHog):
+    def __init__(self, path: Path, inject: InjectedOom | None) -> None:
+        super().__init__(path)
+        self.inject = inject
+
+    def hold_all_but(self, mb: int) -> int:
+        if self.inject is not None:
+            self.inject.armed = True
+        return super().hold_all_but(mb)
+
+
+def _used(mem: Any) -> int | None:
+    return int(mem.total_mb - mem.free_mb) if mem is not None else None
+
+
+def ct2_measure(ct2: Path, jfk: Path) -> dict[str, Any]:
+    """No hog: the GPU memory one loaded CT2 model takes (NVML, before/after the load and a jfk run)."""
+    from whisperop.inference.engine import create_engine
+
+    before = gpu_memory()
+    t0 = time.perf_counter()
+    eng: Any = create_engine(ct2, EngineSettings())
+    load = time.perf_counter() - t0
+    loaded = gpu_memory()
+    t1 = time.perf_counter()
+    res = eng.transcribe_file(jfk)
+    jfk_secs = time.perf_counter() - t1
+    after = gpu_memory()
+    out = {"backend": eng.backend, "compute_type": eng.compute_type, "batch_size": eng.batch_size,
+           "weights_mb": (ct2 / "model.bin").stat().st_size >> 20, "load_secs": round(load, 2),
+           "jfk_secs": round(jfk_secs, 3), "gpu_used_before_mb": _used(before),
+           "gpu_used_after_load_mb": _used(loaded), "gpu_used_after_jfk_mb": _used(after),
+           "jfk_text": " ".join(s.text for s in res.segments)}
+    if before is not None and loaded is not None and after is not None:
+        out["load_took_mb"] = _used(loaded) - _used(before)  # type: ignore[operator]
+        out["load_and_jfk_took_mb"] = _used(after) - _used(before)  # type: ignore[operator]
+    eng.close()
+    return out
+
+
+def ct2_load_case(ct2: Path, free_mb: int, poll: int, work: Path, jfk: Path, jfk_text: str | None,
+                  hog: Hog | FileHog) -> dict[str, Any]:
+    """The hog leaves ``free_mb``; the runtime is asked to load CT2 (mode ``ct2``)."""
+    out: dict[str, Any] = {"free_target_mb": free_mb, "mode": "ct2", "free_after_hog_mb": hog.hold_all_but(free_mb)}
+    with LogTap() as tap:
+        rig = Rig(ct2, poll, work)
+        try:
+            rig.rt.request_load()
+            first = rig.wait_state(("waiting_for_gpu", "ready"), 180)
+            out["first_state"] = first
+            out["status"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
+            if first == "ready":
+                job = rig.wait_job(rig.submit(jfk), 300)
+                out["job_under_pressure"] = job.status.value
+                out["job_under_pressure_error"] = job.error
+            else:
+                time.sleep(poll * 2 + 1)  # at least two retries while the memory stays taken
+                out["state_after_two_polls"] = rig.rt.state.value
+            t_release = time.monotonic()
+            hog.exit()
+            ready = rig.wait_state(("ready",), 300)
+            out["secs_release_to_ready"] = round(time.monotonic() - t_release, 2) if ready else None
+            job = rig.wait_job(rig.submit(jfk), 300)
+            out["job_after_release"] = job.status.value
+            out["job_after_text"] = " ".join(s.text for s in job.segments)
+            if jfk_text is not None:
+                out["job_after_same_text"] = out["job_after_text"] == jfk_text
+            out["events"] = [e for e in rig.events if e.get("type", "").startswith("model")][:12]
+        finally:
+            hog.exit()
+            rig.stop()
+    out["waiting_cause"] = tap.cause()  # preflight (weights floor) or cuda_oom (CTranslate2's exception)
+    out["log"] = tap.lines[:8]  # the exception's text is in "error"
+    out["this_process_alive"] = True
+    return out
+
+
+def ct2_job_case(ct2: Path, poll: int, work: Path, jfk: Path, job_free: int, repeats: int,
+                 hog: Hog | FileHog) -> dict[str, Any]:
+    """A long job running; at its first progress the hog takes all but ``job_free`` MB. Either the job
+    finishes on the buffers it already has, or CUDA's OOM exception requeues it (waiting_for_gpu)."""
+    audio = long_audio(jfk, repeats, work / "ct2-long.wav")
+    out: dict[str, Any] = {"audio_secs": round(repeats * 11.8, 1), "job_free_mb": job_free}
+    with LogTap() as tap:
+        rig = Rig(ct2, poll, work)
+        try:
+            rig.rt.request_load()
+            assert rig.wait_state(("ready",), 300) == "ready"
+            ref = rig.wait_job(rig.submit(audio), 900)  # the same audio, undisturbed
+            out["reference_status"] = ref.status.value
+            out["reference_chunk_decodes"] = len(tap.decoded)
+            tap.decoded.clear()
+            job_id = rig.submit(audio)
+            end = time.monotonic() + 120
+            while time.monotonic() < end and (rig.jobs.progress(job_id) or (0, 0))[0] < 1:
+                time.sleep(0.01)
+            out["progress_when_taken"] = rig.jobs.progress(job_id)
+            out["free_after_hog_mb"] = hog.hold_all_but(job_free)
+            end = time.monotonic() + 900
+            while time.monotonic() < end and not tap.job_oom() and not rig.jobs.get(job_id).status.terminal:
+                time.sleep(0.05)
+            oom = tap.job_oom()
+            out["outcome"] = "oom_requeued" if oom else "finished_under_pressure"
+            if oom:
+                # the reload after the requeue meets the hog: the pre-flight or CUDA's OOM → waiting_for_gpu
+                out["state_after_oom"] = rig.wait_state(("waiting_for_gpu",), 60) or rig.rt.state.value
+                out["status_waiting"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
+                out["job_status_while_waiting"] = rig.jobs.get(job_id).status.value
+                time.sleep(poll + 1)
+            t_release = time.monotonic()
+            hog.exit()
+            job = rig.wait_job(job_id, 900)
+            out["secs_release_to_done"] = round(time.monotonic() - t_release, 2)
+            out["job_status"] = job.status.value
+            out["job_error"] = job.error
+            out["same_text_as_reference"] = [s.text for s in job.segments] == [s.text for s in ref.segments]
+            out["segments"], out["reference_segments"] = len(job.segments), len(ref.segments)
+            out["same_words_as_reference"] = (" ".join(s.text for s in job.segments).split()
+                                              == " ".join(s.text for s in ref.segments).split())
+            out["first_difference"] = next(({"i": i, "job": a.text, "reference": b.text, "job_start": a.start,
+                                             "reference_start": b.start}
+                                            for i, (a, b) in enumerate(zip(job.segments, ref.segments))
+                                            if a.text != b.text), None)
+            out["chunk_decodes"] = len(tap.decoded)  # chunks in "batch decoded" lines of this job's run(s)
+            out["distinct_chunks"] = len(set(tap.decoded))
+            out["events"] = [e for e in rig.events if e.get("type", "").startswith("model")][:12]
+        finally:
+            hog.exit()
+            rig.stop()
+    out["waiting_cause"] = tap.cause()
+    out["log"] = tap.lines[:8]
+    return out
+
+
+def ct2_main(args: argparse.Namespace, work: Path, report: dict[str, Any], save: Callable[[], None]) -> int:
+    """``--engine ctranslate2``: measure, load-N (mode ct2) for N in --free, job (each skippable)."""
+    os.environ["ENGINE"] = "ctranslate2"
+    os.environ.setdefault("USE_GPU", "true")
+    ct2 = args.ct2
+    report.update(engine="ctranslate2", ct2=str(ct2), dry=args.dry)
+    inject = InjectedOom() if args.dry else None
+
+    def hog() -> Hog | FileHog:
+        return DryCt2Hog(work / "gpu.json", inject) if args.dry else Hog()
+
+    if args.dry:
+        hog()  # NVML's answer from the test hook from here on
+    else:
+        report["gpu_total_mb"] = gpu_memory().total_mb if gpu_memory() else None
+    report["measure"] = ct2_measure(ct2, args.jfk)
+    print("measure", json.dumps(report["measure"], default=str), flush=True)
+    save()
+    for n in [int(x) for x in args.free.split(",") if x]:
+        key = f"load-{n}-ct2"
+        if any(key.startswith(p) for p in args.skip.split(",") if p):
+            continue
+        if inject is not None:
+            inject.armed = False  # the load cases' hog arms nothing on the CPU: loads cannot fail there
+        try:
+            report[key] = ct2_load_case(ct2, n, args.poll, work, args.jfk, report["measure"]["jfk_text"],
+                                        DryCt2Hog(work / "gpu.json", None) if args.dry else Hog())
+        except Exception as exc:  # noqa: BLE001 - record and go on
+            report[key] = {"error": repr(exc)}
+        print(key, json.dumps(report[key], default=str)[:3000], flush=True)
+        save()
+    if not any("job".startswith(p) for p in args.skip.split(",") if p):
+        try:
+            report["job"] = ct2_job_case(ct2, args.poll, work, args.jfk, args.job_free, args.repeats, hog())
+            if inject is not None:
+                report["job"]["injected_ooms"] = inject.fired
+        except Exception as exc:  # noqa: BLE001
+            report["job"] = {"error": repr(exc)}
+        print("job", json.dumps(report["job"], default=str)[:4000], flush=True)
+        save()
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--engine", choices=("whispercpp", "ctranslate2"), default="whispercpp")
+    ap.add_argument("--ct2", type=Path, help="--engine ctranslate2: the CTranslate2 model directory")
+    ap.add_argument("--model", type=Path, help="--engine whispercpp: the GGML file")
     ap.add_argument("--jfk", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--free", default="20,150,600")
@@ -439,6 +689,12 @@ def main() -> int:
     def save() -> None:
         (args.out / "gpu-oom.json").write_text(json.dumps(report, indent=1, default=str))
 
+    if args.engine == "ctranslate2":
+        if args.ct2 is None:
+            ap.error("--engine ctranslate2 needs --ct2 DIR")
+        return ct2_main(args, work, report, save)
+    if args.model is None:
+        ap.error("--model is required for --engine whispercpp")
     if args.dry:
         os.environ.setdefault("ENGINE_ISOLATION", "process")  # auto would run whisper.cpp in-process on the CPU
         os.environ.setdefault("USE_GPU", "true")
