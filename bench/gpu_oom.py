@@ -563,7 +563,7 @@ def ct2_load_case(ct2: Path, free_mb: int, poll: int, work: Path, jfk: Path, jfk
 
 
 def ct2_job_case(ct2: Path, poll: int, work: Path, jfk: Path, job_free: int, repeats: int,
-                 hog: Hog | FileHog) -> dict[str, Any]:
+                 hog: Hog | FileHog, ref_runs: int = 2) -> dict[str, Any]:
     """A long job running; at its first progress the hog takes all but ``job_free`` MB. Either the job
     finishes on the buffers it already has, or CUDA's OOM exception requeues it (waiting_for_gpu)."""
     audio = long_audio(jfk, repeats, work / "ct2-long.wav")
@@ -576,6 +576,9 @@ def ct2_job_case(ct2: Path, poll: int, work: Path, jfk: Path, job_free: int, rep
             ref = rig.wait_job(rig.submit(audio), 900)  # the same audio, undisturbed
             out["reference_status"] = ref.status.value
             out["reference_chunk_decodes"] = len(tap.decoded)
+            if ref_runs > 1:  # is an undisturbed run itself repeatable (temperature fallback samples)?
+                again = rig.wait_job(rig.submit(audio), 900)
+                out["reference_repeatable"] = [s.text for s in again.segments] == [s.text for s in ref.segments]
             tap.decoded.clear()
             job_id = rig.submit(audio)
             end = time.monotonic() + 120
@@ -652,7 +655,8 @@ def ct2_main(args: argparse.Namespace, work: Path, report: dict[str, Any], save:
         save()
     if not any("job".startswith(p) for p in args.skip.split(",") if p):
         try:
-            report["job"] = ct2_job_case(ct2, args.poll, work, args.jfk, args.job_free, args.repeats, hog())
+            report["job"] = ct2_job_case(ct2, args.poll, work, args.jfk, args.job_free, args.repeats, hog(),
+                                         ref_runs=1 if args.dry else 2)
             if inject is not None:
                 report["job"]["injected_ooms"] = inject.fired
         except Exception as exc:  # noqa: BLE001
