@@ -33,6 +33,15 @@ process (PyTorch, ``--hog``) holds all but N MB of the GPU's memory:
 the logic is exercised, not a real GPU:
 
     python bench/gpu_oom.py --dry --model ggml-base-q8_0.bin --jfk jfk.wav --out DIR
+
+``--engine ctranslate2 --ct2 DIR`` runs the same runtime with ``ENGINE=ctranslate2`` (float16 on
+CUDA, in this process: CTranslate2's OOM is an exception) through ``measure`` (NVML's used memory
+after the load instead of a ``.vram.json``), ``load-N-ct2`` (one mode: ``waiting_cause`` says
+whether the pre-flight floor or CUDA's exception led to ``waiting_for_gpu``) and ``job`` (finished
+on its buffers, or requeued by the OOM exception); ``--dry`` runs them on the CPU with NVML from
+the test hook and one injected OOM ``RuntimeError`` in the job case (docs/gpu-oom.md):
+
+    python bench/gpu_oom.py --engine ctranslate2 --ct2 base-ct2 --jfk jfk.wav --out DIR [--dry]
 """
 
 from __future__ import annotations

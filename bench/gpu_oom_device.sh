@@ -86,6 +86,10 @@ setup-ct2)
   fi
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$STAGE"/ct2stage/rt/*.whl
   cu12_env
+  # cuDNN, if CTranslate2's convolutions look for it: the one PyTorch brings, last on the path (a fallback only)
+  cudnn="$(python3 -c 'import os, nvidia.cudnn as c; print(os.path.join(list(c.__path__)[0], "lib"))' 2>/dev/null || true)"
+  [ -n "$cudnn" ] && echo "export LD_LIBRARY_PATH=\"\$LD_LIBRARY_PATH:$cudnn\"" >> "$STAGE/env.sh"
+  cat "$STAGE/env.sh"
   # shellcheck disable=SC1091
   . "$STAGE/env.sh"
   PYTHONPATH="$SITE" python3 - "$STAGE/ct2stage/ct2" <<'EOF'
