@@ -631,6 +631,22 @@ def ct2_job_case(ct2: Path, poll: int, work: Path, jfk: Path, job_free: int, rep
     return out
 
 
+def dry_preflight(ct2: Path, free_mb: int, work: Path) -> str | None:
+    """``ct2engine.gpu_preflight`` with the test hook saying ``free_mb`` free: its refusal, or None."""
+    from whisperop.core.errors import GpuMemoryError
+    from whisperop.inference.ct2engine import gpu_preflight
+
+    hog = DryCt2Hog(work / "gpu.json", None)
+    hog.hold_all_but(free_mb)
+    try:
+        gpu_preflight(ct2)
+        return None
+    except GpuMemoryError as exc:
+        return f"{exc} (needed {exc.vram_needed_mb} MB, free {exc.vram_free_mb} MB)"
+    finally:
+        hog.exit()
+
+
 def ct2_main(args: argparse.Namespace, work: Path, report: dict[str, Any], save: Callable[[], None]) -> int:
     """``--engine ctranslate2``: measure, load-N (mode ct2) for N in --free, job (each skippable)."""
     os.environ["ENGINE"] = "ctranslate2"
@@ -658,6 +674,8 @@ def ct2_main(args: argparse.Namespace, work: Path, report: dict[str, Any], save:
         try:
             report[key] = ct2_load_case(ct2, n, args.poll, work, args.jfk, report["measure"]["jfk_text"],
                                         DryCt2Hog(work / "gpu.json", None) if args.dry else Hog())
+            if args.dry:  # a CPU load skips the pre-flight: its answer to NVML's (test hook's) N MB free
+                report[key]["dry_preflight"] = dry_preflight(ct2, n, work)
         except Exception as exc:  # noqa: BLE001 - record and go on
             report[key] = {"error": repr(exc)}
         print(key, json.dumps(report[key], default=str)[:3000], flush=True)
