@@ -83,18 +83,20 @@ def test_status_body_stores_a_newer_activity_when_idle_even_within_a_second() ->
     from whisperop.operator.status import changed, status_body
 
     t0 = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
-    wm = {"metadata": {"name": "default", "namespace": "ns", "generation": 1},
-          "spec": {"modelURI": "s3://models/whisper/m.bin"},
-          "status": {"lastActivityTime": "2026-11-27T12:00:00.000Z", "state": "loading", "conditions": []}}
+    wm = crds.WhisperModel.model_validate({
+        "metadata": {"name": "default", "namespace": "ns", "generation": 1},
+        "spec": {"modelURI": "s3://models/whisper/m.bin"},
+        "status": {"lastActivityTime": "2026-11-27T12:00:00.000Z", "state": "loading", "conditions": []}})
     seen = {"state": "ready", "readyReplicas": 1, "unschedulableReplicas": 0, "unschedulableMessage": None,
             "vramNeededMB": None, "vramFreeMB": None, "retryInSecs": None, "loadedAt": "2026-11-27T12:00:00.300Z",
             "gpu": None}
     idle = status_body(wm, seen, 1, 0, 0, t0 + timedelta(seconds=0.3), None, t0)
-    assert idle["lastActivityTime"] == "2026-11-27T12:00:00.300Z"
+    assert idle.merge_patch()["lastActivityTime"] == "2026-11-27T12:00:00.300Z"
     busy = status_body(wm, seen, 1, 0, 1, t0 + timedelta(seconds=0.3), None, t0)
-    assert busy["lastActivityTime"] == "2026-11-27T12:00:00.000Z"
-    assert changed(wm["status"], idle)
-    assert not changed(idle, status_body({**wm, "status": idle}, seen, 1, 0, 0, t0, None, t0 + timedelta(seconds=9)))
+    assert busy.merge_patch()["lastActivityTime"] == "2026-11-27T12:00:00.000Z"
+    assert changed(wm.status, idle)
+    again = status_body(wm.model_copy(update={"status": idle}), seen, 1, 0, 0, t0, None, t0 + timedelta(seconds=9))
+    assert not changed(idle, again)
 
 
 def test_decode_streams_of_the_ready_replicas_reach_the_model_status() -> None:
@@ -112,15 +114,15 @@ def test_decode_streams_of_the_ready_replicas_reach_the_model_status() -> None:
             _pod("c", {"state": "loading"}), _pod("d", ready_state("2026-11-27T10:00:02Z", 1.0, None, (1, 8)), ready=False)]
     seen = observe(WM, 4, pods)
     assert (seen["streams"], seen["streamsWanted"]) == (10, 16), "the ready replicas only"
-    wm = {"metadata": {"name": "default", "namespace": "ns", "generation": 1}, "spec": {"modelURI": "s3://models/whisper/m.bin"},
-          "status": {}}
+    wm = crds.WhisperModel.model_validate({"metadata": {"name": "default", "namespace": "ns", "generation": 1},
+                                           "spec": {"modelURI": "s3://models/whisper/m.bin"}, "status": {}})
     now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
     body = status_body(wm, seen, 4, 0, 0, None, None, now)
-    assert (body["streams"], body["streamsWanted"]) == (10, 16)
-    crds.WhisperModelStatus.model_validate(body)  # the CRD's schema has them
+    assert (body.streams, body.streamsWanted) == (10, 16)
+    crds.WhisperModelStatus.model_validate(body.merge_patch())  # the CRD's schema has them
     waiting = observe(WM, 1, [_pod("a", {"state": "waiting_for_gpu", "vramNeededMB": 1041, "vramFreeMB": 20})])
     assert (waiting["streams"], waiting["streamsWanted"]) == (None, None)
-    assert status_body(wm, waiting, 1, 0, 0, None, None, now)["streams"] is None
+    assert status_body(wm, waiting, 1, 0, 0, None, None, now).streams is None
 
 
 def test_the_facade_announces_streams_added_to_a_ready_model() -> None:
