@@ -197,14 +197,19 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
         seen = observe(model, desired, pods)
         status.write(model, seen, desired, len(queued), len(running), activity, _claim_condition(ns, source))
         _schedule_idle_check(ns, name, spec, decision, activity, since, now)
-        for s in ("unloaded", "loading", "waiting_for_gpu", "ready"):
-            metrics.STATE.labels(ns, name, s).set(1 if seen["state"] == s else 0)
-        metrics.QUEUE_DEPTH.labels(ns, name).set(len(queued))
-        metrics.RUNNING.labels(ns, name).set(len(running))
-        metrics.REPLICAS.labels(ns, name).set(desired)
-        metrics.READY.labels(ns, name).set(seen["readyReplicas"])
+        _export(ns, name, seen, desired, len(queued), len(running))
         return {"state": seen["state"], "desired": desired, "queued": len(queued), "running": len(running),
                 "deployment": (dep or {}).get("metadata", {}).get("name"), "reason": decision.reason}
+
+
+def _export(ns: str, name: str, seen: dict[str, Any], desired: int, queued: int, running: int) -> None:
+    """The model's gauges on ``/metrics`` (metrics.py)."""
+    for s in ("unloaded", "loading", "waiting_for_gpu", "ready"):
+        metrics.STATE.labels(ns, name, s).set(1 if seen["state"] == s else 0)
+    metrics.QUEUE_DEPTH.labels(ns, name).set(queued)
+    metrics.RUNNING.labels(ns, name).set(running)
+    metrics.REPLICAS.labels(ns, name).set(desired)
+    metrics.READY.labels(ns, name).set(seen["readyReplicas"])
 
 
 def _log_scale(ns: str, name: str, current: int | None, decision: scaling.Decision, queued: int, running: int,
