@@ -10,11 +10,14 @@ Who reads resources through the models: every runtime component, at its
 boundary with the API server. The one watch cache (:mod:`whisperop.cluster.watch`)
 parses each object as it arrives (:class:`TranscriptionJob`, :class:`WhisperModel`;
 the operator keeps the smaller :class:`JobSummary` of each job), and reads of
-single objects are parsed where they are made; the code behind the boundary
-uses attributes, so every phase (:class:`Phase`, :data:`TERMINAL_PHASES`),
-schema default and field name is spelled here once. Status writes are built
-from the same names (:meth:`_Base.dump`). Writes of whole sub-objects the API
-server merges (conditions) use :func:`set_condition`.
+single objects are parsed where they are made (:func:`as_job`, :func:`as_model`:
+a WhisperModel naming no usable model source raises the reason, not a
+pydantic error); the code behind the boundary uses attributes, so every phase
+(:class:`Phase`, :data:`TERMINAL_PHASES`), schema default and field name is
+spelled here once. Status writes are built from the same names
+(:meth:`_Base.dump`; :meth:`_Base.merge_patch` where fields must be cleared).
+Writes of whole sub-objects the API server merges (conditions) use
+:func:`set_condition`.
 
 Also here: the names every component shares (group, plural, annotations,
 labels, finalizer, condition types) and the conversion of a TranscriptionJob
