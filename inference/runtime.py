@@ -223,12 +223,17 @@ class LocalModelRuntime:
                 self._close_engine()
             self._last_activity = time.monotonic()
             return
+        self._wait_for_work()
+
+    def _wait_for_work(self) -> None:
+        """Wait for a wake-up (work queued, a slot free, stop, unload) or the idle timeout, which
+        counts only while no job runs; once it has run out the model is unloaded."""
         with self._cond:
             if self._wake or self._stop or not self._want_loaded:
                 self._wake = False
                 return
             timeout: float | None = None
-            if self.idle_timeout_secs > 0:
+            if self.idle_timeout_secs > 0 and self._jobs_running == 0:
                 timeout = self._last_activity + self.idle_timeout_secs - time.monotonic()
                 if timeout <= 0:
                     log.info("idle timeout: unloading the model", extra={"idle_timeout_secs": self.idle_timeout_secs})
@@ -248,18 +253,7 @@ class LocalModelRuntime:
                 self._jobs_running += 1
             threading.Thread(target=self._run_job, args=(lease, engine), name="whisperop-job", daemon=True).start()
             return
-        with self._cond:
-            if self._wake or self._stop or not self._want_loaded:
-                self._wake = False
-                return
-            timeout: float | None = None
-            if self.idle_timeout_secs > 0 and self._jobs_running == 0:
-                timeout = self._last_activity + self.idle_timeout_secs - time.monotonic()
-                if timeout <= 0:
-                    log.info("idle timeout: unloading the model", extra={"idle_timeout_secs": self.idle_timeout_secs})
-                    self._want_loaded = False
-                    return
-            self._cond.wait(timeout)
+        self._wait_for_work()
 
     def _run_job(self, lease: Lease, engine: Engine) -> None:
         try:

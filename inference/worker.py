@@ -185,7 +185,7 @@ class Worker:
             return self.cfg.model_path
         if self.cfg.model_uri:
             return self.cfg.model_uri
-        src = modelsource.resolve(spec.dump())
+        src = modelsource.resolve(spec)
         return src.uri or src.local_path or ""
 
     def resolve_model(self, uri: str) -> Path:

@@ -63,13 +63,13 @@ log = logging.getLogger("whisperop.operator.models")
 _locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
 
-def ensure_deployment(wm: dict[str, Any], replicas: int) -> dict[str, Any]:
+def ensure_deployment(wm: crds.WhisperModel, replicas: int) -> dict[str, Any]:
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
     apps = client.AppsV1Api(api())
     want = render_deployment(wm)
-    ns, name = wm["metadata"]["namespace"], want["metadata"]["name"]
+    ns, name = wm.namespace, want["metadata"]["name"]
     try:
         have = apps.read_namespaced_deployment(name, ns).to_dict()
     except ApiException as exc:
@@ -154,10 +154,11 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
         return {}
     with _locks[(ns, name)], metrics.RECONCILE.time():
         try:
-            source = modelsource.resolve(wm["spec"])
+            model = crds.as_model(wm)
         except modelsource.InvalidModelSource as exc:
             status.reject(wm, str(exc))  # nothing is rendered from a spec that names no usable model
             return {"invalid": str(exc)}
+        source = modelsource.resolve(model.spec)
         # jobs first, pods second: a job claimed by a pod that the list below does
         # not show can only mean the pod is really gone (see _requeue_lost)
         everything = informers.summaries(ns)
@@ -175,16 +176,15 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
                 running = [j for j in running if j.worker in by_name]
         gc.sweep(ns, [s for s in everything if s.deleting or (s.phase in crds.TERMINAL_PHASES and gc.summary_expired(s))])
 
-        model = crds.WhisperModel.model_validate(wm)
         spec = model.spec
         now = kube.now()
-        demand = scaling.parse_demand(wm["metadata"].get("annotations"))
+        demand = scaling.parse_demand(model.annotations)
         since = ready_since(pods, now)
         # becoming ready is stored as activity too: status.lastActivityTime is then where the idle
         # clock starts, and a load request older than it has been served (no reload after the timeout)
         activity = scaling.last_activity(model.status.lastActivityTime, demand,
                                          len(queued) + len(running), now,
-                                         crds.parse_time(wm["metadata"].get("creationTimestamp")),
+                                         crds.parse_time(model.metadata.get("creationTimestamp")),
                                          jobs_seen=_activity_times(jobs) + ([since] if since else []))
         current = _current_replicas(ns, name)
         arrivals = [j.created for j in jobs if j.created is not None]
@@ -193,18 +193,23 @@ def reconcile(wm: dict[str, Any]) -> dict[str, Any]:
         desired = decision.replicas
         if current != desired:
             _log_scale(ns, name, current, decision, len(queued), len(running), activity, since, demand, spec, now)
-        dep = ensure_deployment(wm, desired)
+        dep = ensure_deployment(model, desired)
         seen = observe(model, desired, pods)
-        status.write(wm, seen, desired, len(queued), len(running), activity, _claim_condition(ns, source))
+        status.write(model, seen, desired, len(queued), len(running), activity, _claim_condition(ns, source))
         _schedule_idle_check(ns, name, spec, decision, activity, since, now)
-        for s in ("unloaded", "loading", "waiting_for_gpu", "ready"):
-            metrics.STATE.labels(ns, name, s).set(1 if seen["state"] == s else 0)
-        metrics.QUEUE_DEPTH.labels(ns, name).set(len(queued))
-        metrics.RUNNING.labels(ns, name).set(len(running))
-        metrics.REPLICAS.labels(ns, name).set(desired)
-        metrics.READY.labels(ns, name).set(seen["readyReplicas"])
+        _export(ns, name, seen, desired, len(queued), len(running))
         return {"state": seen["state"], "desired": desired, "queued": len(queued), "running": len(running),
                 "deployment": (dep or {}).get("metadata", {}).get("name"), "reason": decision.reason}
+
+
+def _export(ns: str, name: str, seen: dict[str, Any], desired: int, queued: int, running: int) -> None:
+    """The model's gauges on ``/metrics`` (metrics.py)."""
+    for s in ("unloaded", "loading", "waiting_for_gpu", "ready"):
+        metrics.STATE.labels(ns, name, s).set(1 if seen["state"] == s else 0)
+    metrics.QUEUE_DEPTH.labels(ns, name).set(queued)
+    metrics.RUNNING.labels(ns, name).set(running)
+    metrics.REPLICAS.labels(ns, name).set(desired)
+    metrics.READY.labels(ns, name).set(seen["readyReplicas"])
 
 
 def _log_scale(ns: str, name: str, current: int | None, decision: scaling.Decision, queued: int, running: int,

@@ -76,15 +76,14 @@ def _container(name: str, spec: crds.WhisperModelSpec, source: modelsource.Model
     }
 
 
-def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
+def render_deployment(wm: crds.WhisperModel | dict[str, Any]) -> dict[str, Any]:
     """The inference Deployment of a WhisperModel (raises InvalidModelSource for a spec without
     exactly one model source). Pod Security "restricted": non-root 65532, no privilege escalation,
     all capabilities dropped, seccomp RuntimeDefault, read-only root with emptyDirs for the
     model cache and /tmp; a PVC model source is mounted read-only."""
-    meta = wm["metadata"]
-    source = modelsource.resolve(wm["spec"])  # InvalidModelSource, with its reason
-    spec = crds.WhisperModelSpec.model_validate(wm["spec"])
-    name = meta["name"]
+    model = crds.as_model(wm)  # InvalidModelSource, with its reason
+    spec, name = model.spec, model.name
+    source = modelsource.resolve(spec)
     labels = pod_labels(name)
     volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
     if source.kind == "pvc":
@@ -114,11 +113,11 @@ def render_deployment(wm: dict[str, Any]) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": {
             "name": deployment_name(name),
-            "namespace": meta["namespace"],
+            "namespace": model.namespace,
             "labels": labels,
             "annotations": {crds.ANN_TEMPLATE_HASH: digest},
             "ownerReferences": [{
-                "apiVersion": crds.API_VERSION, "kind": crds.MODEL_KIND, "name": name, "uid": meta["uid"],
+                "apiVersion": crds.API_VERSION, "kind": crds.MODEL_KIND, "name": name, "uid": model.metadata["uid"],
                 "controller": True, "blockOwnerDeletion": True,
             }],
         },

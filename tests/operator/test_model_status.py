@@ -83,18 +83,20 @@ def test_status_body_stores_a_newer_activity_when_idle_even_within_a_second() ->
     from whisperop.operator.status import changed, status_body
 
     t0 = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
-    wm = {"metadata": {"name": "default", "namespace": "ns", "generation": 1},
-          "spec": {"modelURI": "s3://models/whisper/m.bin"},
-          "status": {"lastActivityTime": "2026-11-27T12:00:00.000Z", "state": "loading", "conditions": []}}
+    wm = crds.WhisperModel.model_validate({
+        "metadata": {"name": "default", "namespace": "ns", "generation": 1},
+        "spec": {"modelURI": "s3://models/whisper/m.bin"},
+        "status": {"lastActivityTime": "2026-11-27T12:00:00.000Z", "state": "loading", "conditions": []}})
     seen = {"state": "ready", "readyReplicas": 1, "unschedulableReplicas": 0, "unschedulableMessage": None,
             "vramNeededMB": None, "vramFreeMB": None, "retryInSecs": None, "loadedAt": "2026-11-27T12:00:00.300Z",
             "gpu": None}
     idle = status_body(wm, seen, 1, 0, 0, t0 + timedelta(seconds=0.3), None, t0)
-    assert idle["lastActivityTime"] == "2026-11-27T12:00:00.300Z"
+    assert idle.merge_patch()["lastActivityTime"] == "2026-11-27T12:00:00.300Z"
     busy = status_body(wm, seen, 1, 0, 1, t0 + timedelta(seconds=0.3), None, t0)
-    assert busy["lastActivityTime"] == "2026-11-27T12:00:00.000Z"
-    assert changed(wm["status"], idle)
-    assert not changed(idle, status_body({**wm, "status": idle}, seen, 1, 0, 0, t0, None, t0 + timedelta(seconds=9)))
+    assert busy.merge_patch()["lastActivityTime"] == "2026-11-27T12:00:00.000Z"
+    assert changed(wm.status, idle)
+    again = status_body(wm.model_copy(update={"status": idle}), seen, 1, 0, 0, t0, None, t0 + timedelta(seconds=9))
+    assert not changed(idle, again)
 
 
 def test_decode_streams_of_the_ready_replicas_reach_the_model_status() -> None:
@@ -112,15 +114,15 @@ def test_decode_streams_of_the_ready_replicas_reach_the_model_status() -> None:
             _pod("c", {"state": "loading"}), _pod("d", ready_state("2026-11-27T10:00:02Z", 1.0, None, (1, 8)), ready=False)]
     seen = observe(WM, 4, pods)
     assert (seen["streams"], seen["streamsWanted"]) == (10, 16), "the ready replicas only"
-    wm = {"metadata": {"name": "default", "namespace": "ns", "generation": 1}, "spec": {"modelURI": "s3://models/whisper/m.bin"},
-          "status": {}}
+    wm = crds.WhisperModel.model_validate({"metadata": {"name": "default", "namespace": "ns", "generation": 1},
+                                           "spec": {"modelURI": "s3://models/whisper/m.bin"}, "status": {}})
     now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
     body = status_body(wm, seen, 4, 0, 0, None, None, now)
-    assert (body["streams"], body["streamsWanted"]) == (10, 16)
-    crds.WhisperModelStatus.model_validate(body)  # the CRD's schema has them
+    assert (body.streams, body.streamsWanted) == (10, 16)
+    crds.WhisperModelStatus.model_validate(body.merge_patch())  # the CRD's schema has them
     waiting = observe(WM, 1, [_pod("a", {"state": "waiting_for_gpu", "vramNeededMB": 1041, "vramFreeMB": 20})])
     assert (waiting["streams"], waiting["streamsWanted"]) == (None, None)
-    assert status_body(wm, waiting, 1, 0, 0, None, None, now)["streams"] is None
+    assert status_body(wm, waiting, 1, 0, 0, None, None, now).streams is None
 
 
 def test_the_facade_announces_streams_added_to_a_ready_model() -> None:
@@ -143,3 +145,45 @@ def test_the_facade_announces_streams_added_to_a_ready_model() -> None:
                  wm(state="ready", streams=8, streamsWanted=8))
     rt._on_event("MODIFIED", wm(state="ready", streams=1, streamsWanted=8), wm(state="ready", streams=2, streamsWanted=8))
     assert len(got) == 1, got
+
+
+def test_status_write_clears_what_no_longer_applies_with_explicit_nulls() -> None:
+    """The status is written as a merge patch, which deletes only the fields it names as null: a
+    model that went down must lose ``loadedAt``, ``gpu`` and the stream counts. Nulls stay at the top
+    level; a condition is written whole (a null inside a list item would fail the CRD's schema)."""
+    from datetime import datetime, timezone
+
+    from whisperop.operator.status import status_body
+
+    ready = crds.WhisperModel.model_validate({
+        "metadata": {"name": "default", "namespace": "ns", "generation": 2}, "spec": {"modelURI": "/models/m.bin"},
+        "status": {"state": "ready", "replicas": 1, "readyReplicas": 1, "loadedAt": "2026-11-27T11:00:00.250Z",
+                   "gpu": H100, "streams": 8, "streamsWanted": 8, "lastActivityTime": "2026-11-27T11:00:00.250Z"}})
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    patch = status_body(ready, observe(ready, 0, []), 0, 0, 0, None, None, now).merge_patch()
+    assert set(patch) == {f.alias or n for n, f in crds.WhisperModelStatus.model_fields.items()}
+    assert patch["state"] == "unloaded"
+    assert {k: patch[k] for k in ("loadedAt", "gpu", "streams", "streamsWanted", "vramNeededMB")} == dict.fromkeys(
+        ("loadedAt", "gpu", "streams", "streamsWanted", "vramNeededMB"))
+    assert patch["lastActivityTime"] == "2026-11-27T11:00:00.250Z", "kept, in the stored format"
+    assert patch["conditions"] and all(v is not None for c in patch["conditions"] for v in c.values())
+    assert {c["type"]: c["observedGeneration"] for c in patch["conditions"]} == {"Ready": 2, "GpuAvailable": 2, "Accepted": 2}
+
+
+def test_an_activity_time_that_differs_below_a_millisecond_is_no_write() -> None:
+    """Times are stored in milliseconds; a reconcile whose activity time differs from the stored one
+    by less must not write again (compared as stored, not as datetimes)."""
+    from datetime import datetime, timedelta, timezone
+
+    from whisperop.operator.status import changed, status_body
+
+    t0 = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    wm = crds.WhisperModel.model_validate({"metadata": {"name": "default", "namespace": "ns", "generation": 1},
+                                           "spec": {"modelURI": "/models/m.bin"}, "status": {}})
+    seen = observe(wm, 0, [])
+    first = status_body(wm, seen, 0, 0, 0, t0 + timedelta(microseconds=250_400), None, t0)
+    stored = crds.WhisperModelStatus.model_validate(first.merge_patch())  # what the API server hands back
+    assert stored.merge_patch()["lastActivityTime"] == "2026-11-27T12:00:00.250Z"
+    again = status_body(wm.model_copy(update={"status": stored}), seen, 0, 0, 0, t0 + timedelta(microseconds=250_400),
+                        None, t0 + timedelta(seconds=5))
+    assert not changed(stored, again)

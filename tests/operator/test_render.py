@@ -88,7 +88,9 @@ def test_template_hash_changes_with_the_source_and_runtime_class() -> None:
 ], ids=["none", "both", "empty-source", "dotdot", "absolute-path", "bad-claim", "relative-uri"])
 def test_invalid_sources_are_refused(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(modelsource.InvalidModelSource, match=message):
-        modelsource.resolve(spec)
+        modelsource.check(spec)
+    with pytest.raises(modelsource.InvalidModelSource, match=message):
+        crds.as_model(_wm(**spec))  # the operator's parse: the reason, not pydantic's wrapper
     with pytest.raises(modelsource.InvalidModelSource, match=message):
         render_deployment(_wm(**spec))
     with pytest.raises(ValueError):

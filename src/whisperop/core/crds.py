@@ -10,11 +10,14 @@ Who reads resources through the models: every runtime component, at its
 boundary with the API server. The one watch cache (:mod:`whisperop.cluster.watch`)
 parses each object as it arrives (:class:`TranscriptionJob`, :class:`WhisperModel`;
 the operator keeps the smaller :class:`JobSummary` of each job), and reads of
-single objects are parsed where they are made; the code behind the boundary
-uses attributes, so every phase (:class:`Phase`, :data:`TERMINAL_PHASES`),
-schema default and field name is spelled here once. Status writes are built
-from the same names (:meth:`_Base.dump`). Writes of whole sub-objects the API
-server merges (conditions) use :func:`set_condition`.
+single objects are parsed where they are made (:func:`as_job`, :func:`as_model`:
+a WhisperModel naming no usable model source raises the reason, not a
+pydantic error); the code behind the boundary uses attributes, so every phase
+(:class:`Phase`, :data:`TERMINAL_PHASES`), schema default and field name is
+spelled here once. Status writes are built from the same names
+(:meth:`_Base.dump`; :meth:`_Base.merge_patch` where fields must be cleared).
+Writes of whole sub-objects the API server merges (conditions) use
+:func:`set_condition`.
 
 Also here: the names every component shares (group, plural, annotations,
 labels, finalizer, condition types) and the conversion of a TranscriptionJob
@@ -31,10 +34,10 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from whisperop.core import modelsource
-from whisperop.core.models import DegradedChunk, Job, JobStatus, RemovedText, Segment, Task
+from whisperop.core.models import DegradedChunk, Job, JobStatus, RemovedText, Segment, Task, Timestamp
 
 GROUP = "whisperop.io"
 VERSION = "v1alpha1"
@@ -127,6 +130,15 @@ class _Base(BaseModel):
         """The JSON-ready dict for the API server (None fields left out)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    def merge_patch(self) -> dict[str, Any]:
+        """A JSON merge patch that makes the stored object this one: :meth:`dump` plus an explicit
+        null for each top-level field that is None (a merge patch deletes those; left out, the
+        stored value would stay, e.g. ``loadedAt`` of a model that went down)."""
+        out = self.dump()
+        for name, field in type(self).model_fields.items():
+            out.setdefault(field.alias or name, None)
+        return out
+
 
 class _Resource(_Base):
     """What TranscriptionJob and WhisperModel share: metadata stays the API server's dict."""
@@ -162,7 +174,7 @@ class Condition(_Base):
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(description="CamelCase machine-readable reason", max_length=1024)
     message: str = Field("", description="human-readable detail", max_length=32768)
-    lastTransitionTime: datetime
+    lastTransitionTime: Timestamp
     observedGeneration: int | None = Field(None, ge=0)
 
 
@@ -335,10 +347,15 @@ class WhisperModelSpec(_Base):
     serviceAccountName: str | None = Field(None, max_length=253, description="service account of the inference pods")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables of the worker")
 
-    @model_validator(mode="after")
-    def _one_source(self) -> "WhisperModelSpec":
-        modelsource.resolve(self.dump())
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        """Exactly one usable source, checked on the spec as given (before the fields' patterns),
+        so that the error is the reason :func:`as_model` hands on."""
+        if isinstance(data, dict):
+            source = data.get("source")
+            modelsource.check({**data, "source": source.dump()} if isinstance(source, _Base) else data)
+        return data
 
 
 class GpuReport(_Base):
@@ -354,7 +371,7 @@ class WhisperModelStatus(_Base):
     replicas: int = Field(0, ge=0, description="replicas the operator asks for")
     readyReplicas: int = Field(0, ge=0)
     unschedulableReplicas: int = Field(0, ge=0)
-    loadedAt: datetime | None = None
+    loadedAt: Timestamp | None = None
     vramNeededMB: int | None = None
     vramFreeMB: int | None = None
     retryInSecs: int | None = None
@@ -362,7 +379,7 @@ class WhisperModelStatus(_Base):
     streams: int | None = Field(None, ge=0, description="decode streams loaded, summed over the ready replicas "
                                 "(fewer than streamsWanted while GPU memory was short; added as it frees up)")
     streamsWanted: int | None = Field(None, ge=0, description="decode streams the ready replicas' settings ask for")
-    lastActivityTime: datetime | None = None
+    lastActivityTime: Timestamp | None = None
     queueDepth: int = Field(0, ge=0)
     runningJobs: int = Field(0, ge=0)
     conditions: list[Condition] = Field(default_factory=list)
@@ -373,6 +390,29 @@ class WhisperModel(_Resource):
     kind: str = MODEL_KIND
     spec: WhisperModelSpec
     status: WhisperModelStatus = Field(default_factory=WhisperModelStatus)
+
+
+def as_model(obj: "WhisperModel | dict[str, Any]") -> WhisperModel:
+    """A WhisperModel parsed from the API server's dict (or the typed one as it is). A spec without
+    exactly one usable model source (stored under an older CRD, or by a server without CEL)
+    raises :class:`~whisperop.core.modelsource.InvalidModelSource` with its reason, not
+    pydantic's wrapper: the operator shows that reason in the ``Accepted`` condition."""
+    if isinstance(obj, WhisperModel):
+        return obj
+    try:
+        return WhisperModel.model_validate(obj)
+    except ValidationError as exc:
+        for err in exc.errors():
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, modelsource.InvalidModelSource):
+                raise cause from None
+        raise
+
+
+def stored_model_status(obj: dict[str, Any]) -> WhisperModelStatus:
+    """The status of a WhisperModel as the API server holds it, also when its spec does not parse
+    (the operator keeps the conditions of a rejected model)."""
+    return WhisperModelStatus.model_validate(obj.get("status") or {})
 
 
 # ── helpers shared by operator, worker and facade ───────────────────────────

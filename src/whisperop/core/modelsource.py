@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # crds imports this module for its patterns
+    from whisperop.core.crds import WhisperModelSpec
 
 # where the claim is mounted in the inference pod (read-only)
 PVC_MOUNT_DIR = "/var/lib/whisperop/model-pvc"
@@ -62,25 +66,37 @@ def check_pvc_path(path: str) -> str | None:
     return None
 
 
-def resolve(spec: dict[str, Any]) -> ModelSource:
-    """The one model source of a WhisperModel spec; :class:`InvalidModelSource` otherwise."""
+def check(spec: Mapping[str, Any]) -> None:
+    """Refuse a WhisperModel spec as stored that names no usable model source
+    (:class:`InvalidModelSource` with the reason). ``WhisperModelSpec`` runs this before it
+    parses its fields, so an invalid source reads as this reason (what the ``Accepted``
+    condition shows), not as a schema pattern error."""
     uri = spec.get("modelURI")
     source = spec.get("source")
     if uri and source:
         raise InvalidModelSource("set exactly one model source: modelURI or source.pvc, not both")
     if uri:
-        if not re.match(MODEL_URI_RE, uri):
+        if not isinstance(uri, str) or not re.match(MODEL_URI_RE, uri):
             raise InvalidModelSource(f"modelURI must be an s3://bucket/key URI or an absolute path, got {uri!r}")
-        return ModelSource("uri", uri=uri)
+        return
     if not source:
         raise InvalidModelSource("no model source: set modelURI (s3:// URI or absolute path) or source.pvc")
-    pvc = (source or {}).get("pvc")
-    if not isinstance(pvc, dict):
+    pvc = source.get("pvc") if isinstance(source, Mapping) else None
+    if not isinstance(pvc, Mapping):
         raise InvalidModelSource("source must name exactly one kind: pvc {claimName, path}")
-    claim, path = pvc.get("claimName") or "", pvc.get("path") or ""
+    claim, path = str(pvc.get("claimName") or ""), str(pvc.get("path") or "")
     if not re.match(DNS_SUBDOMAIN_RE, claim) or len(claim) > 253:
         raise InvalidModelSource(f"source.pvc.claimName must be a PersistentVolumeClaim name, got {claim!r}")
     why = check_pvc_path(path)
     if why:
         raise InvalidModelSource(why)
-    return ModelSource("pvc", claim_name=claim, path=path)
+
+
+def resolve(spec: WhisperModelSpec) -> ModelSource:
+    """The one model source of a parsed WhisperModel spec (parsing ran :func:`check`)."""
+    if spec.modelURI:
+        return ModelSource("uri", uri=spec.modelURI)
+    pvc = spec.source.pvc if spec.source else None
+    if pvc is None:  # only a spec built without validation (model_construct) gets here
+        raise InvalidModelSource("no model source: set modelURI (s3:// URI or absolute path) or source.pvc")
+    return ModelSource("pvc", claim_name=pvc.claimName, path=pvc.path)
