@@ -437,8 +437,11 @@ class CT2Engine(ChunkPipeline):
         windows of other running jobs; this job waits for its own results
         only, polling its cancel flag and its deadline meanwhile."""
         deadline, limit, limits, t0, slow, what = bounds
-        futures = [self._batcher.submit(threading.get_ident(), log_mel(audio.read(s, e), self.filters), e - s, lang, opts)
-                   for (_, s, e), lang in zip(windows, langs)]
+        # all of this round's features first, then one submit: the batcher never sees half of
+        # them, so a job running alone gets the same batches on every run (greedy output is
+        # repeatable; float16/int8 results depend on what shares a batch)
+        feats = [(log_mel(audio.read(s, e), self.filters), e - s, lang) for (_, s, e), lang in zip(windows, langs)]
+        futures = self._batcher.submit(threading.get_ident(), feats, opts)
         try:
             results = self._wait(futures, cancel, deadline, slow, what, limit, limits, t0)
         except BaseException:
@@ -692,18 +695,20 @@ class _Batcher:
                 self._active.pop(job, None)
             self._cond.notify_all()  # a batch waiting for this job's windows goes now
 
-    def submit(self, job: int, feats: np.ndarray, n_samples: int, lang: str | None,
-               opts: DecodeOptions) -> "Future[tuple[list[_RawSeg], str, int | None]]":
-        fut: Future[tuple[list[_RawSeg], str, int | None]] = Future()
+    def submit(self, job: int, windows: list[tuple[np.ndarray, int, str | None]],
+               opts: DecodeOptions) -> "list[Future[tuple[list[_RawSeg], str, int | None]]]":
+        """Queue one job's windows (features, samples, language) at once: they are never split by
+        the timing of the job's own feature computation, only by the batch size."""
+        futures: list[Future[tuple[list[_RawSeg], str, int | None]]] = [Future() for _ in windows]
         with self._cond:
             if self._closed:
                 raise ModelLoadError("the CTranslate2 engine is closed")
-            self._pending.append(_Task(job, feats, n_samples, lang, opts, fut))
+            self._pending.extend(_Task(job, feats, n, lang, opts, fut) for (feats, n, lang), fut in zip(windows, futures))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ct2-batcher", daemon=True)
                 self._thread.start()
             self._cond.notify_all()
-        return fut
+        return futures
 
     def close(self) -> None:
         with self._cond:

@@ -60,7 +60,13 @@ class LoadObserver(Protocol):
 
 
 def _size_mb(path: Path) -> int:
-    return max(1, path.stat().st_size // (1024 * 1024)) if path.exists() else 1
+    """The model's size on disk in MB: a GGML file, or every file of a CTranslate2 directory (its
+    model.bin is nearly all of it) — the least a load needs, when nothing better is known."""
+    if path.is_dir():
+        size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    else:
+        size = path.stat().st_size if path.exists() else 0
+    return max(1, size // (1024 * 1024))
 
 
 class ModelLoader:

@@ -121,3 +121,40 @@ def test_cancelling_one_job_leaves_the_other_untouched(ct2_model: Path, six_sent
         assert eng.batch_stats.multi_job_batches >= 1  # the first windows (language detection) went together
     finally:
         eng.close()
+
+
+def test_a_lone_jobs_batches_do_not_depend_on_timing(ct2_model: Path, six_sentences: Path,  # noqa: F811
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job running alone gets the same batches, hence the same text, on every run: its windows
+    reach the batcher together, not one by one as their features are computed (which let the
+    batcher thread take a batch of 1 while the next window's features were still being made;
+    on the H100 two undisturbed runs of a 30-minute job then differed in words,
+    bench/results/gpu-oom-ct2-h100-2026-11-27.json)."""
+    eng = _engine(ct2_model, CT2_BATCH_SIZE=4, CHUNK_MAX_SECS=5)
+    sizes: list[int] = []
+    real = eng._run_round
+
+    def spy(tasks: list[Any]) -> Any:
+        sizes.append(len(tasks))
+        return real(tasks)
+
+    monkeypatch.setattr(eng, "_run_round", spy)
+    try:
+        first = eng.transcribe_file(six_sentences)
+        first_sizes, sizes[:] = list(sizes), []
+        second = eng.transcribe_file(six_sentences)
+    finally:
+        eng.close()
+    # six one-sentence windows: the first alone (it detects the job's language), then 4 and 1
+    assert first_sizes[:3] == [1, 4, 1], first_sizes
+    assert sizes == first_sizes
+    assert [s.text for s in second.segments] == [s.text for s in first.segments]
+
+
+def test_the_need_reported_for_a_ctranslate2_directory_is_its_weights(ct2_model: Path) -> None:
+    """A CUDA out-of-memory exception carries no size: waiting_for_gpu then reports the model's
+    size on disk, which for a CTranslate2 directory is its files' (the H100 run showed 1 MB: the
+    directory entry's own size)."""
+    from whisperop.inference.lifecycle import _size_mb
+
+    assert _size_mb(ct2_model) >= (ct2_model / "model.bin").stat().st_size // (1024 * 1024) > 100
