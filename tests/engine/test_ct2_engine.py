@@ -149,6 +149,45 @@ def test_progress_per_chunk_in_batches(ct2_model: Path, six_sentences: Path) -> 
     assert word_error_rate(" ".join(SENTENCES), " ".join(s.text for s in result.segments)) < 0.4
 
 
+def test_a_window_is_decoded_without_timestamps_and_cut_at_its_aligned_words(engine: ChunkPipeline,
+                                                                           six_sentences: Path) -> None:
+    """Six sentences (~25 s) are one window: decoded without timestamp tokens, cut into one
+    segment per sentence, each spanning exactly its first word's start to its last word's end
+    (in timestamp mode the times were whisper's timestamp tokens, not the words')."""
+    result = engine.transcribe_file(six_sentences, TranscribeRequest(language="en"))
+    assert result.chunks == 1
+    assert len(result.segments) == len(SENTENCES), [s.text for s in result.segments]
+    for seg in result.segments:
+        assert seg.words and (seg.start, seg.end) == (seg.words[0].start, seg.words[-1].end), seg
+    for a, b in zip(result.segments, result.segments[1:]):
+        assert a.end <= b.start
+    assert word_error_rate(" ".join(SENTENCES), " ".join(s.text for s in result.segments)) < 0.25
+
+
+def test_segments_from_words_cut_at_sentence_ends_pauses_and_length() -> None:
+    from whisperop.inference.ct2engine import SEGMENT_MAX_SECS, _RawSeg, _sentences
+
+    def seg(words: list[tuple[str, float, float]]) -> _RawSeg:
+        ws = [(w, s, e, 0.9) for w, s, e in words]
+        return _RawSeg(0.0, 30.0, list(range(len(ws))), ws, "", [[i] for i in range(len(ws))])
+
+    def texts(parts: list[_RawSeg]) -> list[tuple[str, float, float]]:
+        return [(p.text, p.start, p.end) for p in parts]
+
+    # a sentence end, then a pause of 1.5 s inside the second sentence
+    parts = _sentences(seg([("Hello", 0.2, 0.6), ("there.", 0.6, 1.0), ("How", 1.1, 1.3), ("are", 1.3, 1.5),
+                            ("you", 3.0, 3.2), ("today?", 3.2, 3.7)]))
+    assert texts(parts) == [("Hello there.", 0.2, 1.0), ("How are", 1.1, 1.5), ("you today?", 3.0, 3.7)]
+    # no punctuation, no pause: cut before the segment would pass SEGMENT_MAX_SECS
+    words = [(f"w{i}", i * 0.5, i * 0.5 + 0.4) for i in range(60)]
+    parts = _sentences(seg(words))
+    assert all(p.end - p.start <= SEGMENT_MAX_SECS for p in parts) and len(parts) == 3
+    assert [w for p in parts for w, *_ in p.words or []] == [w for w, *_ in words]
+    # a window without words (alignment off) stays one segment
+    whole = _RawSeg(0.0, 30.0, [1, 2], None, "text")
+    assert _sentences(whole) == [whole]
+
+
 def test_cancel_stops_at_the_next_batch(ct2_model: Path, six_sentences: Path) -> None:
     eng = create_engine(ct2_model, _settings(CHUNK_MAX_SECS=5, CHUNK_MIN_SECS=1, CT2_BATCH_SIZE=1))
     seen: list[Progress] = []
