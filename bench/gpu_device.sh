@@ -20,30 +20,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE="${STAGE:-/root/wstage}"
-SITE="$STAGE/site"
-OUT="${OUT:-/tmp/out}"
-PIECE_BYTES=${PIECE_BYTES:-$((56 * 1024 * 1024))}  # + the tracked tree (~6 MB) stays under the 64 MiB a call carries
+# shellcheck source=bench/device_common.sh
+. bench/device_common.sh
 cmd="${1:?pack|stage|setup|bench}"
 shift || true
-
-cu12_env() {
-  # CTranslate2 4.x wheels are built for CUDA 12 and dlopen libcublas.so.12
-  # (which needs libcublasLt.so.12); the machine has CUDA 13 only. The .so.13
-  # files answer under the old names (issue 18: CTranslate2 4.7.1 ran so).
-  local lib
-  # shellcheck disable=SC2046  # the site-packages folders, one word each
-  lib="$( { find /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-             $(python3 -c 'import site; print(" ".join(site.getsitepackages()))') \
-             -name 'libcublas.so.13*' 2>/dev/null || true; } | head -n 1)"
-  [ -n "$lib" ] || { echo "no libcublas.so.13 found" >&2; return 1; }
-  local dir
-  dir="$(dirname "$lib")"
-  mkdir -p "$STAGE/cu12"
-  ln -sf "$dir/libcublas.so.13" "$STAGE/cu12/libcublas.so.12"
-  ln -sf "$dir/libcublasLt.so.13" "$STAGE/cu12/libcublasLt.so.12"
-  echo "export LD_LIBRARY_PATH=\"$STAGE/cu12:$dir\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\"" > "$STAGE/env.sh"
-  ls -la "$STAGE/cu12"
-}
 
 case "$cmd" in
 pack)
@@ -63,11 +43,7 @@ pack)
   first=$((PIECE_BYTES - $(du -sb "$dest/s1" | cut -f1)))
   head -c "$first" "$dest/payload.tar" > "$dest/s1/piece.00"
   tail -c +"$((first + 1))" "$dest/payload.tar" | split -b "$PIECE_BYTES" -d -a 2 --numeric-suffixes=1 - "$dest/piece."
-  for p in "$dest"/piece.*; do
-    n=$((10#${p##*.} + 1))
-    mkdir -p "$dest/s$n"
-    mv "$p" "$dest/s$n/"
-  done
+  pieces_to_folders "$dest" piece s
   (cd "$dest" && sha256sum payload.tar > payload.sha256 && cp payload.sha256 s1/)
   rm "$dest/payload.tar"
   du -sh "$dest"/s[0-9]*
@@ -77,16 +53,11 @@ stage)
   mkdir -p "$STAGE" "$OUT"
   cp -r .carry/s"$n"/. "$STAGE/"
   if [ "$n" = 1 ]; then
-    cp scripts/build-pywhispercpp-cuda.sh "$STAGE/build.sh"   # the repo copy is replaced on every call
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     nvcc --version | tail -n 2
     cmake --version | head -n 1
     python3 -c 'import sys, torch, transformers; print(sys.version.split()[0], "torch", torch.__version__, torch.version.cuda, "transformers", transformers.__version__)'
-    rm -f "$STAGE/build.rc"
-    setsid nohup env OFFLINE=1 NO_BUILD_ISOLATION=1 PIP_FIND_LINKS="$STAGE/build" CUDA_ARCHITECTURES="${CUDA_ARCHITECTURES:-90}" \
-      bash -c "bash '$STAGE/build.sh' '$STAGE/wheel' > '$STAGE/build.log' 2>&1; echo \$? > '$STAGE/build.rc'" \
-      < /dev/null > /dev/null 2>&1 &
-    sleep 2
+    start_cuda_build
   fi
   ls -la "$STAGE"
   tail -n 3 "$STAGE/build.log" 2>/dev/null || true
@@ -99,32 +70,15 @@ setup)
     tar xf "$STAGE/payload.tar" -C "$STAGE/stage"
     rm "$STAGE/payload.tar"
   fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$STAGE"/stage/rt/*.whl
+  install_wheels "$STAGE"/stage/rt/*.whl
   cu12_env || echo "no CUDA 13 cuBLAS found: the CTranslate2 rows will fail" >&2
   # shellcheck disable=SC1091
   [ -f "$STAGE/env.sh" ] && . "$STAGE/env.sh"
-  PYTHONPATH="$SITE" python3 - "$STAGE/stage/ct2" <<'EOF' || echo "CTranslate2 CUDA check FAILED (the ct2/fw rows will fail; whisper.cpp rows still run)" >&2
-import sys, time
-import numpy as np
-import ctranslate2
-print("ctranslate2", ctranslate2.__version__, "CUDA devices", ctranslate2.get_cuda_device_count(),
-      "compute types", sorted(ctranslate2.get_supported_compute_types("cuda")))
-m = ctranslate2.models.Whisper(sys.argv[1], device="cuda", compute_type="float16")
-t0 = time.perf_counter()
-out = m.encode(ctranslate2.StorageView.from_array(np.zeros((2, 80, 3000), np.float32)))
-print("CTranslate2 float16 encode on CUDA (cuBLAS):", out.shape, f"{time.perf_counter() - t0:.3f} s")
-EOF
-  for _ in $(seq 1 "${WAIT_SECS:-480}"); do [ -f "$STAGE/build.rc" ] && break; sleep 1; done
-  tail -n 20 "$STAGE/build.log"
-  [ "$(cat "$STAGE/build.rc" 2>/dev/null)" = 0 ] || { echo "build did not finish cleanly" >&2; exit 1; }
+  ct2_cuda_check "$STAGE/stage/ct2" || echo "CTranslate2 CUDA check FAILED (the ct2/fw rows will fail; whisper.cpp rows still run)" >&2
+  wait_cuda_build
   cp "$STAGE"/wheel/pywhispercpp-*.whl "$OUT/" || true
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$STAGE"/wheel/pywhispercpp-*.whl
-  PYTHONPATH="$SITE" python3 -c '
-import _pywhispercpp as p
-info = p.whisper_print_system_info()
-print(info)
-assert "CUDA" in info, "no CUDA backend in the built extension"
-'
+  install_wheels "$STAGE"/wheel/pywhispercpp-*.whl
+  whispercpp_cuda_check
   ;;
 bench)
   mkdir -p "$OUT"

@@ -141,7 +141,7 @@ class Hog:
             self.proc.wait(60)
 
 
-DRY_GPU = {"name": "dry run (no GPU)", "total_mb": 81559}
+DRY_GPU: dict[str, Any] = {"name": "dry run (no GPU)", "total_mb": 81559}
 DRY_NEED = {"gpu": DRY_GPU["name"], "first_stream_mb": 913, "per_stream_mb": 316}  # the H100's measured need
 
 
@@ -256,8 +256,89 @@ class Rig:
             time.sleep(0.2)
         return self.jobs.get(job_id)
 
+    def wait_first_progress(self, job_id: str, step: float) -> None:
+        """Until the job's first chunk is done (at most 120 s): the moment a case takes the memory."""
+        end = time.monotonic() + 120
+        while time.monotonic() < end and (self.jobs.progress(job_id) or (0, 0))[0] < 1:
+            time.sleep(step)
+
+    def model_events(self) -> list[dict[str, Any]]:
+        """The first 12 ``model_*`` events, as every case records them (``events``)."""
+        return [e for e in self.events if e.get("type", "").startswith("model")][:12]
+
     def stop(self) -> None:
         self.rt.stop(30)
+
+
+# The scaffolding the whisper.cpp and the CTranslate2 cases share; each writes the same
+# fields into ``out`` as the cases did before they shared it, so earlier raw results compare.
+
+def load_under_hog(rig: Rig, hog: Hog | FileHog, poll: int, jfk: Path, out: dict[str, Any],
+                   when_ready: Callable[[], None]) -> Job:
+    """The hog already holds its memory: ask for a load, record the first state after ``loading``;
+    ``when_ready`` records what a model that loaded anyway does, else two polls pass with the memory
+    still taken. Then the hog exits: the seconds to ``ready``, and a jfk job after the release
+    (returned; ``job_after_release`` is its status)."""
+    rig.rt.request_load()
+    first = rig.wait_state(("waiting_for_gpu", "ready"), 180)
+    out["first_state"] = first
+    out["status"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
+    if first == "ready":
+        when_ready()
+    else:
+        time.sleep(poll * 2 + 1)  # at least two retries while the memory stays taken
+        out["state_after_two_polls"] = rig.rt.state.value
+    t_release = time.monotonic()
+    hog.exit()
+    ready = rig.wait_state(("ready",), 300)  # at once where the model is ready already
+    out["secs_release_to_ready"] = round(time.monotonic() - t_release, 2) if ready else None
+    job = rig.wait_job(rig.submit(jfk), 300)
+    out["job_after_release"] = job.status.value
+    return job
+
+
+def record_jfk_text(job: Job, jfk_text: str | None, out: dict[str, Any]) -> None:
+    """A jfk.wav job's text (``job_after_text``) and, where the measure step gave one, whether it is
+    the undisturbed run's (``job_after_same_text``)."""
+    out["job_after_text"] = " ".join(s.text for s in job.segments)
+    if jfk_text is not None:
+        out["job_after_same_text"] = out["job_after_text"] == jfk_text
+
+
+def take_memory_mid_job(rig: Rig, hog: Hog | FileHog, audio: Path, job_free: int, out: dict[str, Any]) -> str:
+    """A job on ``audio`` starts; at its first progress the hog takes all but ``job_free`` MB."""
+    job_id = rig.submit(audio)
+    rig.wait_first_progress(job_id, 0.01)
+    out["progress_when_taken"] = rig.jobs.progress(job_id)
+    out["free_after_hog_mb"] = hog.hold_all_but(job_free)
+    return job_id
+
+
+def record_waiting(rig: Rig, job_id: str, poll: int, timeout: float, key: str, out: dict[str, Any]) -> None:
+    """``waiting_for_gpu`` (or the state at ``timeout``) under ``key``, the status and the job's
+    status while waiting, then one poll interval more with the memory still taken."""
+    out[key] = rig.wait_state(("waiting_for_gpu",), timeout) or rig.rt.state.value
+    out["status_waiting"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
+    out["job_status_while_waiting"] = rig.jobs.get(job_id).status.value
+    time.sleep(poll + 1)
+
+
+def finish_after_release(rig: Rig, hog: Hog | FileHog, job_id: str, ref: Job, decoded: list[int],
+                         out: dict[str, Any]) -> Job:
+    """The hog exits; the job (returned) against the undisturbed reference, and the chunk decodes
+    ``decoded`` saw since it was cleared before the job (no chunk decoded twice beyond the one in flight)."""
+    t_release = time.monotonic()
+    hog.exit()
+    job = rig.wait_job(job_id, 900)
+    out["secs_release_to_done"] = round(time.monotonic() - t_release, 2)
+    out["job_status"] = job.status.value
+    out["job_error"] = job.error
+    out["same_text_as_reference"] = [s.text for s in job.segments] == [s.text for s in ref.segments]
+    out["segments"] = len(job.segments)
+    out["chunk_decodes"] = len(decoded)
+    out["distinct_chunks"] = len(set(decoded))
+    out["events"] = rig.model_events()
+    return job
 
 
 def measure(model: Path, jfk: Path) -> dict[str, Any]:
@@ -295,28 +376,18 @@ def load_case(model: Path, free_mb: int, mode: str, need: dict[str, Any], poll: 
     held_free = hog.hold_all_but(free_mb)
     rig = Rig(model, poll, work)
     out: dict[str, Any] = {"free_target_mb": free_mb, "mode": mode, "free_after_hog_mb": held_free}
-    try:
-        rig.rt.request_load()
-        first = rig.wait_state(("waiting_for_gpu", "ready"), 180)
-        out["first_state"] = first
-        out["status"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
-        if first == "ready":
-            eng = rig.rt._engine
-            out["streams"] = getattr(eng, "parallelism", None)
-            time.sleep(3)  # extra streams load behind the first: does the process survive them?
-            out["engine_alive_after_3s"] = getattr(eng, "alive", None)
-            job_id = rig.submit(jfk)
-            out["job_under_pressure"] = rig.wait_job(job_id, 300).status.value
-        else:
-            time.sleep(poll * 2 + 1)  # at least two retries while the memory stays taken
-            out["state_after_two_polls"] = rig.rt.state.value
-        t_release = time.monotonic()
-        hog.exit()
-        ready = rig.wait_state(("ready",), 300) if rig.rt.state.value != "ready" else "ready"
-        out["secs_release_to_ready"] = round(time.monotonic() - t_release, 2) if ready else None
+
+    def when_ready() -> None:
+        eng = rig.rt._engine
+        out["streams"] = getattr(eng, "parallelism", None)
+        time.sleep(3)  # extra streams load behind the first: does the process survive them?
+        out["engine_alive_after_3s"] = getattr(eng, "alive", None)
         job_id = rig.submit(jfk)
-        out["job_after_release"] = rig.wait_job(job_id, 300).status.value
-        out["events"] = [e for e in rig.events if e.get("type", "").startswith("model")][:12]
+        out["job_under_pressure"] = rig.wait_job(job_id, 300).status.value
+
+    try:
+        load_under_hog(rig, hog, poll, jfk, out, when_ready)
+        out["events"] = rig.model_events()
     finally:
         hog.exit()
         rig.stop()
@@ -340,28 +411,9 @@ def job_case(model: Path, need: dict[str, Any], poll: int, work: Path, jfk: Path
         ref = rig.wait_job(ref_id, 600)
         out["reference_status"] = ref.status.value
         counter.decoded.clear()
-        job_id = rig.submit(audio)
-        end = time.monotonic() + 120
-        while time.monotonic() < end and (rig.jobs.progress(job_id) or (0, 0))[0] < 1:
-            time.sleep(0.01)
-        out["progress_when_taken"] = rig.jobs.progress(job_id)
-        out["free_after_hog_mb"] = hog.hold_all_but(job_free)
-        waiting = rig.wait_state(("waiting_for_gpu",), 120)
-        out["state_seen"] = waiting or rig.rt.state.value
-        out["status_waiting"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
-        out["job_status_while_waiting"] = rig.jobs.get(job_id).status.value
-        time.sleep(poll + 1)
-        t_release = time.monotonic()
-        hog.exit()
-        job = rig.wait_job(job_id, 900)
-        out["secs_release_to_done"] = round(time.monotonic() - t_release, 2)
-        out["job_status"] = job.status.value
-        out["job_error"] = job.error
-        out["same_text_as_reference"] = [s.text for s in job.segments] == [s.text for s in ref.segments]
-        out["segments"] = len(job.segments)
-        out["chunk_decodes"] = len(counter.decoded)
-        out["distinct_chunks"] = len(set(counter.decoded))
-        out["events"] = [e for e in rig.events if e.get("type", "").startswith("model")][:12]
+        job_id = take_memory_mid_job(rig, hog, audio, job_free, out)
+        record_waiting(rig, job_id, poll, 120, "state_seen", out)
+        finish_after_release(rig, hog, job_id, ref, counter.decoded, out)
     finally:
         hog.exit()
         rig.stop()
@@ -391,9 +443,7 @@ def grow_case(model: Path, need: dict[str, Any], poll: int, work: Path, jfk: Pat
         time.sleep(poll * 2 + 1)  # two top-up checks with the memory still taken: no streams added
         out["streams_after_two_polls"] = rig.rt.status().streams
         during = rig.submit(long_audio(jfk, 20, work / "grow-long.wav"))
-        end = time.monotonic() + 120
-        while time.monotonic() < end and (rig.jobs.progress(during) or (0, 0))[0] < 1:
-            time.sleep(0.05)
+        rig.wait_first_progress(during, 0.05)
         seen = GrowSeen()
         logging.getLogger("whisperop.engine.isolated").addHandler(seen)
         t_release = time.monotonic()
@@ -413,10 +463,8 @@ def grow_case(model: Path, need: dict[str, Any], poll: int, work: Path, jfk: Pat
         out["job_during_growth_segments"] = len(job.segments)
         after = rig.wait_job(rig.submit(jfk), 300)
         out["job_after"] = after.status.value
-        out["job_after_text"] = " ".join(s.text for s in after.segments)
-        if jfk_text is not None:
-            out["job_after_same_text"] = out["job_after_text"] == jfk_text
-        out["events"] = [e for e in rig.events if e.get("type", "").startswith("model")][:12]
+        record_jfk_text(after, jfk_text, out)
+        out["events"] = rig.model_events()
     finally:
         hog.exit()
         rig.stop()
@@ -540,28 +588,15 @@ def ct2_load_case(ct2: Path, free_mb: int, poll: int, work: Path, jfk: Path, jfk
     out: dict[str, Any] = {"free_target_mb": free_mb, "mode": "ct2", "free_after_hog_mb": hog.hold_all_but(free_mb)}
     with LogTap() as tap:
         rig = Rig(ct2, poll, work)
-        try:
-            rig.rt.request_load()
-            first = rig.wait_state(("waiting_for_gpu", "ready"), 180)
-            out["first_state"] = first
-            out["status"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
-            if first == "ready":
-                job = rig.wait_job(rig.submit(jfk), 300)
-                out["job_under_pressure"] = job.status.value
-                out["job_under_pressure_error"] = job.error
-            else:
-                time.sleep(poll * 2 + 1)  # at least two retries while the memory stays taken
-                out["state_after_two_polls"] = rig.rt.state.value
-            t_release = time.monotonic()
-            hog.exit()
-            ready = rig.wait_state(("ready",), 300)
-            out["secs_release_to_ready"] = round(time.monotonic() - t_release, 2) if ready else None
+
+        def when_ready() -> None:
             job = rig.wait_job(rig.submit(jfk), 300)
-            out["job_after_release"] = job.status.value
-            out["job_after_text"] = " ".join(s.text for s in job.segments)
-            if jfk_text is not None:
-                out["job_after_same_text"] = out["job_after_text"] == jfk_text
-            out["events"] = [e for e in rig.events if e.get("type", "").startswith("model")][:12]
+            out["job_under_pressure"] = job.status.value
+            out["job_under_pressure_error"] = job.error
+
+        try:
+            record_jfk_text(load_under_hog(rig, hog, poll, jfk, out, when_ready), jfk_text, out)
+            out["events"] = rig.model_events()
         finally:
             hog.exit()
             rig.stop()
@@ -589,12 +624,7 @@ def ct2_job_case(ct2: Path, poll: int, work: Path, jfk: Path, job_free: int, rep
                 again = rig.wait_job(rig.submit(audio), 900)
                 out["reference_repeatable"] = [s.text for s in again.segments] == [s.text for s in ref.segments]
             tap.decoded.clear()
-            job_id = rig.submit(audio)
-            end = time.monotonic() + 120
-            while time.monotonic() < end and (rig.jobs.progress(job_id) or (0, 0))[0] < 1:
-                time.sleep(0.01)
-            out["progress_when_taken"] = rig.jobs.progress(job_id)
-            out["free_after_hog_mb"] = hog.hold_all_but(job_free)
+            job_id = take_memory_mid_job(rig, hog, audio, job_free, out)
             end = time.monotonic() + 900
             while time.monotonic() < end and not tap.job_oom() and not rig.jobs.get(job_id).status.terminal:
                 time.sleep(0.05)
@@ -602,27 +632,16 @@ def ct2_job_case(ct2: Path, poll: int, work: Path, jfk: Path, job_free: int, rep
             out["outcome"] = "oom_requeued" if oom else "finished_under_pressure"
             if oom:
                 # the reload after the requeue meets the hog: the pre-flight or CUDA's OOM → waiting_for_gpu
-                out["state_after_oom"] = rig.wait_state(("waiting_for_gpu",), 60) or rig.rt.state.value
-                out["status_waiting"] = rig.rt.status().model_dump(mode="json", exclude_none=True)
-                out["job_status_while_waiting"] = rig.jobs.get(job_id).status.value
-                time.sleep(poll + 1)
-            t_release = time.monotonic()
-            hog.exit()
-            job = rig.wait_job(job_id, 900)
-            out["secs_release_to_done"] = round(time.monotonic() - t_release, 2)
-            out["job_status"] = job.status.value
-            out["job_error"] = job.error
-            out["same_text_as_reference"] = [s.text for s in job.segments] == [s.text for s in ref.segments]
-            out["segments"], out["reference_segments"] = len(job.segments), len(ref.segments)
+                record_waiting(rig, job_id, poll, 60, "state_after_oom", out)
+            # chunk_decodes: chunks in "batch decoded" lines of this job's run(s)
+            job = finish_after_release(rig, hog, job_id, ref, tap.decoded, out)
+            out["reference_segments"] = len(ref.segments)
             out["same_words_as_reference"] = (" ".join(s.text for s in job.segments).split()
                                               == " ".join(s.text for s in ref.segments).split())
             out["first_difference"] = next(({"i": i, "job": a.text, "reference": b.text, "job_start": a.start,
                                              "reference_start": b.start}
                                             for i, (a, b) in enumerate(zip(job.segments, ref.segments))
                                             if a.text != b.text), None)
-            out["chunk_decodes"] = len(tap.decoded)  # chunks in "batch decoded" lines of this job's run(s)
-            out["distinct_chunks"] = len(set(tap.decoded))
-            out["events"] = [e for e in rig.events if e.get("type", "").startswith("model")][:12]
         finally:
             hog.exit()
             rig.stop()

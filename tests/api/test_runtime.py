@@ -2,78 +2,24 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from whisperop.core.models import Job, JobStatus, ModelState
-from whisperop.core.ports import JobTiming, RuntimeEvent
-from whisperop.core.settings import EngineSettings
+from tests.support.local_runtime import Recorder, local_runtimes, submit, wait_until
+from whisperop.core.models import JobStatus, ModelState
+from whisperop.core.ports import JobTiming
 from whisperop.inference.runtime import FaultHooks, LocalModelRuntime
-from whisperop.stores.local_blobs import LocalBlobStore
-from whisperop.stores.sqlite_jobs import SqliteJobStore
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[RuntimeEvent] = []
-        self.times: list[float] = []  # monotonic time of each event, taken in the runtime's thread
-        self.lock = threading.Lock()
-
-    def __call__(self, ev: RuntimeEvent) -> None:
-        with self.lock:
-            self.events.append(ev)
-            self.times.append(time.monotonic())
-
-    def at(self, name: str) -> float:
-        with self.lock:
-            return next(t for e, t in zip(self.events, self.times) if getattr(e, "type", "timing") == name)
-
-    def names(self) -> list[str]:
-        with self.lock:
-            return [getattr(e, "type", "timing") for e in self.events]
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 @pytest.fixture
 def make_runtime(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., tuple[LocalModelRuntime, Recorder]]]:
-    made: list[LocalModelRuntime] = []
-
-    def make(**kw: object) -> tuple[LocalModelRuntime, Recorder]:
-        store = SqliteJobStore.in_data_dir(tmp_path / f"d{len(made)}")
-        blobs = LocalBlobStore.in_data_dir(tmp_path / f"d{len(made)}")
-        settings = EngineSettings(CHUNK_MAX_SECS=3.0, CHUNK_MIN_SECS=0.5, WHISPER_THREADS=2, USE_GPU=False, TEMPERATURE_INC=0.0)
-        kw.setdefault("idle_timeout_secs", 0)
-        rt = LocalModelRuntime(tiny_model, store, blobs, settings, **kw)  # type: ignore[arg-type]
-        rec = Recorder()
-        rt.subscribe(rec)
-        rt.start()
-        made.append(rt)
-        return rt, rec
-
-    yield make
-    for rt in made:
-        rt.stop()
-        rt.jobs.close()
-
-
-def submit(rt: LocalModelRuntime, audio: Path | bytes, job_id: str, **kw: object) -> str:
-    key = f"audio/{job_id}/source"
-    rt.blobs.put(key, [audio.read_bytes() if isinstance(audio, Path) else audio])
-    rt.jobs.create(Job(id=job_id, **kw), key)  # type: ignore[arg-type]
-    rt.notify_job_queued()
-    return job_id
+    """``make_runtime(**kw)``: the tiny model, ``kw`` given to ``LocalModelRuntime``."""
+    with local_runtimes(tmp_path) as runtimes:
+        yield functools.partial(runtimes.start, tiny_model)
 
 
 def test_load_unload_cycle_and_status(make_runtime) -> None:  # type: ignore[no-untyped-def]

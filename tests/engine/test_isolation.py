@@ -12,7 +12,6 @@ last lines in the message, and a resumed job that decodes each chunk once.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -27,8 +26,9 @@ from whisperop.core.settings import EngineSettings
 from whisperop.inference import isolated
 from whisperop.inference.engine import TranscribeRequest, WhisperEngine
 from whisperop.inference.isolated import IsolatedEngine, VramNeed, make_engine, streams_that_fit
-from tests.engine.test_limits_checkpoints import DecodeLog, MemoryCheckpoint
+from tests.engine.test_limits_checkpoints import MemoryCheckpoint
 from tests.support.audio import noise_bursts_wav
+from tests.support.decode_log import DecodeLog, decodes  # noqa: F401  (fixture)
 
 BASE = {"USE_GPU": False, "CHUNK_MAX_SECS": 10, "TEMPERATURE_INC": 0.0}
 EN = TranscribeRequest(language="en")
@@ -48,18 +48,6 @@ def fault(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 
     yield arm
     isolated._fault_used.clear()
-
-
-@pytest.fixture
-def decodes() -> Iterator[DecodeLog]:
-    h = DecodeLog()
-    lg = logging.getLogger("whisperop.engine")
-    old = lg.level
-    lg.setLevel(logging.INFO)
-    lg.addHandler(h)
-    yield h
-    lg.removeHandler(h)
-    lg.setLevel(old)
 
 
 def test_same_result_callbacks_and_checkpoint_as_in_process(tiny_model: Path, tmp_path: Path) -> None:

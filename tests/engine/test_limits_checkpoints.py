@@ -8,7 +8,6 @@ limit (a deadline checked in that same callback) is what stops it."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from whisperop.inference.audio import SAMPLE_RATE, write_wav
 from whisperop.inference.engine import TranscribeRequest, WhisperEngine, retry_options
 from whisperop.inference.whispercpp import DecodeOptions
 from tests.support.audio import noise_bursts_wav, speech_wav
+from tests.support.decode_log import DecodeLog, decodes  # noqa: F401  (fixture)
 
 
 class MemoryCheckpoint:
@@ -57,30 +57,6 @@ def _transcribe(model: Path, audio: Path, request: TranscribeRequest, **env: obj
         return eng.transcribe_file(audio, request)
     finally:
         eng.close()
-
-
-class DecodeLog(logging.Handler):
-    """Counts the engine's "chunk decoded" lines (one per finished whisper.cpp call) by chunk index."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.chunks: list[int] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage() == "chunk decoded":
-            self.chunks.append(int(record.__dict__["chunk"]))
-
-
-@pytest.fixture
-def decodes() -> DecodeLog:
-    h = DecodeLog()
-    lg = logging.getLogger("whisperop.engine")
-    old = lg.level
-    lg.setLevel(logging.INFO)
-    lg.addHandler(h)
-    yield h
-    lg.removeHandler(h)
-    lg.setLevel(old)
 
 
 def test_a_chunk_over_its_limit_twice_fails_and_the_job_goes_on(tiny_model: Path, tmp_path: Path, decodes: DecodeLog) -> None:

@@ -22,16 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.test_runtime import Recorder, submit, wait_until
 from tests.support.audio import noise_bursts_wav
+from tests.support.local_runtime import Recorder, local_runtimes, submit, wait_until
 from whisperop.core import gpu
 from whisperop.core.models import JobStatus, ModelState
 from whisperop.core.settings import EngineSettings
 from whisperop.inference import isolated
 from whisperop.inference.isolated import PREFLIGHT_MARGIN_MB, IsolatedEngine, VramNeed, write_need
 from whisperop.inference.runtime import LocalModelRuntime
-from whisperop.stores.local_blobs import LocalBlobStore
-from whisperop.stores.sqlite_jobs import SqliteJobStore
 
 GPU = "Test GPU 10GB"
 NEED = VramNeed(GPU, first_stream_mb=900, per_stream_mb=300)
@@ -76,24 +74,11 @@ def fault(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
 
 @pytest.fixture
 def make_runtime(tmp_path: Path) -> Iterator[Callable[..., tuple[LocalModelRuntime, Recorder]]]:
-    made: list[LocalModelRuntime] = []
-
-    def make(model: Path, poll: float, **env: object) -> tuple[LocalModelRuntime, Recorder]:
-        d = tmp_path / f"d{len(made)}"
-        settings = EngineSettings(**{"CHUNK_MAX_SECS": 3.0, "CHUNK_MIN_SECS": 0.5, "WHISPER_THREADS": 2, "USE_GPU": False,
-                                     "TEMPERATURE_INC": 0.0, "ENGINE_ISOLATION": "process", **env})  # type: ignore[arg-type]
-        rt = LocalModelRuntime(model, SqliteJobStore.in_data_dir(d), LocalBlobStore.in_data_dir(d), settings,
-                               idle_timeout_secs=0, gpu_poll_interval_secs=poll)
-        rec = Recorder()
-        rt.subscribe(rec)
-        rt.start()
-        made.append(rt)
-        return rt, rec
-
-    yield make
-    for rt in made:
-        rt.stop(30)
-        rt.jobs.close()
+    """``make_runtime(model, poll, **env)``: the isolated engine (``env`` on top) polling GPU memory
+    every ``poll`` seconds; a stop may take 30 s (a child to end)."""
+    with local_runtimes(tmp_path, stop_timeout=30) as runtimes:
+        yield lambda model, poll, **env: runtimes.start(model, {"ENGINE_ISOLATION": "process", **env},
+                                                        gpu_poll_interval_secs=poll)
 
 
 def _engine(rt: LocalModelRuntime) -> IsolatedEngine:
