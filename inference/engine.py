@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from whisperop.inference.audio import SAMPLE_RATE, DecodedAudio, decode_audio
 from whisperop.inference.chunking import Chunk, ChunkingConfig, plan_chunks
 from whisperop.inference.normalize import SpeechMap, normalize
 from whisperop.inference.whispercpp import DecodeOptions, RawSegment, WhisperContext
+
+if TYPE_CHECKING:
+    from whisperop.inference.streamplan import EarlyDecodes
 
 log = logging.getLogger("whisperop.engine")
 
@@ -130,6 +134,10 @@ class ChunkPipeline(ABC):
     model_path: Path
     backend: str  # "CPU", "CUDA", …
     parallelism: int  # decode streams (whisper.cpp contexts; 1 for CTranslate2, which batches instead)
+    #: chunks decode one call each, so the first ones can start while the file
+    #: is still being decoded (:mod:`whisperop.inference.streamplan`); CTranslate2
+    #: batches a job's windows and measures speech on the whole envelope
+    streams_plan = False
     concurrent_jobs = True  # transcribe_file may run in several threads at once (JOB_CONCURRENCY)
     load_secs: float
     warmup_secs: float
@@ -184,17 +192,34 @@ class ChunkPipeline(ABC):
         same chunks, whatever the chunking settings are now) and its finished
         chunks are not decoded again."""
         tmp_dir = str(self.settings.tmp_dir) if self.settings.tmp_dir else None
-        with decode_audio(path, self.settings.max_audio_secs, tmp_dir, self.settings.max_secs_per_mb) as audio:
-            saved = checkpoint.plan() if checkpoint is not None else None
-            if saved is not None:
-                chunks = [Chunk(i, start, end) for i, (start, end) in enumerate(saved)]
-            else:
-                chunks = plan_chunks(audio.frame_db, audio.n_samples, self.chunking_config())
-                if checkpoint is not None:
-                    checkpoint.save_plan([(c.start, c.end) for c in chunks])
-            if on_decoded:
-                on_decoded(audio.duration_secs, len(chunks))
-            return self.transcribe_chunks(audio, chunks, request, on_progress, should_cancel, checkpoint)
+        saved = checkpoint.plan() if checkpoint is not None else None
+        early = self._early_decodes(request, should_cancel) if saved is None else None
+        try:
+            with decode_audio(path, self.settings.max_audio_secs, tmp_dir, self.settings.max_secs_per_mb,
+                              on_block=early.on_block if early is not None else None) as audio:
+                if saved is not None:
+                    chunks = [Chunk(i, start, end) for i, (start, end) in enumerate(saved)]
+                else:
+                    chunks = plan_chunks(audio.frame_db, audio.n_samples, self.chunking_config())
+                    if checkpoint is not None:
+                        checkpoint.save_plan([(c.start, c.end) for c in chunks])
+                if on_decoded:
+                    on_decoded(audio.duration_secs, len(chunks))
+                return self.transcribe_chunks(audio, chunks, request, on_progress, should_cancel, checkpoint, early)
+        finally:
+            if early is not None:
+                early.close()
+
+    def _early_decodes(self, request: TranscribeRequest, should_cancel: CancelCheck | None) -> "EarlyDecodes | None":
+        """Where the backend decodes chunk by chunk (``streams_plan``), the
+        first chunks start while the file is still being decoded
+        (:mod:`whisperop.inference.streamplan`); the result is the same."""
+        if not self.streams_plan:
+            return None
+        from whisperop.inference.streamplan import EarlyDecodes
+
+        return EarlyDecodes(self, self.chunking_config(), self.decode_options(request), _ThrottledCancel(should_cancel),
+                            self.limits(request))
 
     def limits(self, request: TranscribeRequest) -> _Limits:
         s = self.settings
@@ -210,10 +235,15 @@ class ChunkPipeline(ABC):
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         checkpoint: Checkpoint | None = None,
+        early: "EarlyDecodes | None" = None,
     ) -> TranscriptionResult:
-        cancel = _ThrottledCancel(should_cancel)
+        """Decode ``chunks`` (skipping those the checkpoint holds), report and
+        assemble. With ``early`` (a streamed plan) the chunks it guessed right
+        are taken from it and the rest decode on its threads."""
+        cancel = early.cancel if early is not None else _ThrottledCancel(should_cancel)
         opts = self.decode_options(request)
-        limits = self.limits(request)
+        limits = early.limits if early is not None else self.limits(request)
+        started = early.take(chunks) if early is not None else {}
         total = len(chunks)
         records: dict[int, ChunkRecord] = dict(checkpoint.done()) if checkpoint is not None else {}
         language = request.language
@@ -235,15 +265,27 @@ class ChunkPipeline(ABC):
                 on_progress(Progress(done, total))
 
         remaining = [c for c in chunks if c.index not in records]
-        while remaining and language is None:
-            # Detect once, on the first chunk, then hold the language for the
-            # rest: a job gets one consistent language (and N-1 fewer detections).
-            first = remaining.pop(0)
-            for rec in self.decode_chunks(audio, [first], opts, cancel, limits):
-                language = rec.language
-                finished(rec)
-        for rec in self.decode_chunks(audio, remaining, replace(opts, language=language), cancel, limits):
-            finished(rec)
+        try:
+            while remaining and language is None:
+                # Detect once, on the first chunk, then hold the language for the
+                # rest: a job gets one consistent language (and N-1 fewer detections).
+                first = remaining.pop(0)
+                recs = [started.pop(first.index).result()] if first.index in started else \
+                    self.decode_chunks(audio, [first], opts, cancel, limits)
+                for rec in recs:
+                    language = rec.language
+                    finished(rec)
+            opts = replace(opts, language=language)
+            if early is not None:
+                futures = [started.get(c.index) or early.submit(audio, c, opts) for c in remaining]
+                for fut in futures:
+                    finished(fut.result())
+            else:
+                for rec in self.decode_chunks(audio, remaining, opts, cancel, limits):
+                    finished(rec)
+        except BaseException:
+            cancel.cancelled = True  # the job's other decodes stop at their next check
+            raise
         ordered = [seg for i in sorted(records) for seg in records[i].segments]
         clean = normalize(ordered, SpeechMap.from_frame_db(audio.frame_db))
         return TranscriptionResult(
@@ -258,6 +300,8 @@ class ChunkPipeline(ABC):
 
 class WhisperEngine(ChunkPipeline):
     """A loaded whisper.cpp model (one or more contexts) plus the pipeline around it."""
+
+    streams_plan = True
 
     def __init__(self, model_path: str | Path, settings: EngineSettings | None = None, parallelism: int | None = None) -> None:
         self.settings = settings or EngineSettings()
