@@ -41,6 +41,11 @@ Configurations (``--configs``, comma-separated; glob patterns allowed):
   silences; ``-cNN`` for another maximum) decoded by N pywhispercpp contexts
   in threads that pull them from one queue, no timestamps, no word timings;
   decode and plan happen before the clock (what our rows include);
+  ``rawq-pN-bB[-fa]-ts``: the same harness doing the work our engine does
+  per window: timestamp mode (no ``no_timestamps``) and token timestamps as
+  ``WORD_TIMESTAMPS`` sets them (on by default), greedy ``best_of`` and
+  fallback as ours; the report states ours / ``-ts`` (engine overhead) and
+  ``-ts`` / plain (what timestamps cost);
 * ``fw-bB`` / ``fwbatch-bB-sN``: faster-whisper (CTranslate2, float16) sequential,
   and its ``BatchedInferencePipeline`` with ``batch_size`` N (``fwbatch-bB`` =
   batch 16); the report takes the best of the batch sizes run as the peer figure;
@@ -101,6 +106,7 @@ GROUPS = {
         "cold",
         "ours-p1-b1-fa", "ours-p8-b1-fa", "ours-p16-b1-fa", "ours-p8-b1-fa-c30", "ours-p16-b1-fa-c30",
         "rawq-p1-b1-fa", "rawq-p8-b1-fa", "rawq-p16-b1-fa",
+        "rawq-p8-b1-fa-ts", "rawq-p16-b1-fa-ts",
         "many32-ours-p8-b1-fa",
     ],
     "issue18-ct2": [
@@ -113,7 +119,7 @@ GROUPS = {
 ISSUE18_CONFIGS = GROUPS["issue18-whispercpp"] + GROUPS["issue18-ct2"]
 GROUPS["issue18"] = ISSUE18_CONFIGS
 QUICK_CPU_CONFIGS = ["cold", "ours-p1-b1", "raw-b1", "ours-p2-b1", "raw8-b1", "fw-b1", "fwbatch-b1", "hf-bs1-b1",
-                     "ours-ct2-b1-s4", "rawq-p1-b1", "rawq-p2-b1", "fwbatch-b1-s4", "fwbatch-b1-s8",
+                     "ours-ct2-b1-s4", "rawq-p1-b1", "rawq-p2-b1", "rawq-p2-b1-ts", "fwbatch-b1-s4", "fwbatch-b1-s8",
                      "many4-ours-p2-b1", "many4-ours-ct2-b1-s4", "hfgen-bs4-b1"]
 ALL_CONFIGS = list(dict.fromkeys(GPU_CONFIGS + ISSUE18_CONFIGS + QUICK_CPU_CONFIGS))
 
@@ -217,14 +223,16 @@ def parse(kind: str) -> dict:
         if cfg["engine"] not in ("ours", "ours-ct2"):
             raise SystemExit(f"{kind}: the many-jobs case runs our engine (an ours-… row)")
         return {**cfg, "jobs": int(m.group(1)), "single": m.group(2)}
-    mods: dict = {"fa": False, "chunk_max_secs": None, "threads": None, "cuda_graphs": True}
+    mods: dict = {"fa": False, "chunk_max_secs": None, "threads": None, "cuda_graphs": True, "timestamps": False}
     while True:
-        m = re.search(r"-(fa|nog|c\d+|t\d+)$", kind)
+        m = re.search(r"-(fa|nog|ts|c\d+|t\d+)$", kind)
         if not m:
             break
         kind, tag = kind[: m.start()], m.group(1)
         if tag == "fa":
             mods["fa"] = True
+        elif tag == "ts":
+            mods["timestamps"] = True
         elif tag == "nog":
             mods["cuda_graphs"] = False
         elif tag.startswith("c"):
@@ -481,7 +489,11 @@ def run_rawq(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
     ``-cNN``), cut before the clock; N pywhispercpp contexts in N threads
     pull them from one queue (whisper.cpp releases the GIL), greedy or beam
     as the row says, no timestamps, no token timings, no conditioning on
-    previous text, whisper.cpp's default temperature fallback."""
+    previous text, whisper.cpp's default temperature fallback. ``-ts``: the
+    decode mode of our engine instead (:meth:`WhisperContext.full`):
+    timestamp tokens on, token timestamps as ``WORD_TIMESTAMPS`` says, the
+    engine's temperature step, and each segment's token data read back as the
+    engine does for its word timings."""
     import queue as queue_mod
 
     from pywhispercpp.model import Model
@@ -493,6 +505,11 @@ def run_rawq(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
     per = stream_threads(n, cfg["threads"], use_gpu)
     params = dict(n_threads=per, print_progress=False, print_realtime=False, language="en", no_context=True,
                   no_timestamps=True, token_timestamps=False, temperature_inc=0.2, suppress_blank=True)
+    if cfg["timestamps"]:  # the engine's decode mode (inference/whispercpp.py WhisperContext.full)
+        from whisperop.core.settings import EngineSettings
+
+        s = EngineSettings()
+        params.update(no_timestamps=False, token_timestamps=s.word_timestamps, temperature_inc=s.temperature_inc)
     if beam > 1:
         params.update(params_sampling_strategy=1, beam_search={"beam_size": beam, "patience": -1.0})
     ctx = {"use_gpu": use_gpu, "flash_attn": a.flash_attn or cfg["fa"]}
@@ -517,6 +534,8 @@ def run_rawq(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
                 except queue_mod.Empty:
                     return
                 texts[i] = " ".join(seg.text for seg in mdl.transcribe(w))
+                if cfg["timestamps"]:
+                    read_tokens(mdl._ctx)
         except BaseException as exc:  # noqa: BLE001 - reported by the row
             errors.append(exc)
 
@@ -530,8 +549,22 @@ def run_rawq(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
     if errors:
         raise errors[0]
     out.update(windows=len(windows), contexts=n, threads_per_context=per, window_max_secs=max_secs,
-               whisper_timings=whisper_timings(raw_ctxs))
+               timestamps=cfg["timestamps"], whisper_timings=whisper_timings(raw_ctxs))
     return wall, " ".join(texts)
+
+
+def read_tokens(ctx) -> int:
+    """Every token's data and text of the last call, as our engine reads them
+    for word timings (``WhisperContext._collect``); the count."""
+    import _pywhispercpp as pw
+
+    n = 0
+    for i in range(pw.whisper_full_n_segments(ctx)):
+        for j in range(pw.whisper_full_n_tokens(ctx, i)):
+            pw.whisper_full_get_token_data(ctx, i, j)
+            pw.whisper_full_get_token_text(ctx, i, j)
+            n += 1
+    return n
 
 
 def plan_windows(audio: Path, max_secs: float):
@@ -1076,9 +1109,17 @@ def issue18_ratios(ok: dict, audio: str) -> dict:
         if c["chunk_max_secs"] not in (None, 30.0) or c["threads"]:
             continue
         q = f"rawq-p{c['parallelism']}-b{c['beam']}" + ("-fa" if c["fa"] else "")
+        same = " (same windows)" if c["chunk_max_secs"] == 30.0 else " (ours: 60 s chunks)"
         if q in rows:
-            same = " (same windows)" if c["chunk_max_secs"] == 30.0 else " (ours: 60 s chunks)"
             d[f"{k} / {q}: speed{same} (target ≥ {TARGETS['vs rawq']})"] = round(r["x_realtime"] / rows[q]["x_realtime"], 3)
+        if q + "-ts" in rows:  # the harness in our decode mode: what is left is the engine's own overhead
+            d[f"{k} / {q}-ts: speed{same}, engine overhead (target ≥ {TARGETS['vs rawq']})"] = round(
+                r["x_realtime"] / rows[q + "-ts"]["x_realtime"], 3)
+    for k, r in sorted(rows.items()):
+        if k.endswith("-ts") and parse(k)["engine"] == "rawq" and k.removesuffix("-ts") in rows:
+            plain = rows[k.removesuffix("-ts")]
+            d[f"{k} / {k.removesuffix('-ts')}: speed, what timestamps cost"] = round(r["x_realtime"] / plain["x_realtime"], 3)
+            d[f"{k} − {k.removesuffix('-ts')}: WER points"] = round(100 * (r["wer"] - plain["wer"]), 2)
     for k, r in sorted(rows.items()):
         if not k.startswith("many"):
             continue
@@ -1128,7 +1169,8 @@ def markdown(report: dict) -> str:
         elif r.get("batch_size"):
             notes.append(f"batch {r['batch_size']}")
         if r.get("windows"):
-            notes.append(f"{r['windows']} windows ≤ {r.get('window_max_secs')} s, {r.get('contexts')} contexts × {r.get('threads_per_context')} threads")
+            notes.append(f"{r['windows']} windows ≤ {r.get('window_max_secs')} s, {r.get('contexts')} contexts × {r.get('threads_per_context')} threads"
+                         + (", timestamp mode + token timestamps (our decode mode)" if r.get("timestamps") else ""))
         if r.get("batcher"):
             notes.append("batcher " + ", ".join(f"{k} {v}" for k, v in r["batcher"].items()))
         if r.get("jobs"):
