@@ -20,17 +20,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import heapq
+import itertools
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -47,6 +49,17 @@ if TYPE_CHECKING:
     from whisperop.inference.streamplan import EarlyDecodes
 
 log = logging.getLogger("whisperop.engine")
+T = TypeVar("T")
+
+#: Audio decodes running at once in this process. Decoding is mostly GIL-bound
+#: Python and numpy: 32 jobs of 120 s submitted at once, each decoding on its
+#: own thread, had their first one decoded after 0.82–1.25 s and the median
+#: after 2.8–3.6 s on this project's 2-core machine (one alone: 0.16 s), and no
+#: job's chunk could reach a stream before; one at a time, the first was ready
+#: after 0.16 s and the streams had work while the rest decoded. Two, so a
+#: long file's decode does not hold every other job back.
+AUDIO_DECODE_SLOTS = 2
+_DECODE_SLOTS = threading.BoundedSemaphore(AUDIO_DECODE_SLOTS)
 
 GPU_MAX_THREADS_PER_STREAM = 4
 
@@ -82,10 +95,77 @@ class _Limits:
     factor: float
     min_secs: float
     job_deadline: float | None  # monotonic
+    job_started: float = field(default_factory=time.monotonic)  # the job's place in line for a stream
 
     def chunk_secs(self, chunk: Chunk) -> float:
         # whisper pads every call to a 30 s window: a 3 s chunk costs about what a 30 s one does
         return self.min_secs + self.factor * max(chunk.duration_secs, WINDOW_SECS)
+
+
+class ChunkScheduler:
+    """The engine's decode threads, one per stream, shared by every job: a
+    chunk waits in one line ordered by (job start, chunk index), so the
+    streams serve the oldest job's chunks first and jobs finish in the order
+    they came. Before it, each job ran its own pool of N threads on the N
+    contexts (32 jobs: 256 threads in one first-come line), so every job
+    advanced together and all of them finished at the very end."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._cond = threading.Condition()
+        self._line: list[tuple[tuple[float, int], int, Future[Any], Callable[[], Any]]] = []  # a heap
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, priority: tuple[float, int], fn: Callable[[], T], workers: int) -> Future[T]:
+        """Run ``fn`` on one of ``workers`` threads (started as needed) in its turn."""
+        fut: Future[T] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            while len(self._threads) < workers:
+                th = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                self._threads.append(th)
+                th.start()
+            heapq.heappush(self._line, (priority, next(self._seq), fut, fn))
+            self._cond.notify()
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._line and not self._closed:
+                    self._cond.wait()
+                if not self._line:
+                    return
+                _, _, fut, fn = heapq.heappop(self._line)
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        """Cancel what waits, let running calls end, stop the threads."""
+        with self._cond:
+            self._closed = True
+            for _, _, fut, _ in self._line:
+                fut.cancel()
+            self._line.clear()
+            self._cond.notify_all()
+            threads = list(self._threads)
+        for th in threads:
+            th.join()
+
+
+def finish_futures(futures: list[Future[Any]]) -> None:
+    """Cancel the futures not started and wait for the running ones (a job
+    that failed or was cancelled: its decodes stop at their next abort check)."""
+    for fut in futures:
+        fut.cancel()
+    wait(futures)
 
 
 class _ChunkTimeout(Exception):
@@ -150,6 +230,11 @@ class ChunkPipeline(ABC):
     def _threads_per_context(self) -> int:
         """CPU threads one decode call uses."""
 
+    def schedule(self, priority: tuple[float, int], fn: Callable[[], T]) -> Future[T]:
+        """Run one decode call on the engine's shared decode threads (backends
+        with ``streams_plan``)."""
+        raise NotImplementedError(f"{type(self).__name__} decodes a job's chunks as a whole")
+
     @abstractmethod
     def decode_chunks(self, audio: DecodedAudio, chunks: list[Chunk], opts: DecodeOptions, cancel: "_ThrottledCancel",
                       limits: _Limits) -> Iterator[ChunkRecord]:
@@ -195,8 +280,10 @@ class ChunkPipeline(ABC):
         saved = checkpoint.plan() if checkpoint is not None else None
         early = self._early_decodes(request, should_cancel) if saved is None else None
         try:
-            with decode_audio(path, self.settings.max_audio_secs, tmp_dir, self.settings.max_secs_per_mb,
-                              on_block=early.on_block if early is not None else None) as audio:
+            with _DECODE_SLOTS:  # jobs decode their audio a few at a time, in the order they came
+                decoded = decode_audio(path, self.settings.max_audio_secs, tmp_dir, self.settings.max_secs_per_mb,
+                                       on_block=early.on_block if early is not None else None)
+            with decoded as audio:
                 if saved is not None:
                     chunks = [Chunk(i, start, end) for i, (start, end) in enumerate(saved)]
                 else:
@@ -323,6 +410,7 @@ class WhisperEngine(ChunkPipeline):
         self._contexts_lock = threading.Lock()
         self._contexts: list[WhisperContext] = [first]
         self._pool: queue.Queue[WhisperContext] = queue.Queue()
+        self._scheduler = ChunkScheduler("whisper")
         self._closed = False
         self._all_loaded = threading.Event()
         t1 = time.perf_counter()
@@ -444,6 +532,7 @@ class WhisperEngine(ChunkPipeline):
             self._closed = True
         if self._loader is not None:
             self._loader.join()  # at most the one load in flight
+        self._scheduler.close()
         for ctx in self._contexts:
             ctx.close()
 
@@ -474,16 +563,17 @@ class WhisperEngine(ChunkPipeline):
             for chunk in chunks:
                 yield run(chunk)
             return
-        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="whisper") as pool:
-            futures = [pool.submit(run, chunk) for chunk in chunks]
-            try:
-                for fut in futures:
-                    yield fut.result()
-            except BaseException:  # GeneratorExit included: the consumer failed or stopped
-                cancel.cancelled = True
-                for fut in futures:
-                    fut.cancel()
-                raise
+        futures = [self.schedule((limits.job_started, c.index), lambda c=c: run(c)) for c in chunks]  # type: ignore[misc]
+        try:
+            for fut in futures:
+                yield fut.result()
+        except BaseException:  # GeneratorExit included: the consumer failed or stopped
+            cancel.cancelled = True
+            finish_futures(futures)
+            raise
+
+    def schedule(self, priority: tuple[float, int], fn: Callable[[], T]) -> Future[T]:
+        return self._scheduler.submit(priority, fn, self.parallelism)
 
     # ── time limits ──────────────────────────────────────────────────────
 

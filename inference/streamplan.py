@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -33,7 +33,7 @@ import numpy as np
 from whisperop.core.checkpoints import ChunkRecord
 from whisperop.inference.audio import DecodedAudio, DecodeProgress
 from whisperop.inference.chunking import Chunk, ChunkingConfig, plan_prefix
-from whisperop.inference.engine import ChunkPipeline, _Limits, _ThrottledCancel
+from whisperop.inference.engine import ChunkPipeline, _Limits, _ThrottledCancel, finish_futures
 from whisperop.inference.whispercpp import DecodeOptions
 
 log = logging.getLogger("whisperop.engine")
@@ -60,7 +60,8 @@ class _Started:
 class EarlyDecodes:
     """One job's chunk decodes: the guessed ones started while the file
     decodes (:meth:`on_block`), then the final plan's (:meth:`take`,
-    :meth:`submit`), on ``pipeline.parallelism`` threads."""
+    :meth:`submit`), all on the engine's shared decode threads
+    (:meth:`ChunkPipeline.schedule`: the oldest job's chunks first)."""
 
     def __init__(self, pipeline: ChunkPipeline, config: ChunkingConfig, opts: DecodeOptions, cancel: _ThrottledCancel,
                  limits: _Limits) -> None:
@@ -69,7 +70,7 @@ class EarlyDecodes:
         self.opts = opts  # language None: the first chunk detects it
         self.cancel = cancel
         self.limits = limits
-        self._pool = ThreadPoolExecutor(max_workers=max(1, pipeline.parallelism), thread_name_prefix="whisper-early")
+        self._futures: list[Future[ChunkRecord]] = []
         self._audio: DecodedAudio | None = None
         self._started: dict[Chunk, _Started] = {}
         self._language = opts.language
@@ -133,7 +134,9 @@ class EarlyDecodes:
         if self.first_start_secs is None:
             self.first_start_secs = time.monotonic() - self._t0
         cancel = _DroppableCancel(self.cancel)
-        return _Started(self._pool.submit(self._decode, audio, chunk, opts, cancel), cancel)
+        fut = self.pipeline.schedule((self.limits.job_started, chunk.index), lambda: self._decode(audio, chunk, opts, cancel))
+        self._futures.append(fut)
+        return _Started(fut, cancel)
 
     def _decode(self, audio: DecodedAudio, chunk: Chunk, opts: DecodeOptions, cancel: _DroppableCancel) -> ChunkRecord:
         records = list(self.pipeline.decode_chunks(audio, [chunk], opts, cancel, self.limits))
@@ -167,4 +170,4 @@ class EarlyDecodes:
         """Stop what still runs (a failed or cancelled job) and wait for it."""
         for started in self._started.values():
             started.cancel.dropped = True
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        finish_futures(self._futures)

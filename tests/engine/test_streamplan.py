@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from whisperop.core.errors import AudioDecodeError
 from whisperop.core.settings import EngineSettings
 from whisperop.inference.audio import DecodedAudio, decode_audio
 from whisperop.inference.chunking import Chunk, plan_chunks
-from whisperop.inference.engine import TranscribeRequest, WhisperEngine
+from whisperop.inference.engine import Progress, TranscribeRequest, WhisperEngine
 from whisperop.inference.streamplan import EarlyDecodes
 from whisperop.inference.whispercpp import DecodeOptions
 from tests.support.audio import noise_bursts_wav
@@ -111,5 +113,45 @@ def test_a_decode_error_found_at_the_end_fails_the_job_before_any_result(
                                 on_decoded=lambda _d, n: events.append(("decoded", n)), checkpoint=EventCheckpoint(events))
         assert started, "no chunk was handed to a stream before the decode failed"
         assert events == []
+    finally:
+        eng.close()
+
+
+def test_the_streams_serve_the_oldest_job_first(tiny_model: Path, tmp_path: Path) -> None:
+    """Two jobs on one engine of 2 streams: job B, submitted once job A has
+    its first chunk, waits behind A's remaining chunks (one line ordered by
+    job start, then chunk), so at most one of B's chunks (the other stream's)
+    finishes before A does. With one pool per job, both jobs' chunks shared a
+    first-come line and B advanced alongside A."""
+    a_audio = noise_bursts_wav(tmp_path / "a.wav", 10)
+    b_audio = noise_bursts_wav(tmp_path / "b.wav", 4)
+    eng = WhisperEngine(tiny_model, EngineSettings(USE_GPU=False, CHUNK_MAX_SECS=10, TEMPERATURE_INC=0.0, PARALLELISM=2))
+    try:
+        assert eng.wait_all_loaded(120)
+        events: list[tuple[str, int]] = []
+        a_started = threading.Event()
+
+        def progress(job: str) -> Callable[[Progress], None]:
+            def on(p: Progress) -> None:
+                events.append((job, p.chunk))
+                a_started.set()
+            return on
+
+        errors: list[BaseException] = []
+
+        def run_a() -> None:
+            try:
+                eng.transcribe_file(a_audio, TranscribeRequest(language="en"), on_progress=progress("A"))
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+
+        th = threading.Thread(target=run_a)
+        th.start()
+        assert a_started.wait(300)
+        eng.transcribe_file(b_audio, TranscribeRequest(language="en"), on_progress=progress("B"))
+        th.join(600)
+        assert not errors
+        a_done = events.index(("A", 10))
+        assert sum(1 for job, _ in events[:a_done] if job == "B") <= 1, events
     finally:
         eng.close()
