@@ -75,6 +75,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import logging
 import os
 import platform
 import re
@@ -357,11 +358,14 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
         raw_ctxs = [c._ctx for c in engine._contexts]
         reset_timings(raw_ctxs)
         decoded_at: list[float] = []
+        streamed = StreamedPlanLog()
         t0 = time.perf_counter()
-        result = engine.transcribe_file(audio, TranscribeRequest(language="en"),
-                                        on_decoded=lambda *_: decoded_at.append(time.perf_counter()))
+        with streamed:
+            result = engine.transcribe_file(audio, TranscribeRequest(language="en"),
+                                            on_decoded=lambda *_: decoded_at.append(time.perf_counter()))
         wall = time.perf_counter() - t0
         out["decode_and_plan_secs"] = round(decoded_at[0] - t0, 3) if decoded_at else None
+        out["streamed_plan"] = streamed.stats
         out["whisper_timings"] = whisper_timings(raw_ctxs)
         text = " ".join(s.text for s in result.segments)
         out.update(chunks=result.chunks, segments=len(result.segments), language=result.language)
@@ -446,6 +450,32 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
             out["torch_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     out.update(load_secs=out.get("load_secs", load), wall_secs=wall, text=text)
     return out
+
+
+class StreamedPlanLog(logging.Handler):
+    """The engine's "chunk plan streamed" line of a job (round 4): when the
+    first chunk went to a stream, and how many guessed chunks the final plan
+    kept or dropped. None where the engine does not stream its plan."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats: dict | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "chunk plan streamed":
+            self.stats = {k: record.__dict__.get(k) for k in ("guessed", "used", "dropped", "first_chunk_started_secs")}
+
+    def __enter__(self) -> "StreamedPlanLog":
+        lg = logging.getLogger("whisperop.engine")
+        self._level = lg.level
+        lg.setLevel(logging.INFO)
+        lg.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        lg = logging.getLogger("whisperop.engine")
+        lg.removeHandler(self)
+        lg.setLevel(self._level)
 
 
 def ours_engine(cfg: dict, a: argparse.Namespace):
@@ -1164,6 +1194,10 @@ def markdown(report: dict) -> str:
                                                      for k in ("encode_ms", "decode_ms", "batchd_ms", "sample_ms", "mel_ms") if k in wt))
         if r.get("decode_and_plan_secs") is not None:
             notes.append(f"audio decode + plan {r['decode_and_plan_secs']:.2f} s")
+        sp = r.get("streamed_plan")
+        if sp and sp.get("first_chunk_started_secs") is not None:
+            notes.append(f"first chunk to a stream at {sp['first_chunk_started_secs']:.2f} s (streamed plan: "
+                         f"{sp.get('used')} of {sp.get('guessed')} guessed chunks kept)")
         if r.get("compute_type"):
             notes.append(f"CTranslate2 {r['compute_type']}, batch {r.get('batch_size')}")
         elif r.get("batch_size"):
