@@ -41,6 +41,11 @@ Configurations (``--configs``, comma-separated; glob patterns allowed):
   silences; ``-cNN`` for another maximum) decoded by N pywhispercpp contexts
   in threads that pull them from one queue, no timestamps, no word timings;
   decode and plan happen before the clock (what our rows include);
+  ``rawq-pN-bB[-fa]-ts``: the same harness doing the work our engine does
+  per window: timestamp mode (no ``no_timestamps``) and token timestamps as
+  ``WORD_TIMESTAMPS`` sets them (on by default), greedy ``best_of`` and
+  fallback as ours; the report states ours / ``-ts`` (engine overhead) and
+  ``-ts`` / plain (what timestamps cost);
 * ``fw-bB`` / ``fwbatch-bB-sN``: faster-whisper (CTranslate2, float16) sequential,
   and its ``BatchedInferencePipeline`` with ``batch_size`` N (``fwbatch-bB`` =
   batch 16); the report takes the best of the batch sizes run as the peer figure;
@@ -70,6 +75,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import logging
 import os
 import platform
 import re
@@ -101,6 +107,7 @@ GROUPS = {
         "cold",
         "ours-p1-b1-fa", "ours-p8-b1-fa", "ours-p16-b1-fa", "ours-p8-b1-fa-c30", "ours-p16-b1-fa-c30",
         "rawq-p1-b1-fa", "rawq-p8-b1-fa", "rawq-p16-b1-fa",
+        "rawq-p8-b1-fa-ts", "rawq-p16-b1-fa-ts",
         "many32-ours-p8-b1-fa",
     ],
     "issue18-ct2": [
@@ -113,7 +120,7 @@ GROUPS = {
 ISSUE18_CONFIGS = GROUPS["issue18-whispercpp"] + GROUPS["issue18-ct2"]
 GROUPS["issue18"] = ISSUE18_CONFIGS
 QUICK_CPU_CONFIGS = ["cold", "ours-p1-b1", "raw-b1", "ours-p2-b1", "raw8-b1", "fw-b1", "fwbatch-b1", "hf-bs1-b1",
-                     "ours-ct2-b1-s4", "rawq-p1-b1", "rawq-p2-b1", "fwbatch-b1-s4", "fwbatch-b1-s8",
+                     "ours-ct2-b1-s4", "rawq-p1-b1", "rawq-p2-b1", "rawq-p2-b1-ts", "fwbatch-b1-s4", "fwbatch-b1-s8",
                      "many4-ours-p2-b1", "many4-ours-ct2-b1-s4", "hfgen-bs4-b1"]
 ALL_CONFIGS = list(dict.fromkeys(GPU_CONFIGS + ISSUE18_CONFIGS + QUICK_CPU_CONFIGS))
 
@@ -217,14 +224,16 @@ def parse(kind: str) -> dict:
         if cfg["engine"] not in ("ours", "ours-ct2"):
             raise SystemExit(f"{kind}: the many-jobs case runs our engine (an ours-… row)")
         return {**cfg, "jobs": int(m.group(1)), "single": m.group(2)}
-    mods: dict = {"fa": False, "chunk_max_secs": None, "threads": None, "cuda_graphs": True}
+    mods: dict = {"fa": False, "chunk_max_secs": None, "threads": None, "cuda_graphs": True, "timestamps": False}
     while True:
-        m = re.search(r"-(fa|nog|c\d+|t\d+)$", kind)
+        m = re.search(r"-(fa|nog|ts|c\d+|t\d+)$", kind)
         if not m:
             break
         kind, tag = kind[: m.start()], m.group(1)
         if tag == "fa":
             mods["fa"] = True
+        elif tag == "ts":
+            mods["timestamps"] = True
         elif tag == "nog":
             mods["cuda_graphs"] = False
         elif tag.startswith("c"):
@@ -349,11 +358,14 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
         raw_ctxs = [c._ctx for c in engine._contexts]
         reset_timings(raw_ctxs)
         decoded_at: list[float] = []
+        streamed = StreamedPlanLog()
         t0 = time.perf_counter()
-        result = engine.transcribe_file(audio, TranscribeRequest(language="en"),
-                                        on_decoded=lambda *_: decoded_at.append(time.perf_counter()))
+        with streamed:
+            result = engine.transcribe_file(audio, TranscribeRequest(language="en"),
+                                            on_decoded=lambda *_: decoded_at.append(time.perf_counter()))
         wall = time.perf_counter() - t0
         out["decode_and_plan_secs"] = round(decoded_at[0] - t0, 3) if decoded_at else None
+        out["streamed_plan"] = streamed.stats
         out["whisper_timings"] = whisper_timings(raw_ctxs)
         text = " ".join(s.text for s in result.segments)
         out.update(chunks=result.chunks, segments=len(result.segments), language=result.language)
@@ -440,6 +452,32 @@ def run_one(kind: str, audio: Path, a: argparse.Namespace) -> dict:
     return out
 
 
+class StreamedPlanLog(logging.Handler):
+    """The engine's "chunk plan streamed" line of a job (round 4): when the
+    first chunk went to a stream, and how many guessed chunks the final plan
+    kept or dropped. None where the engine does not stream its plan."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats: dict | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "chunk plan streamed":
+            self.stats = {k: record.__dict__.get(k) for k in ("guessed", "used", "dropped", "first_chunk_started_secs")}
+
+    def __enter__(self) -> "StreamedPlanLog":
+        lg = logging.getLogger("whisperop.engine")
+        self._level = lg.level
+        lg.setLevel(logging.INFO)
+        lg.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        lg = logging.getLogger("whisperop.engine")
+        lg.removeHandler(self)
+        lg.setLevel(self._level)
+
+
 def ours_engine(cfg: dict, a: argparse.Namespace):
     """Our engine as a row describes it: whisper.cpp on the GGML file
     (``ours-pN``, ``cold``) or CTranslate2 on the CT2 directory itself
@@ -481,7 +519,11 @@ def run_rawq(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
     ``-cNN``), cut before the clock; N pywhispercpp contexts in N threads
     pull them from one queue (whisper.cpp releases the GIL), greedy or beam
     as the row says, no timestamps, no token timings, no conditioning on
-    previous text, whisper.cpp's default temperature fallback."""
+    previous text, whisper.cpp's default temperature fallback. ``-ts``: the
+    decode mode of our engine instead (:meth:`WhisperContext.full`):
+    timestamp tokens on, token timestamps as ``WORD_TIMESTAMPS`` says, the
+    engine's temperature step, and each segment's token data read back as the
+    engine does for its word timings."""
     import queue as queue_mod
 
     from pywhispercpp.model import Model
@@ -493,6 +535,11 @@ def run_rawq(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
     per = stream_threads(n, cfg["threads"], use_gpu)
     params = dict(n_threads=per, print_progress=False, print_realtime=False, language="en", no_context=True,
                   no_timestamps=True, token_timestamps=False, temperature_inc=0.2, suppress_blank=True)
+    if cfg["timestamps"]:  # the engine's decode mode (inference/whispercpp.py WhisperContext.full)
+        from whisperop.core.settings import EngineSettings
+
+        s = EngineSettings()
+        params.update(no_timestamps=False, token_timestamps=s.word_timestamps, temperature_inc=s.temperature_inc)
     if beam > 1:
         params.update(params_sampling_strategy=1, beam_search={"beam_size": beam, "patience": -1.0})
     ctx = {"use_gpu": use_gpu, "flash_attn": a.flash_attn or cfg["fa"]}
@@ -517,6 +564,8 @@ def run_rawq(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
                 except queue_mod.Empty:
                     return
                 texts[i] = " ".join(seg.text for seg in mdl.transcribe(w))
+                if cfg["timestamps"]:
+                    read_tokens(mdl._ctx)
         except BaseException as exc:  # noqa: BLE001 - reported by the row
             errors.append(exc)
 
@@ -530,8 +579,22 @@ def run_rawq(cfg: dict, audio: Path, a: argparse.Namespace, out: dict, after_loa
     if errors:
         raise errors[0]
     out.update(windows=len(windows), contexts=n, threads_per_context=per, window_max_secs=max_secs,
-               whisper_timings=whisper_timings(raw_ctxs))
+               timestamps=cfg["timestamps"], whisper_timings=whisper_timings(raw_ctxs))
     return wall, " ".join(texts)
+
+
+def read_tokens(ctx) -> int:
+    """Every token's data and text of the last call, as our engine reads them
+    for word timings (``WhisperContext._collect``); the count."""
+    import _pywhispercpp as pw
+
+    n = 0
+    for i in range(pw.whisper_full_n_segments(ctx)):
+        for j in range(pw.whisper_full_n_tokens(ctx, i)):
+            pw.whisper_full_get_token_data(ctx, i, j)
+            pw.whisper_full_get_token_text(ctx, i, j)
+            n += 1
+    return n
 
 
 def plan_windows(audio: Path, max_secs: float):
@@ -1076,9 +1139,17 @@ def issue18_ratios(ok: dict, audio: str) -> dict:
         if c["chunk_max_secs"] not in (None, 30.0) or c["threads"]:
             continue
         q = f"rawq-p{c['parallelism']}-b{c['beam']}" + ("-fa" if c["fa"] else "")
+        same = " (same windows)" if c["chunk_max_secs"] == 30.0 else " (ours: 60 s chunks)"
         if q in rows:
-            same = " (same windows)" if c["chunk_max_secs"] == 30.0 else " (ours: 60 s chunks)"
             d[f"{k} / {q}: speed{same} (target ≥ {TARGETS['vs rawq']})"] = round(r["x_realtime"] / rows[q]["x_realtime"], 3)
+        if q + "-ts" in rows:  # the harness in our decode mode: what is left is the engine's own overhead
+            d[f"{k} / {q}-ts: speed{same}, engine overhead (target ≥ {TARGETS['vs rawq']})"] = round(
+                r["x_realtime"] / rows[q + "-ts"]["x_realtime"], 3)
+    for k, r in sorted(rows.items()):
+        if k.endswith("-ts") and parse(k)["engine"] == "rawq" and k.removesuffix("-ts") in rows:
+            plain = rows[k.removesuffix("-ts")]
+            d[f"{k} / {k.removesuffix('-ts')}: speed, what timestamps cost"] = round(r["x_realtime"] / plain["x_realtime"], 3)
+            d[f"{k} − {k.removesuffix('-ts')}: WER points"] = round(100 * (r["wer"] - plain["wer"]), 2)
     for k, r in sorted(rows.items()):
         if not k.startswith("many"):
             continue
@@ -1123,12 +1194,17 @@ def markdown(report: dict) -> str:
                                                      for k in ("encode_ms", "decode_ms", "batchd_ms", "sample_ms", "mel_ms") if k in wt))
         if r.get("decode_and_plan_secs") is not None:
             notes.append(f"audio decode + plan {r['decode_and_plan_secs']:.2f} s")
+        sp = r.get("streamed_plan")
+        if sp and sp.get("first_chunk_started_secs") is not None:
+            notes.append(f"first chunk to a stream at {sp['first_chunk_started_secs']:.2f} s (streamed plan: "
+                         f"{sp.get('used')} of {sp.get('guessed')} guessed chunks kept)")
         if r.get("compute_type"):
             notes.append(f"CTranslate2 {r['compute_type']}, batch {r.get('batch_size')}")
         elif r.get("batch_size"):
             notes.append(f"batch {r['batch_size']}")
         if r.get("windows"):
-            notes.append(f"{r['windows']} windows ≤ {r.get('window_max_secs')} s, {r.get('contexts')} contexts × {r.get('threads_per_context')} threads")
+            notes.append(f"{r['windows']} windows ≤ {r.get('window_max_secs')} s, {r.get('contexts')} contexts × {r.get('threads_per_context')} threads"
+                         + (", timestamp mode + token timestamps (our decode mode)" if r.get("timestamps") else ""))
         if r.get("batcher"):
             notes.append("batcher " + ", ".join(f"{k} {v}" for k, v in r["batcher"].items()))
         if r.get("jobs"):

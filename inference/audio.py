@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import av
 import numpy as np
@@ -88,12 +88,32 @@ class _EnergyMeter:
             self._db.append(_to_db(np.mean(frames * frames, axis=1)))
         self._carry = data[n_full * FRAME_SAMPLES :].copy()
 
+    def so_far(self) -> np.ndarray:
+        """The envelope of the complete frames fed so far."""
+        return np.concatenate(self._db).astype(np.float32, copy=False) if self._db else np.zeros(0, dtype=np.float32)
+
     def finish(self) -> np.ndarray:
         if self._carry.size:
             tail = self._carry.astype(np.float64)
             self._db.append(_to_db(np.array([np.mean(tail * tail)])))
             self._carry = np.zeros(0, dtype=np.float32)
         return np.concatenate(self._db).astype(np.float32) if self._db else np.zeros(0, dtype=np.float32)
+
+
+@dataclass
+class DecodeProgress:
+    """How far a streaming decode has got: the temporary file holds (flushed)
+    ``n_samples`` samples, whose envelope :meth:`frame_db` gives."""
+
+    path: Path
+    n_samples: int
+    _meter: _EnergyMeter = field(repr=False)
+
+    def frame_db(self) -> np.ndarray:
+        return self._meter.so_far()
+
+
+OnBlock = Callable[[DecodeProgress], None]
 
 
 def _to_db(mean_square: np.ndarray) -> np.ndarray:
@@ -162,8 +182,13 @@ def _check_format(stream: av.audio.stream.AudioStream) -> None:
 
 
 def decode_audio(source: str | os.PathLike[str], max_secs: float = 12 * 3600.0, tmp_dir: str | os.PathLike[str] | None = None,
-                 max_secs_per_mb: float | None = None) -> DecodedAudio:
+                 max_secs_per_mb: float | None = None, on_block: OnBlock | None = None) -> DecodedAudio:
     """Decode ``source`` to 16 kHz mono float32 in a temp file.
+
+    ``on_block`` is called after every block of about 10 s written (on this
+    thread, the file flushed up to that point), so a caller can start on the
+    audio's beginning while the rest decodes; a failure later in the decode
+    still raises here (the caller drops what it started).
 
     Raises :class:`EmptyAudioError`, :class:`AudioDecodeError` (corrupt,
     truncated or non-audio input; an implausible sample rate or channel count;
@@ -203,7 +228,8 @@ def decode_audio(source: str | os.PathLike[str], max_secs: float = 12 * 3600.0, 
             if bomb is not None and declared is not None and declared > bomb:
                 raise _bomb_error(declared, size, bomb)
             try:
-                n_samples, frame_db = _decode_stream(container, stream, out, min(max_secs, bomb) if bomb else max_secs)
+                n_samples, frame_db = _decode_stream(container, stream, out, min(max_secs, bomb) if bomb else max_secs,
+                                                     on_block, tmp_path)
             except AudioTooLongError as exc:
                 if bomb is not None and bomb < max_secs and exc.duration_secs > bomb:
                     raise _bomb_error(exc.duration_secs, size, bomb) from None
@@ -231,7 +257,8 @@ def decode_audio(source: str | os.PathLike[str], max_secs: float = 12 * 3600.0, 
 _BATCH_SAMPLES = 10 * SAMPLE_RATE
 
 
-def _decode_stream(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, out: BinaryIO, max_secs: float) -> tuple[int, np.ndarray]:
+def _decode_stream(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, out: BinaryIO, max_secs: float,
+                   on_block: OnBlock | None = None, path: Path | None = None) -> tuple[int, np.ndarray]:
     # Let ffmpeg decode on several threads where the codec can (frame threads).
     stream.codec_context.thread_type = "AUTO"
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
@@ -254,6 +281,9 @@ def _decode_stream(container: av.container.InputContainer, stream: av.audio.stre
         n_samples += block.size
         if n_samples > max_samples:
             raise AudioTooLongError(n_samples / SAMPLE_RATE, max_secs)
+        if on_block is not None and path is not None:
+            out.flush()
+            on_block(DecodeProgress(path, n_samples, meter))
 
     def emit(frames: list[av.AudioFrame]) -> None:
         nonlocal pending_samples

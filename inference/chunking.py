@@ -78,15 +78,47 @@ def _silence_runs(silent: np.ndarray, min_len: int) -> list[tuple[int, int]]:
 def plan_chunks(frame_db: np.ndarray, n_samples: int, config: ChunkingConfig = ChunkingConfig()) -> list[Chunk]:
     if config.max_secs <= 0 or frame_db.size == 0 or n_samples == 0:
         return []
-    silent = frame_db < silence_threshold_db(frame_db)
+    return _plan(frame_db < silence_threshold_db(frame_db), n_samples, config)[0]
+
+
+def plan_prefix(frame_db: np.ndarray, config: ChunkingConfig = ChunkingConfig(),
+                threshold_db: float | None = None) -> list[Chunk]:
+    """The leading chunks that the first ``frame_db.size`` frames of a file
+    already decide, for decoding them while the rest is still being decoded.
+
+    :func:`plan_chunks` is not causal: its silence threshold is a percentile
+    of the *whole* file's envelope, and its end trim uses the file's last
+    voiced frame. Given the whole file's threshold (``threshold_db``) the
+    chunks returned here are exactly the first chunks of the full plan: a cut
+    at ``pos`` looks only at pauses starting before ``pos + max_secs``, and
+    only chunks whose window ends before the last voiced frame seen are
+    returned (every pause starting before that frame has ended within the
+    prefix). Without it (the engine, mid-decode) the prefix's own threshold
+    is used, so the result is a guess that the engine checks against the
+    final plan chunk by chunk (:mod:`whisperop.inference.streamplan`)."""
+    if config.max_secs <= 0 or frame_db.size == 0:
+        return []
+    silent = frame_db < (silence_threshold_db(frame_db) if threshold_db is None else threshold_db)
+    chunks, horizon = _plan(silent, frame_db.size * FRAME_SAMPLES, config)
+    max_frames = int(config.max_secs * FRAMES_PER_SEC)
+    out: list[Chunk] = []
+    for c in chunks:
+        if c.start // FRAME_SAMPLES + max_frames >= horizon:
+            break
+        out.append(c)
+    return out
+
+
+def _plan(silent: np.ndarray, n_samples: int, config: ChunkingConfig) -> tuple[list[Chunk], int]:
+    """The chunks over a silence mask, and the last voiced frame (-1: none)."""
     voiced = np.flatnonzero(~silent)
     if voiced.size == 0:
-        return []
+        return [], -1
     pad = int(round(config.pad_secs * FRAMES_PER_SEC))
     max_frames = int(config.max_secs * FRAMES_PER_SEC)
     min_frames = min(int(config.min_secs * FRAMES_PER_SEC), max_frames // 2)
     first = max(0, int(voiced[0]) - pad)
-    last = min(frame_db.size, int(voiced[-1]) + 1 + pad)
+    last = min(silent.size, int(voiced[-1]) + 1 + pad)
     runs = [r for r in _silence_runs(silent, int(round(config.min_silence_secs * FRAMES_PER_SEC))) if first < r[0] and r[1] < last]
 
     ranges: list[tuple[int, int]] = []
@@ -107,7 +139,8 @@ def plan_chunks(frame_db: np.ndarray, n_samples: int, config: ChunkingConfig = C
         ranges.append((pos, cut[0]))
         pos = cut[1]
 
-    return [
+    chunks = [
         Chunk(i, s * FRAME_SAMPLES, min(e * FRAME_SAMPLES, n_samples))
         for i, (s, e) in enumerate(r for r in ranges if r[1] > r[0])
     ]
+    return chunks, int(voiced[-1])

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import heapq
+import itertools
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -42,7 +45,21 @@ from whisperop.inference.chunking import Chunk, ChunkingConfig, plan_chunks
 from whisperop.inference.normalize import SpeechMap, normalize
 from whisperop.inference.whispercpp import DecodeOptions, RawSegment, WhisperContext
 
+if TYPE_CHECKING:
+    from whisperop.inference.streamplan import EarlyDecodes
+
 log = logging.getLogger("whisperop.engine")
+T = TypeVar("T")
+
+#: Audio decodes running at once in this process. Decoding is mostly GIL-bound
+#: Python and numpy: 32 jobs of 120 s submitted at once, each decoding on its
+#: own thread, had their first one decoded after 0.82–1.25 s and the median
+#: after 2.8–3.6 s on this project's 2-core machine (one alone: 0.16 s), and no
+#: job's chunk could reach a stream before; one at a time, the first was ready
+#: after 0.16 s and the streams had work while the rest decoded. Two, so a
+#: long file's decode does not hold every other job back.
+AUDIO_DECODE_SLOTS = 2
+_DECODE_SLOTS = threading.BoundedSemaphore(AUDIO_DECODE_SLOTS)
 
 GPU_MAX_THREADS_PER_STREAM = 4
 
@@ -78,10 +95,77 @@ class _Limits:
     factor: float
     min_secs: float
     job_deadline: float | None  # monotonic
+    job_started: float = field(default_factory=time.monotonic)  # the job's place in line for a stream
 
     def chunk_secs(self, chunk: Chunk) -> float:
         # whisper pads every call to a 30 s window: a 3 s chunk costs about what a 30 s one does
         return self.min_secs + self.factor * max(chunk.duration_secs, WINDOW_SECS)
+
+
+class ChunkScheduler:
+    """The engine's decode threads, one per stream, shared by every job: a
+    chunk waits in one line ordered by (job start, chunk index), so the
+    streams serve the oldest job's chunks first and jobs finish in the order
+    they came. Before it, each job ran its own pool of N threads on the N
+    contexts (32 jobs: 256 threads in one first-come line), so every job
+    advanced together and all of them finished at the very end."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._cond = threading.Condition()
+        self._line: list[tuple[tuple[float, int], int, Future[Any], Callable[[], Any]]] = []  # a heap
+        self._seq = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, priority: tuple[float, int], fn: Callable[[], T], workers: int) -> Future[T]:
+        """Run ``fn`` on one of ``workers`` threads (started as needed) in its turn."""
+        fut: Future[T] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            while len(self._threads) < workers:
+                th = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                self._threads.append(th)
+                th.start()
+            heapq.heappush(self._line, (priority, next(self._seq), fut, fn))
+            self._cond.notify()
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._line and not self._closed:
+                    self._cond.wait()
+                if not self._line:
+                    return
+                _, _, fut, fn = heapq.heappop(self._line)
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        """Cancel what waits, let running calls end, stop the threads."""
+        with self._cond:
+            self._closed = True
+            for _, _, fut, _ in self._line:
+                fut.cancel()
+            self._line.clear()
+            self._cond.notify_all()
+            threads = list(self._threads)
+        for th in threads:
+            th.join()
+
+
+def finish_futures(futures: list[Future[Any]]) -> None:
+    """Cancel the futures not started and wait for the running ones (a job
+    that failed or was cancelled: its decodes stop at their next abort check)."""
+    for fut in futures:
+        fut.cancel()
+    wait(futures)
 
 
 class _ChunkTimeout(Exception):
@@ -130,6 +214,10 @@ class ChunkPipeline(ABC):
     model_path: Path
     backend: str  # "CPU", "CUDA", …
     parallelism: int  # decode streams (whisper.cpp contexts; 1 for CTranslate2, which batches instead)
+    #: chunks decode one call each, so the first ones can start while the file
+    #: is still being decoded (:mod:`whisperop.inference.streamplan`); CTranslate2
+    #: batches a job's windows and measures speech on the whole envelope
+    streams_plan = False
     concurrent_jobs = True  # transcribe_file may run in several threads at once (JOB_CONCURRENCY)
     load_secs: float
     warmup_secs: float
@@ -141,6 +229,11 @@ class ChunkPipeline(ABC):
     @abstractmethod
     def _threads_per_context(self) -> int:
         """CPU threads one decode call uses."""
+
+    def schedule(self, priority: tuple[float, int], fn: Callable[[], T]) -> Future[T]:
+        """Run one decode call on the engine's shared decode threads (backends
+        with ``streams_plan``)."""
+        raise NotImplementedError(f"{type(self).__name__} decodes a job's chunks as a whole")
 
     @abstractmethod
     def decode_chunks(self, audio: DecodedAudio, chunks: list[Chunk], opts: DecodeOptions, cancel: "_ThrottledCancel",
@@ -184,17 +277,36 @@ class ChunkPipeline(ABC):
         same chunks, whatever the chunking settings are now) and its finished
         chunks are not decoded again."""
         tmp_dir = str(self.settings.tmp_dir) if self.settings.tmp_dir else None
-        with decode_audio(path, self.settings.max_audio_secs, tmp_dir, self.settings.max_secs_per_mb) as audio:
-            saved = checkpoint.plan() if checkpoint is not None else None
-            if saved is not None:
-                chunks = [Chunk(i, start, end) for i, (start, end) in enumerate(saved)]
-            else:
-                chunks = plan_chunks(audio.frame_db, audio.n_samples, self.chunking_config())
-                if checkpoint is not None:
-                    checkpoint.save_plan([(c.start, c.end) for c in chunks])
-            if on_decoded:
-                on_decoded(audio.duration_secs, len(chunks))
-            return self.transcribe_chunks(audio, chunks, request, on_progress, should_cancel, checkpoint)
+        saved = checkpoint.plan() if checkpoint is not None else None
+        early = self._early_decodes(request, should_cancel) if saved is None else None
+        try:
+            with _DECODE_SLOTS:  # jobs decode their audio a few at a time, in the order they came
+                decoded = decode_audio(path, self.settings.max_audio_secs, tmp_dir, self.settings.max_secs_per_mb,
+                                       on_block=early.on_block if early is not None else None)
+            with decoded as audio:
+                if saved is not None:
+                    chunks = [Chunk(i, start, end) for i, (start, end) in enumerate(saved)]
+                else:
+                    chunks = plan_chunks(audio.frame_db, audio.n_samples, self.chunking_config())
+                    if checkpoint is not None:
+                        checkpoint.save_plan([(c.start, c.end) for c in chunks])
+                if on_decoded:
+                    on_decoded(audio.duration_secs, len(chunks))
+                return self.transcribe_chunks(audio, chunks, request, on_progress, should_cancel, checkpoint, early)
+        finally:
+            if early is not None:
+                early.close()
+
+    def _early_decodes(self, request: TranscribeRequest, should_cancel: CancelCheck | None) -> "EarlyDecodes | None":
+        """Where the backend decodes chunk by chunk (``streams_plan``), the
+        first chunks start while the file is still being decoded
+        (:mod:`whisperop.inference.streamplan`); the result is the same."""
+        if not self.streams_plan:
+            return None
+        from whisperop.inference.streamplan import EarlyDecodes
+
+        return EarlyDecodes(self, self.chunking_config(), self.decode_options(request), _ThrottledCancel(should_cancel),
+                            self.limits(request))
 
     def limits(self, request: TranscribeRequest) -> _Limits:
         s = self.settings
@@ -210,10 +322,15 @@ class ChunkPipeline(ABC):
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         checkpoint: Checkpoint | None = None,
+        early: "EarlyDecodes | None" = None,
     ) -> TranscriptionResult:
-        cancel = _ThrottledCancel(should_cancel)
+        """Decode ``chunks`` (skipping those the checkpoint holds), report and
+        assemble. With ``early`` (a streamed plan) the chunks it guessed right
+        are taken from it and the rest decode on its threads."""
+        cancel = early.cancel if early is not None else _ThrottledCancel(should_cancel)
         opts = self.decode_options(request)
-        limits = self.limits(request)
+        limits = early.limits if early is not None else self.limits(request)
+        started = early.take(chunks) if early is not None else {}
         total = len(chunks)
         records: dict[int, ChunkRecord] = dict(checkpoint.done()) if checkpoint is not None else {}
         language = request.language
@@ -235,15 +352,27 @@ class ChunkPipeline(ABC):
                 on_progress(Progress(done, total))
 
         remaining = [c for c in chunks if c.index not in records]
-        while remaining and language is None:
-            # Detect once, on the first chunk, then hold the language for the
-            # rest: a job gets one consistent language (and N-1 fewer detections).
-            first = remaining.pop(0)
-            for rec in self.decode_chunks(audio, [first], opts, cancel, limits):
-                language = rec.language
-                finished(rec)
-        for rec in self.decode_chunks(audio, remaining, replace(opts, language=language), cancel, limits):
-            finished(rec)
+        try:
+            while remaining and language is None:
+                # Detect once, on the first chunk, then hold the language for the
+                # rest: a job gets one consistent language (and N-1 fewer detections).
+                first = remaining.pop(0)
+                recs = [started.pop(first.index).result()] if first.index in started else \
+                    self.decode_chunks(audio, [first], opts, cancel, limits)
+                for rec in recs:
+                    language = rec.language
+                    finished(rec)
+            opts = replace(opts, language=language)
+            if early is not None:
+                futures = [started.get(c.index) or early.submit(audio, c, opts) for c in remaining]
+                for fut in futures:
+                    finished(fut.result())
+            else:
+                for rec in self.decode_chunks(audio, remaining, opts, cancel, limits):
+                    finished(rec)
+        except BaseException:
+            cancel.cancelled = True  # the job's other decodes stop at their next check
+            raise
         ordered = [seg for i in sorted(records) for seg in records[i].segments]
         clean = normalize(ordered, SpeechMap.from_frame_db(audio.frame_db))
         return TranscriptionResult(
@@ -258,6 +387,8 @@ class ChunkPipeline(ABC):
 
 class WhisperEngine(ChunkPipeline):
     """A loaded whisper.cpp model (one or more contexts) plus the pipeline around it."""
+
+    streams_plan = True
 
     def __init__(self, model_path: str | Path, settings: EngineSettings | None = None, parallelism: int | None = None) -> None:
         self.settings = settings or EngineSettings()
@@ -279,6 +410,7 @@ class WhisperEngine(ChunkPipeline):
         self._contexts_lock = threading.Lock()
         self._contexts: list[WhisperContext] = [first]
         self._pool: queue.Queue[WhisperContext] = queue.Queue()
+        self._scheduler = ChunkScheduler("whisper")
         self._closed = False
         self._all_loaded = threading.Event()
         t1 = time.perf_counter()
@@ -400,6 +532,7 @@ class WhisperEngine(ChunkPipeline):
             self._closed = True
         if self._loader is not None:
             self._loader.join()  # at most the one load in flight
+        self._scheduler.close()
         for ctx in self._contexts:
             ctx.close()
 
@@ -430,16 +563,17 @@ class WhisperEngine(ChunkPipeline):
             for chunk in chunks:
                 yield run(chunk)
             return
-        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="whisper") as pool:
-            futures = [pool.submit(run, chunk) for chunk in chunks]
-            try:
-                for fut in futures:
-                    yield fut.result()
-            except BaseException:  # GeneratorExit included: the consumer failed or stopped
-                cancel.cancelled = True
-                for fut in futures:
-                    fut.cancel()
-                raise
+        futures = [self.schedule((limits.job_started, c.index), lambda c=c: run(c)) for c in chunks]  # type: ignore[misc]
+        try:
+            for fut in futures:
+                yield fut.result()
+        except BaseException:  # GeneratorExit included: the consumer failed or stopped
+            cancel.cancelled = True
+            finish_futures(futures)
+            raise
+
+    def schedule(self, priority: tuple[float, int], fn: Callable[[], T]) -> Future[T]:
+        return self._scheduler.submit(priority, fn, self.parallelism)
 
     # ── time limits ──────────────────────────────────────────────────────
 

@@ -76,5 +76,21 @@ def test_issue18_groups_parse() -> None:
     many = gpu.parse("many32-ours-p8-b1-fa")
     assert (many["jobs"], many["single"], many["parallelism"], many["fa"]) == (32, "ours-p8-b1-fa", 8, True)
     q = gpu.parse("rawq-p16-b1-fa")
-    assert (q["engine"], q["contexts"], q["fa"]) == ("rawq", 16, True)
+    assert (q["engine"], q["contexts"], q["fa"], q["timestamps"]) == ("rawq", 16, True, False)
+    ts = gpu.parse("rawq-p8-b1-fa-ts")  # the harness in our decode mode
+    assert (ts["contexts"], ts["fa"], ts["timestamps"]) == (8, True, True)
+    assert "rawq-p8-b1-fa-ts" in gpu.GROUPS["issue18-whispercpp"]
     assert gpu.parse("fwbatch-b1")["batch"] == 16 and gpu.parse("fwbatch-b1-s128")["batch"] == 128
+
+
+def test_issue18_ratios_state_engine_overhead_and_timestamp_cost() -> None:
+    """With the harness run in our decode mode (``-ts``) beside the plain one,
+    the derived table states ours / -ts (engine overhead) and -ts / plain."""
+    gpu = _bench_gpu()
+    rows = [{"audio": "long.flac", "kind": k, "x_realtime": x, "wer": w}
+            for k, x, w in (("ours-p8-b1-fa-c30", 500.0, 0.086), ("rawq-p8-b1-fa", 750.0, 0.065), ("rawq-p8-b1-fa-ts", 550.0, 0.085))]
+    d = gpu.derive(rows)
+    assert d["ours-p8-b1-fa-c30 / rawq-p8-b1-fa: speed (same windows) (target ≥ 0.9)"] == round(500 / 750, 3)
+    assert d["ours-p8-b1-fa-c30 / rawq-p8-b1-fa-ts: speed (same windows), engine overhead (target ≥ 0.9)"] == round(500 / 550, 3)
+    assert d["rawq-p8-b1-fa-ts / rawq-p8-b1-fa: speed, what timestamps cost"] == round(550 / 750, 3)
+    assert d["rawq-p8-b1-fa-ts − rawq-p8-b1-fa: WER points"] == 2.0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from whisperop.inference.audio import FRAME_SAMPLES, SAMPLE_RATE
-from whisperop.inference.chunking import ChunkingConfig, plan_chunks, silence_threshold_db
+from whisperop.inference.chunking import ChunkingConfig, plan_chunks, plan_prefix, silence_threshold_db
 
 SPEECH_DB, SILENCE_DB = -20.0, -90.0
 FPS = SAMPLE_RATE // FRAME_SAMPLES
@@ -84,3 +85,50 @@ def test_offsets_are_absolute_samples() -> None:
     db = envelope(("q", 5.0), ("s", 3.0))
     (chunk,) = plan_chunks(db, db.size * FRAME_SAMPLES, ChunkingConfig(pad_secs=0.0))
     assert chunk.start == 5 * SAMPLE_RATE and chunk.end == 8 * SAMPLE_RATE
+
+
+def _random_envelope(rng: np.random.Generator, secs: float) -> np.ndarray:
+    """Speech-like 10 ms envelope: voiced stretches and pauses of random
+    lengths and levels (pauses of 0.05–2 s, some under the minimum)."""
+    parts: list[np.ndarray] = []
+    total = int(secs * 100)
+    while sum(p.size for p in parts) < total:
+        parts.append(rng.normal(-20.0, 4.0, int(rng.integers(50, 2500))))  # speech
+        parts.append(rng.normal(rng.uniform(-80.0, -45.0), 3.0, int(rng.integers(5, 200))))  # pause
+    return np.concatenate(parts)[:total].astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_prefix_plan_with_the_files_threshold_is_the_full_plans_head(seed: int) -> None:
+    """The streamed plan's rule: what a prefix decides (given the whole
+    file's threshold) is exactly the full plan's first chunks, at every
+    prefix length, and grows to all but the last few chunks."""
+    rng = np.random.default_rng(seed)
+    db = _random_envelope(rng, float(rng.uniform(60, 900)))
+    cfg = ChunkingConfig(max_secs=float(rng.choice([20.0, 30.0, 60.0])), min_secs=float(rng.choice([0.0, 5.0])))
+    full = plan_chunks(db, db.size * FRAME_SAMPLES, cfg)
+    thr = silence_threshold_db(db)
+    longest = 0
+    for p in sorted(set(rng.integers(1, db.size, 60).tolist()) | {db.size}):
+        head = plan_prefix(db[:p], cfg, threshold_db=thr)
+        assert head == full[: len(head)], p
+        assert len(head) >= longest  # a longer prefix never takes a decision back
+        longest = len(head)
+    # the whole envelope decides every chunk that starts a window before the last one
+    assert longest >= sum(1 for c in full if c.start_secs + cfg.max_secs < full[-1].end_secs - 0.25)
+
+
+def test_the_plan_is_not_causal_so_a_prefix_alone_only_guesses() -> None:
+    """plan_chunks' threshold is a percentile of the whole envelope: a quiet
+    pause that is silence in the whole file (loud speech later raises the
+    threshold) is speech in the first minute alone, so the first chunk differs."""
+    db = np.full(12_000, -20.0, np.float32)  # 120 s of speech at -20 dB
+    db[3000:3050] = -30.0  # a 0.5 s pause at 30 s: silence only against the louder speech later
+    db[6000:] = -5.0
+    db[8000:8100] = -70.0
+    cfg = ChunkingConfig(max_secs=40.0)
+    full = plan_chunks(db, db.size * FRAME_SAMPLES, cfg)
+    guess = plan_prefix(db[:5500], cfg)
+    exact = plan_prefix(db[:5500], cfg, threshold_db=silence_threshold_db(db))
+    assert exact == full[: len(exact)] and exact
+    assert guess and guess[0] != full[0]
