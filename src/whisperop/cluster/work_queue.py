@@ -90,7 +90,7 @@ class Lost(Exception):
 
 @dataclass(frozen=True)
 class WorkQueueSettings:
-    """The worker's knobs of the queue (:class:`whisperop.inference.worker.WorkerSettings`)."""
+    """The worker's knobs of the queue (:class:`whisperop.inference.config.WorkerConfig`)."""
 
     pod: str
     heartbeat_secs: float = 10.0
@@ -115,7 +115,6 @@ class ClusterLease:
         self._lock = threading.Lock()
         self._cancel = bool(self.resource.spec.cancel)
         self.lost = False
-        self.handed_back = False
         self._last_write = time.monotonic()
         self._pending: dict[str, Any] = {}
         self._checkpoint = S3Checkpoint(queue.s3.client, queue.s3.bucket, checkpoint_prefix(resource))
@@ -255,7 +254,6 @@ class ClusterLease:
         self._finish(Phase.Cancelled, "CancelledWhileRunning", f"cancelled while running on {self.pod}", {})
 
     def release(self) -> None:
-        self.handed_back = True
         self._finish(Phase.Queued, "HandedBack", f"{self.pod} is shutting down; job handed back",
                      {"worker": None, "heartbeatTime": None, "startTime": None, "progress": 0, "chunk": 0})
 
