@@ -114,10 +114,6 @@ class JobQueue(Protocol):
         """The job; raises :class:`whisperop.core.errors.JobNotFound`."""
         ...
 
-    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        """Jobs in submission order (oldest first), optionally of one status."""
-        ...
-
     def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None,
                   owner: str | None = None) -> JobPage:
         """Jobs newest first (segments left out), after ``cursor``; raises ``ValueError`` for a
