@@ -38,6 +38,7 @@ The webhook registry is the namespace's ConfigMap ``whisperop-webhooks``
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -92,7 +93,7 @@ class K8sJobStore:
         self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
         self._lock = threading.Lock()
         self._finished: set[str] = set()  # jobs whose terminal change this process already emitted
-        self._segment_cache: dict[str, crds.ResultDoc] = {}
+        self._read_result = functools.lru_cache(maxsize=SEGMENT_CACHE_SIZE)(self._fetch_result)
         self.informer.add_callback(self._on_event)
 
     # ── lifecycle ────────────────────────────────────────────────────────
@@ -117,18 +118,10 @@ class K8sJobStore:
         result never changes; a job re-created under the same name has a new uid)."""
         if tj.status.result is None:
             return None
-        uri = tj.status.result.json_
-        ck = f"{tj.metadata.get('uid')}:{uri}"
-        with self._lock:
-            hit = self._segment_cache.get(ck)
-        if hit is not None:
-            return hit
-        doc = read_result(self.blobs.client, uri)
-        with self._lock:
-            self._segment_cache[ck] = doc
-            while len(self._segment_cache) > SEGMENT_CACHE_SIZE:
-                self._segment_cache.pop(next(iter(self._segment_cache)))
-        return doc
+        return self._read_result(tj.metadata.get("uid"), tj.status.result.json_)
+
+    def _fetch_result(self, uid: str | None, uri: str) -> crds.ResultDoc:
+        return read_result(self.blobs.client, uri)
 
     def to_job(self, tj: TJ) -> Job:
         if tj.phase != Phase.Done:
