@@ -39,7 +39,6 @@ The webhook registry is the namespace's ConfigMap ``whisperop-webhooks``
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 import threading
@@ -154,8 +153,8 @@ class K8sJobStore:
         annotations = {crds.ANN_SUBMITTED: crds.submitted_now()}
         if not external:
             annotations[crds.ANN_AUDIO_OWNED] = "true"
-        if hints and hints.to_dict():  # an annotation, not spec: the CRD schema stays the contract's
-            annotations[crds.ANN_DECODE_HINTS] = json.dumps(hints.to_dict())
+        if hints and (raw := hints.to_json()):  # an annotation, not spec: the CRD schema stays the contract's
+            annotations[crds.ANN_DECODE_HINTS] = raw
         if job.filename:
             annotations[crds.ANN_FILENAME] = job.filename
         if owner:

@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import threading
@@ -60,10 +59,9 @@ COMPONENT = "whisperop-worker"  # the Events' source
 def decode_hints(job: crds.TranscriptionJob) -> DecodeHints:
     """The job's ``whisperop.io/decode-hints`` annotation (prompt, temperature; set by the facade's
     OpenAI-compatible API); a malformed one is ignored, as if absent."""
-    raw = job.annotations.get(crds.ANN_DECODE_HINTS)
     try:
-        return DecodeHints.from_dict(json.loads(raw)) if raw else DecodeHints()
-    except (ValueError, TypeError):
+        return DecodeHints.from_json(job.annotations.get(crds.ANN_DECODE_HINTS))
+    except ValueError:
         log.warning("ignoring a malformed decode-hints annotation", extra={"job": job.name})
         return DecodeHints()
 

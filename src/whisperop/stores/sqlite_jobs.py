@@ -235,7 +235,7 @@ class SqliteJobStore:
 
     def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None,
                owner: str | None = None) -> Job:
-        hints_json = json.dumps(hints.to_dict()) if hints and hints.to_dict() else None
+        hints_json = hints.to_json() if hints else None
         with self._lock:
             with self._write() as c:
                 c.execute(
@@ -349,8 +349,7 @@ class SqliteJobStore:
                           (_ts(utcnow()), row["seq"]))
                 row = c.execute("SELECT * FROM jobs WHERE seq = ?", (row["seq"],)).fetchone()
             job = self._notify("started", row)
-            hints = DecodeHints.from_dict(json.loads(row["hints"])) if row["hints"] else DecodeHints()
-            return ClaimedJob(job=job, audio_key=row["audio_key"], hints=hints)
+            return ClaimedJob(job=job, audio_key=row["audio_key"], hints=DecodeHints.from_json(row["hints"]))
 
     def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
         percent = 100 if chunks_total <= 0 else (100 * chunk) // chunks_total
