@@ -212,10 +212,8 @@ class LocalModelRuntime:
         if died is None:
             return
         self._close_engine()
-        if isinstance(died, GpuMemoryError):
-            self._loader.wait_for_gpu(died, self.model_path, self.gpu_poll_interval_secs, self)
-        if not self.wanted():  # an unload (or stop) came meanwhile: the main loop does not load again
-            self._unloaded()
+        if not self._loader.after_death(died, self.model_path, self.gpu_poll_interval_secs, self):
+            self._unloaded()  # an unload (or stop) came meanwhile: the main loop does not load again
 
     def wait_for_work(self) -> None:
         """Wait for a wake-up (work queued, a job ended, stop, unload, the engine's death) or the

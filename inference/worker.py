@@ -182,8 +182,8 @@ class Worker:
             self.executor.wait_idle()
             self.engine.close()
             self.engine = None
-            if isinstance(died, GpuMemoryError) and self.model_path is not None and \
-                    not self.loader.wait_for_gpu(died, self.model_path, self.poll_secs, self):
+            assert self.model_path is not None
+            if not self.loader.after_death(died, self.model_path, self.poll_secs, self):
                 break
             self.load()
         self.executor.wait_idle()  # SIGTERM: the running jobs drain (shutdown interrupts them past the drain time)
