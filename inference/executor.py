@@ -1,9 +1,12 @@
 """The job executor: one leased job through the engine, in both modes.
 
 ``whisperop serve`` (:mod:`whisperop.inference.runtime`) and the worker pod
-(:mod:`whisperop.inference.worker`) run every job through :meth:`Executor.run`;
-what differs between them is only the :class:`~whisperop.core.ports.Lease`
-(SQLite + files, or a TranscriptionJob + S3). A run:
+(:mod:`whisperop.inference.worker`) serve through :meth:`Executor.serve`: claim
+while a job slot is free, run each job on a thread of its own, hand back an
+engine whose process died; what differs between them is only the
+:class:`~whisperop.core.ports.Lease` (SQLite + files, or a TranscriptionJob +
+S3) and what they do while waiting (model states and the idle timeout, or the
+pod's readiness and SIGTERM drain). A run:
 
     lease → audio → engine.transcribe_file → complete | fail | cancelled | release
 
@@ -16,7 +19,8 @@ How a run ends:
   :meth:`Executor.interrupt` (the server or pod is shutting down) →
   ``release``: the job runs again later from its checkpoint;
 - the engine's child process dies (:class:`EngineCrashed`, ``ENGINE_ISOLATION``) →
-  ``requeue`` and the error goes up: the caller replaces the dead engine;
+  ``requeue`` and the error goes up: :meth:`Executor.serve` returns it and its
+  caller replaces the dead engine;
 - the engine runs out of GPU memory mid-job with a Python exception
   (:class:`GpuMemoryError`: CTranslate2's CUDA errors) → the same, as an
   out-of-memory :class:`EngineCrashed` (the attempt is not counted): the caller
@@ -39,9 +43,9 @@ from typing import Protocol
 from whisperop.core.checkpoints import Checkpoint
 from whisperop.core.errors import EngineCrashed, GpuMemoryError, JobCancelled, WhisperOpError
 from whisperop.core.models import TranscriptionResult
-from whisperop.core.ports import JobTiming, Lease
+from whisperop.core.ports import JobTiming, Lease, WorkQueue
 from whisperop.inference.engine import Progress, TranscribeRequest
-from whisperop.inference.isolated import Engine
+from whisperop.inference.isolated import Engine, IsolatedEngine
 
 log = logging.getLogger("whisperop.executor")
 
@@ -61,46 +65,95 @@ def job_concurrency(engine: object, wanted: int) -> int:
     return max(1, wanted) if getattr(engine, "concurrent_jobs", False) else 1
 
 
+class Host(Protocol):
+    """What a mode gives the serving loop: ``whisperop serve``'s model thread, or the worker pod."""
+
+    def wanted(self) -> bool:
+        """Keep serving (no unload, idle timeout or shutdown came in)."""
+        ...
+
+    def wait_for_work(self) -> None:
+        """Nothing was claimable: wait until something may be (a job queued, a job ended), or
+        :meth:`wanted` may have changed — at most a second or so (an idle engine's death is seen then)."""
+        ...
+
+
 class Executor:
-    """Runs leased jobs (see the module docstring); several at once when the caller runs
-    :meth:`run` from several threads (``JOB_CONCURRENCY``)."""
+    """Runs leased jobs (see the module docstring), each on a thread of its own, in the one
+    serving loop of both modes (:meth:`serve`)."""
 
-    def __init__(self, on_timing: Callable[[JobTiming], None] | None = None) -> None:
+    def __init__(self, on_timing: Callable[[JobTiming], None] | None = None,
+                 on_job_end: Callable[[], None] | None = None) -> None:
         self._on_timing = on_timing
+        self._on_job_end = on_job_end
         self._interrupted = threading.Event()
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._running: list[Lease] = []
-
-    @property
-    def current(self) -> Lease | None:
-        """The lease of a job running now (the oldest; None between jobs)."""
-        with self._lock:
-            return self._running[0] if self._running else None
+        self._crash: EngineCrashed | None = None  # an engine died under a job; serve() hands it to its caller
 
     @property
     def running(self) -> int:
         """How many jobs run now."""
-        with self._lock:
+        with self._cond:
             return len(self._running)
 
     def interrupt(self) -> None:
-        """Shutting down: abort the running job (released, not failed) and every later one."""
+        """Shutting down: abort the running jobs (released, not failed) and every later one."""
         self._interrupted.set()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Until no job runs (True), or ``timeout`` has passed (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._running, timeout)
+
+    def serve(self, queue: WorkQueue, engine: Engine, slots: int, host: Host) -> WhisperOpError | None:
+        """The serving loop of both modes: while ``host.wanted()``, claim from ``queue`` whenever one
+        of ``slots`` (:func:`job_concurrency`) is free and run the job on a thread of its own — one
+        slot is the same path — else ``host.wait_for_work()``. Returns why ``engine`` must be
+        replaced: its process died under a job (the :class:`EngineCrashed`; the job was handed
+        back) or while idle (:meth:`IsolatedEngine.death_error`: a :class:`GpuMemoryError` means
+        wait for the GPU before loading again); None once the host no longer wants it. Jobs still
+        running on it are the caller's to await (:meth:`wait_idle`) before closing it."""
+        with self._cond:
+            self._crash = None  # the death of an engine replaced since is no news
+        while host.wanted():
+            with self._cond:
+                crash, self._crash, busy = self._crash, None, len(self._running)
+                if crash is None and busy >= slots:
+                    self._cond.wait(1.0)  # a job's end; wanted() is asked again at least every second
+                    continue
+            died = crash or (engine.death_error() if busy == 0 and isinstance(engine, IsolatedEngine) else None)
+            if died is not None:
+                if crash is None:
+                    log.error("engine process died while idle; loading it again", extra={"error": str(died)})
+                return died
+            lease = queue.claim_next()
+            if lease is None:
+                host.wait_for_work()
+                continue
+            with self._cond:
+                self._running.append(lease)
+            threading.Thread(target=self._run, args=(lease, engine), name="whisperop-job", daemon=True).start()
+        return None
 
     def _should_stop(self, lease: Lease) -> bool:
         return lease.cancel_requested() or self._interrupted.is_set()
 
-    def run(self, lease: Lease, engine: Engine) -> None:
+    def _run(self, lease: Lease, engine: Engine) -> None:
         job = lease.job
-        with self._lock:
-            self._running.append(lease)
         log.info("job started", extra={"job_id": job.id, "task": job.task.value, "language": job.language})
         try:
             self._execute(lease, engine)
+        except EngineCrashed as exc:
+            with self._cond:
+                self._crash = exc
         finally:
-            with self._lock:
-                self._running.remove(lease)
             lease.close()
+            if self._on_job_end is not None:  # before the slot frees: the idle timeout counts from this end
+                self._on_job_end()
+            with self._cond:
+                self._running.remove(lease)
+                self._cond.notify_all()
 
     def _execute(self, lease: Lease, engine: Engine) -> None:
         t0 = time.monotonic()
@@ -116,20 +169,18 @@ class Executor:
             if lease.cancel_requested():
                 raise JobCancelled()
             self._record(lease, result, time.monotonic() - t0)
-        except EngineCrashed as exc:
-            # the engine's child process died under the job: it runs again from its checkpoint, and
-            # the caller drops the dead engine and loads a new one
-            log.error("engine process died during a job; reloading the engine",
-                      extra={"job_id": lease.job.id, "error": str(exc), "oom": exc.oom})
-            lease.requeue(str(exc), count_attempt=not exc.oom)
-            raise
-        except GpuMemoryError as exc:
-            # out of GPU memory as an exception (CTranslate2): the engine may hold half-made buffers;
-            # the job runs again from its checkpoint on a freshly loaded one
-            log.error("engine out of GPU memory during a job; reloading the engine",
-                      extra={"job_id": lease.job.id, "error": str(exc)})
-            lease.requeue(str(exc), count_attempt=False)
-            raise EngineCrashed(str(exc), oom=True) from exc
+        except (EngineCrashed, GpuMemoryError) as exc:
+            # the engine's child process died under the job, or ran out of GPU memory with an
+            # exception (CTranslate2: it may hold half-made buffers): the job runs again from its
+            # checkpoint, and the caller drops the engine and loads a new one
+            died = isinstance(exc, EngineCrashed)
+            crash = exc if isinstance(exc, EngineCrashed) else EngineCrashed(str(exc), oom=True)
+            log.error(f"engine {'process died' if died else 'out of GPU memory'} during a job; reloading the engine",
+                      extra={"job_id": lease.job.id, "error": str(exc), "oom": crash.oom})
+            lease.requeue(str(exc), count_attempt=not crash.oom)
+            if died:
+                raise
+            raise crash from exc
         except JobCancelled:
             self._stopped(lease)
         except WhisperOpError as exc:

@@ -8,6 +8,8 @@ annotation. The loop itself is this one:
     loading ─→ engine (warmed up by its constructor)
        └─(GpuMemoryError)→ waiting_for_gpu ─(poll interval)→ loading
     any wait ─(no longer wanted)→ None
+    engine's process died ─(out of GPU memory)→ waiting_for_gpu ─→ loading
+                          └─(any other death)→ loading
 
 Test hooks (environment, the same in both modes; nothing else about the
 engine is simulated):
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from whisperop.core.errors import GpuMemoryError
+from whisperop.core.errors import GpuMemoryError, WhisperOpError
 from whisperop.core.gpu import gpu_memory
 from whisperop.core.settings import EngineSettings, FaultHooks
 from whisperop.inference.isolated import Engine, make_engine
@@ -107,6 +109,14 @@ class ModelLoader:
                     extra={"error": str(exc), "retry_in_secs": poll})
         observer.waiting_for_gpu(int(needed), int(free), poll, exc)
         return observer.sleep(poll)
+
+    def after_death(self, err: WhisperOpError, path: Path, poll: float, observer: LoadObserver) -> bool:
+        """A loaded engine's process died (:meth:`whisperop.inference.executor.Executor.serve` says
+        why; the engine is closed): out of GPU memory → ``waiting_for_gpu`` for a poll interval
+        first. True when the model is still wanted, to be loaded again."""
+        if isinstance(err, GpuMemoryError) and not self.wait_for_gpu(err, path, poll, observer):
+            return False
+        return observer.wanted()
 
     def _attempt(self, path: Path, observer: LoadObserver) -> Engine:
         if self.faults.load_delay_secs > 0 and not observer.sleep(self.faults.load_delay_secs):

@@ -19,11 +19,12 @@ was short) it adds them as memory frees up, checked every
 
 Loading is :class:`whisperop.inference.lifecycle.ModelLoader` (the same loop,
 GPU wait and test hooks as the worker pod's); this module maps its steps to
-model states and events. While ready the thread claims queued jobs from the
-local WorkQueue one at a time (:class:`whisperop.stores.local_queue.LocalWorkQueue`:
-FIFO, the store decides the order) and runs each through the shared
-:class:`whisperop.inference.executor.Executor`; ``POST /model/unload``
-therefore naturally waits for the in-flight job.
+model states and events. While ready the thread runs the serving loop of
+:meth:`whisperop.inference.executor.Executor.serve` (the worker pod's too) on
+the local WorkQueue (:class:`whisperop.stores.local_queue.LocalWorkQueue`:
+FIFO, the store decides the order): a job a free slot, each on a thread of its
+own; ``POST /model/unload`` waits for the running jobs, and the idle timeout
+counts only while none runs.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from whisperop.core.errors import EngineCrashed, GpuMemoryError, WhisperOpError
+from whisperop.core.errors import GpuMemoryError, WhisperOpError
 from whisperop.core.gpu import GpuInfo, gpu_memory, local_gpu
 from whisperop.core import models
 from whisperop.core.models import ModelState, ModelStatus, utcnow
-from whisperop.core.ports import BlobStore, Lease, RuntimeEvent, RuntimeListener, Unsubscribe
+from whisperop.core.ports import BlobStore, RuntimeEvent, RuntimeListener, Unsubscribe
 from whisperop.core.settings import EngineSettings
 from whisperop.core.subscribers import Subscribers
 from whisperop.inference.executor import Executor, job_concurrency
@@ -87,9 +88,8 @@ class LocalModelRuntime:
         self._last_activity = time.monotonic()
         self._engine: Engine | None = None
         self._listeners: Subscribers[RuntimeEvent] = Subscribers("runtime listener")
-        self._executor = Executor(on_timing=self._emit)
+        self._executor = Executor(on_timing=self._emit, on_job_end=self._job_ended)
         self._thread: threading.Thread | None = None
-        self._jobs_running = 0  # jobs in their own threads (JOB_CONCURRENCY > 1)
 
     # ── the port: what the facade calls ──────────────────────────────────
 
@@ -196,44 +196,34 @@ class LocalModelRuntime:
                 elif not want and loaded:
                     self._unload()
                 else:
-                    self._serve_one()
+                    self._serve()
         except Exception:  # pragma: no cover - a bug; keep the process honest about it
             log.exception("model worker thread died")
             raise
 
-    def _serve_one(self) -> None:
-        """Run the next queued job, or wait for work / the idle timeout."""
+    def _serve(self) -> None:
+        """Claim and run queued jobs while the model is wanted (:meth:`Executor.serve`, the worker
+        pod's loop too). An engine whose process died is dropped (once the jobs still on it have
+        ended) and the main loop loads it again — after ``waiting_for_gpu`` and a poll interval
+        when it died out of GPU memory, at once otherwise."""
         engine = self._engine
         assert engine is not None
-        if isinstance(engine, IsolatedEngine) and not engine.alive:
-            self._engine_died(engine)
+        died = self._executor.serve(self.work, engine, job_concurrency(engine, self.engine_settings.job_concurrency), self)
+        if died is None:
             return
-        slots = job_concurrency(engine, self.engine_settings.job_concurrency)
-        if slots > 1:
-            self._serve_concurrent(engine, slots)
-            return
-        lease = self.work.claim_next()
-        if lease is not None:
-            try:
-                self._executor.run(lease, engine)
-            except EngineCrashed:
-                # the engine's process died under the job (ENGINE_ISOLATION): the executor requeued the
-                # job with its checkpoint; drop the dead engine, the main loop loads it again
-                # (through waiting_for_gpu while the GPU's memory is taken)
-                self._close_engine()
-            self._last_activity = time.monotonic()
-            return
-        self._wait_for_work()
+        self._close_engine()
+        if not self._loader.after_death(died, self.model_path, self.gpu_poll_interval_secs, self):
+            self._unloaded()  # an unload (or stop) came meanwhile: the main loop does not load again
 
-    def _wait_for_work(self) -> None:
-        """Wait for a wake-up (work queued, a slot free, stop, unload) or the idle timeout, which
-        counts only while no job runs; once it has run out the model is unloaded."""
+    def wait_for_work(self) -> None:
+        """Wait for a wake-up (work queued, a job ended, stop, unload, the engine's death) or the
+        idle timeout, which counts only while no job runs; once it has run out the model is unloaded."""
         with self._cond:
             if self._wake or self._stop or not self._want_loaded:
                 self._wake = False
                 return
             timeout: float | None = None
-            if self.idle_timeout_secs > 0 and self._jobs_running == 0:
+            if self.idle_timeout_secs > 0 and self._executor.running == 0:
                 timeout = self._last_activity + self.idle_timeout_secs - time.monotonic()
                 if timeout <= 0:
                     log.info("idle timeout: unloading the model", extra={"idle_timeout_secs": self.idle_timeout_secs})
@@ -241,41 +231,12 @@ class LocalModelRuntime:
                     return
             self._cond.wait(timeout)
 
-    def _serve_concurrent(self, engine: Engine, slots: int) -> None:
-        """``JOB_CONCURRENCY`` > 1: start the next queued job in a thread of its own while a slot is
-        free (the engine batches their windows together), else wait for work, a slot or the idle
-        timeout (which counts only while no job runs)."""
+    def _job_ended(self) -> None:
+        """A job ended (from its thread): the idle timeout counts from now, and a slot is free."""
         with self._cond:
-            free = self._jobs_running < slots
-        lease = self.work.claim_next() if free else None
-        if lease is not None:
-            with self._cond:
-                self._jobs_running += 1
-            threading.Thread(target=self._run_job, args=(lease, engine), name="whisperop-job", daemon=True).start()
-            return
-        self._wait_for_work()
-
-    def _run_job(self, lease: Lease, engine: Engine) -> None:
-        try:
-            self._executor.run(lease, engine)
-        except EngineCrashed:  # pragma: no cover - only the isolated engine raises it, and it runs one job at a time
-            log.exception("engine crashed under a concurrent job")
-        finally:
-            with self._cond:
-                self._jobs_running -= 1
-                self._last_activity = time.monotonic()
-                self._wake = True  # a slot is free: claim the next job
-                self._cond.notify_all()
-
-    def _wait_jobs(self, timeout: float | None = None) -> None:
-        """Until the jobs running in their own threads have ended (they stop at once on an interrupt)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._jobs_running:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return
-                self._cond.wait(left)
+            self._last_activity = time.monotonic()
+            self._wake = True
+            self._cond.notify_all()
 
     # loading ------------------------------------------------------------
 
@@ -288,10 +249,8 @@ class LocalModelRuntime:
             with self._cond:
                 self._want_loaded = False
             engine = None
-        if engine is not None and self._keep(engine):
-            return
-        self._set_state(ModelState.unloaded)
-        self._emit(models.ModelUnloadedEvent())
+        if engine is None or not self._keep(engine):
+            self._unloaded()
 
     def _keep(self, engine: Engine) -> bool:
         """ready, unless an unload or stop came in while the engine was loading."""
@@ -313,7 +272,7 @@ class LocalModelRuntime:
     # supervision of a loaded engine (issue 14)
 
     def _wake_up(self) -> None:
-        """The engine's process died (called from its reader thread): the worker thread handles it now."""
+        """The engine's process died (called from its reader thread): the serving loop handles it now."""
         with self._cond:
             self._wake = True
             self._cond.notify_all()
@@ -321,20 +280,6 @@ class LocalModelRuntime:
     def _streams_added(self, streams: int, wanted: int) -> None:
         log.info("decode streams added", extra={"model": str(self.model_path), "streams": streams, "streams_wanted": wanted})
         self._emit(models.ModelStreamsEvent(streams=streams, streams_wanted=wanted))
-
-    def _engine_died(self, engine: IsolatedEngine) -> None:
-        """The engine's process died with no job running (a job's own crash is the executor's):
-        drop it; the main loop loads it again — after ``waiting_for_gpu`` and a poll interval when
-        it died out of GPU memory, at once otherwise."""
-        err = engine.death_error()
-        log.error("engine process died while idle; loading it again",
-                  extra={"model": str(self.model_path), "error": str(err)})
-        self._close_engine()
-        if isinstance(err, GpuMemoryError):
-            self._loader.wait_for_gpu(err, self.model_path, self.gpu_poll_interval_secs, self)
-        if not self.wanted():  # an unload (or stop) came meanwhile: the main loop does not load again
-            self._set_state(ModelState.unloaded)
-            self._emit(models.ModelUnloadedEvent())
 
     # the loader's observer (whisperop.inference.lifecycle.LoadObserver)
 
@@ -344,14 +289,8 @@ class LocalModelRuntime:
 
     def sleep(self, secs: float) -> bool:
         """Sleep up to ``secs``; False when an unload/stop came in meanwhile."""
-        deadline = time.monotonic() + secs
         with self._cond:
-            while self._want_loaded and not self._stop:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return True
-                self._cond.wait(left)
-            return False
+            return not self._cond.wait_for(lambda: not self._want_loaded or self._stop, secs)
 
     def loading(self) -> None:
         self._set_state(ModelState.loading)
@@ -364,7 +303,7 @@ class LocalModelRuntime:
     # unloading ----------------------------------------------------------
 
     def _close_engine(self) -> None:
-        self._wait_jobs(timeout=None if not self._stop else 30.0)  # an unload lets running jobs finish
+        self._executor.wait_idle(None if not self._stop else 30.0)  # an unload lets running jobs finish
         with self._cond:
             engine, self._engine = self._engine, None
         if engine is not None:
@@ -372,7 +311,10 @@ class LocalModelRuntime:
 
     def _unload(self) -> None:
         self._close_engine()
-        self._set_state(ModelState.unloaded)
         log.info("model unloaded", extra={"model": str(self.model_path)})
+        self._unloaded()
+
+    def _unloaded(self) -> None:
+        self._set_state(ModelState.unloaded)
         self._emit(models.ModelUnloadedEvent())
 

@@ -6,7 +6,8 @@ import argparse
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from whisperop.inference.worker import WorkerConfig, run
+    from whisperop.inference.config import WorkerConfig
+    from whisperop.inference.worker import run
 
     return run(WorkerConfig.from_env(model=args.model or None, model_uri=args.model_uri or None, port=args.port))
 

@@ -66,16 +66,17 @@ def _set_phase(res: kube.Resources, tj: crds.TranscriptionJob, phase: str, reaso
     return True
 
 
-def validate(tj: crds.TranscriptionJob, models: kube.Resources) -> tuple[tuple[str, str] | None, dict[str, Any] | None]:
-    """((reason, message) when the job cannot run, else None; the WhisperModel). The schema did the rest."""
+def validate(tj: crds.TranscriptionJob, models: kube.Resources) -> tuple[str, str] | None:
+    """(reason, message) when the job cannot run (its WhisperModel is missing, its language
+    unknown), else None. The schema did the rest."""
     model, lang = tj.spec.model, tj.spec.language
     try:
-        wm = models.get(model)
+        models.get(model)
     except kube.NotFound:
-        return ("ModelNotFound", f"WhisperModel {model!r} does not exist in namespace {tj.namespace}"), None
+        return "ModelNotFound", f"WhisperModel {model!r} does not exist in namespace {tj.namespace}"
     if lang and lang not in WHISPER_LANGUAGES:
-        return ("UnknownLanguage", f"unknown language {lang!r}; omit it to auto-detect"), wm
-    return None, wm
+        return "UnknownLanguage", f"unknown language {lang!r}; omit it to auto-detect"
+    return None
 
 
 def reconcile_job(obj: dict[str, Any]) -> str:
@@ -100,7 +101,7 @@ def reconcile_job(obj: dict[str, Any]) -> str:
         return "finalizer"  # the patch produces a new event, which continues from here
 
     if not status.phase:
-        problem, wm = validate(tj, kube.models(api(), tj.namespace))
+        problem = validate(tj, kube.models(api(), tj.namespace))
         if problem:
             reason, message = problem
             _set_phase(res, tj, crds.Phase.Failed, reason, message, extra={"error": message},

@@ -19,7 +19,7 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from whisperop.api.config import ServeSettings
-from whisperop.inference.worker import WorkerConfig
+from whisperop.inference.config import WorkerConfig
 from whisperop.operator.config import OperatorSettings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -108,7 +108,7 @@ def test_bad_sources_are_400_with_the_reason_and_keep_nothing(make_app, files: F
     app = make_app(**setting)
     r = app.submit(files.url + "/a.wav")
     assert r.status_code == 400 and message in r.json()["error"], r.text
-    assert app.blob_files() == [] and app.jobs.list_jobs() == []
+    assert app.blob_files() == [] and app.jobs.list_page(None, 100).jobs == []
 
 
 def test_oversized_by_count_without_content_length(make_app, files: Files, allow_loopback: None) -> None:  # type: ignore[no-untyped-def]
@@ -116,7 +116,7 @@ def test_oversized_by_count_without_content_length(make_app, files: Files, allow
     app = make_app(AUDIO_URL_MAX_BYTES=1000)
     r = app.submit(files.url + "/stream.wav")
     assert r.status_code == 400 and "larger than AUDIO_URL_MAX_BYTES" in r.json()["error"], r.text
-    assert app.blob_files() == [] and app.jobs.list_jobs() == []
+    assert app.blob_files() == [] and app.jobs.list_page(None, 100).jobs == []
 
 
 def test_blocked_and_unreachable_addresses_are_refused(make_app, files: Files, short_wav: Path,  # type: ignore[no-untyped-def]
@@ -132,7 +132,7 @@ def test_blocked_and_unreachable_addresses_are_refused(make_app, files: Files, s
         r = app.submit(url)
         assert r.status_code == 400 and why in r.json()["error"], (url, r.text)
     assert files.hits == []  # nothing was fetched from a refused address
-    assert app.blob_files() == [] and app.jobs.list_jobs() == []
+    assert app.blob_files() == [] and app.jobs.list_page(None, 100).jobs == []
     app = make_app(WHISPEROP_OUTBOUND_ALLOW="127.0.0.1")  # the server's setting, read at start
     r = app.submit(files.url + "/to-metadata")  # an allowed host redirecting to a blocked one
     assert r.status_code == 400 and "link-local" in r.json()["error"], r.text
@@ -142,7 +142,7 @@ def test_blocked_and_unreachable_addresses_are_refused(make_app, files: Files, s
     r = app.client.post("/jobs", data={"audio_url": files.url + "/a.wav"},
                         files={"audio": ("x.wav", short_wav.read_bytes(), "audio/wav")})
     assert r.status_code == 400 and r.json() == {"error": "give either 'audio' or 'audio_url', not both"}
-    assert app.blob_files() == [] and app.jobs.list_jobs() == []
+    assert app.blob_files() == [] and app.jobs.list_page(None, 100).jobs == []
 
 
 def _closed_port() -> int:

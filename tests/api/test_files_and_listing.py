@@ -210,6 +210,22 @@ def test_decode_hints_travel_with_the_claim(make_env) -> None:  # type: ignore[n
     assert second.hints == DecodeHints(prompt="Kubernetes, kopf, whisper.cpp", temperature=0.4)
 
 
+@pytest.mark.parametrize("raw", ['{"prompt": "kopf", "temperature": 0.4}', "not json", "[1]", '"a string"', "null"])
+def test_a_malformed_decode_hints_annotation_is_ignored_not_fatal(raw: str) -> None:
+    """A TranscriptionJob's ``whisperop.io/decode-hints`` annotation can be written by anyone with
+    kubectl: whatever it holds, the worker's claim reads hints or none — a JSON list or string
+    used to raise AttributeError out of the claim, and so out of the worker's serving loop."""
+    from whisperop.cluster.work_queue import decode_hints
+    from whisperop.core import crds
+    from whisperop.core.ports import DecodeHints
+
+    job = crds.as_job({"apiVersion": crds.API_VERSION, "kind": crds.JOB_KIND,
+                       "metadata": {"name": "j", "namespace": "ns", "annotations": {crds.ANN_DECODE_HINTS: raw}},
+                       "spec": {"audio": "s3://b/a.wav"}})
+    want = DecodeHints(prompt="kopf", temperature=0.4) if raw.startswith("{") else DecodeHints()
+    assert decode_hints(job) == want
+
+
 # ── priority over REST ──────────────────────────────────────────────────────
 
 

@@ -70,7 +70,7 @@ def test_bad_requests_get_openai_errors_and_keep_nothing(make_app, fields, audio
     r = _post(app, audio=audio, **fields)
     assert r.status_code == status, r.text
     assert _is_openai_error(r.json(), param), r.json()
-    assert app.blob_files() == [] and app.jobs.list_jobs() == []
+    assert app.blob_files() == [] and app.jobs.list_page(None, 100).jobs == []
     assert app.client.get("/model/status").json()["state"] == "unloaded"  # a rejected request loads nothing
 
 
@@ -112,7 +112,7 @@ def test_a_model_that_does_not_get_ready_in_time_is_a_503_with_retry_after(make_
     assert _is_openai_error(r.json()) and r.json()["error"]["code"] == "model_not_ready"
     assert "did not become ready within 1 s" in r.json()["error"]["message"]
     assert r.headers["retry-after"] in ("7", "30")  # waiting_for_gpu (poll interval) or still unloaded/loading
-    assert app.blob_files() == [] and app.jobs.list_jobs() == []
+    assert app.blob_files() == [] and app.jobs.list_page(None, 100).jobs == []
 
 
 # ── a real server process ───────────────────────────────────────────────────

@@ -35,7 +35,7 @@ def test_create_get_list_counts(jobstore: SqliteJobStore) -> None:
     assert got.model_dump(mode="json") == created.model_dump(mode="json")
     assert (got.status, got.task, got.language, got.webhook_url, got.filename) == (JobStatus.queued, Task.translate, "de", "http://x/y", "f1.wav")
     jobstore.create(_job(2), "audio/2")
-    assert [j.id for j in jobstore.list_jobs()] == ["job-001", "job-002"]
+    assert [j.id for j in reversed(jobstore.list_page(None, 100).jobs)] == ["job-001", "job-002"]
     assert jobstore.queue_depth() == 2
     assert jobstore.count_by_status()[JobStatus.queued] == 2
     assert jobstore.audio_key("job-002") == "audio/2"

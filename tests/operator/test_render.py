@@ -111,21 +111,18 @@ def test_existing_manifests_still_validate() -> None:
 def test_worker_prefers_the_resolved_local_file() -> None:
     """The worker loads WHISPEROP_MODEL_PATH as is (PVC source): no download, no conversion;
     a missing file is a clear ModelNotFoundError, not a fetch attempt."""
-    from types import SimpleNamespace
-
+    from whisperop.cluster import model_fetch
+    from whisperop.cluster.s3 import S3Settings
     from whisperop.core.errors import ModelNotFoundError
-    from whisperop.inference.worker import Worker
+    from whisperop.core.settings import EngineSettings
 
-    w = SimpleNamespace(cfg=SimpleNamespace(model_path="/var/lib/whisperop/model-pvc/m.bin", model_uri=None))
     pvc = crds.WhisperModelSpec.model_validate({"source": PVC})
-    assert Worker.model_location(w, pvc) == "/var/lib/whisperop/model-pvc/m.bin"  # type: ignore[arg-type]
-    w.cfg.model_path = None
-    assert Worker.model_location(w, pvc) == \
-        f"{modelsource.PVC_MOUNT_DIR}/large/ggml-large-v3-q5_0.bin"  # type: ignore[arg-type]
+    assert modelsource.location(pvc, model_path="/var/lib/whisperop/model-pvc/m.bin") == "/var/lib/whisperop/model-pvc/m.bin"
+    assert modelsource.location(pvc) == f"{modelsource.PVC_MOUNT_DIR}/large/ggml-large-v3-q5_0.bin"
     uri = crds.WhisperModelSpec(modelURI="s3://models/m.bin")
-    assert Worker.model_location(w, uri) == "s3://models/m.bin"  # type: ignore[arg-type]
+    assert modelsource.location(uri) == "s3://models/m.bin"
     with pytest.raises(ModelNotFoundError, match="does not exist"):
-        Worker.resolve_model(w, "/nonexistent/m.bin")  # type: ignore[arg-type]
+        model_fetch.fetch("/nonexistent/m.bin", EngineSettings(), S3Settings())
 
 
 def test_engine_is_rendered_into_the_pod_env_and_wins_over_spec_env() -> None:
@@ -156,15 +153,13 @@ def test_engine_in_the_typed_spec() -> None:
 
 def test_worker_engine_settings_take_spec_engine_over_the_environment() -> None:
     """A worker started without ENGINE (kwok workers, an old pod) still runs the model's engine."""
-    from types import SimpleNamespace
-
+    from whisperop.cluster.model_fetch import engine_settings
     from whisperop.core.settings import EngineSettings
-    from whisperop.inference.worker import Worker
 
-    w = SimpleNamespace(_env_settings=EngineSettings(ENGINE="whispercpp", USE_GPU=False))
+    env = EngineSettings(ENGINE="whispercpp", USE_GPU=False)
     spec = crds.WhisperModelSpec.model_validate({"modelURI": "s3://models/base-ct2", "engine": "ctranslate2"})
-    assert Worker.engine_settings(w, spec).engine == "ctranslate2"  # type: ignore[arg-type]
+    assert engine_settings(spec, env).engine == "ctranslate2"
     plain = crds.WhisperModelSpec.model_validate({"modelURI": "/m.bin"})
-    assert Worker.engine_settings(w, plain).engine == "whispercpp"  # type: ignore[arg-type]
-    w._env_settings = EngineSettings(ENGINE="auto", USE_GPU=False)
-    assert Worker.engine_settings(w, plain).engine == "auto"  # type: ignore[arg-type]  # the model decides, once found
+    assert engine_settings(plain, env).engine == "whispercpp"
+    env = EngineSettings(ENGINE="auto", USE_GPU=False)
+    assert engine_settings(plain, env).engine == "auto"  # the model decides, once found

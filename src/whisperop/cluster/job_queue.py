@@ -14,7 +14,7 @@ Reads:
 - ``get`` reads the resource from the API server (a quorum read: a second
   facade replica answers for a job created a moment ago on the first), and,
   for a ``Done`` job, the segments from the result JSON in S3;
-- ``list_jobs``/``count_by_status``/``queue_depth`` read the watch cache;
+- ``list_page``/``count_by_status``/``queue_depth`` read the watch cache;
   jobs created with ``kubectl`` are there like any other. ``create`` returns
   only once the watch has delivered the new job (bounded wait), so a client
   that submits and then reads ``/health`` or ``GET /jobs`` from the same
@@ -38,7 +38,7 @@ The webhook registry is the namespace's ConfigMap ``whisperop-webhooks``
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import re
 import threading
@@ -74,10 +74,6 @@ def _owner_of(tj: TJ) -> str | None:
     return tj.annotations.get(crds.ANN_OWNER) or None
 
 
-def _phase(tj: TJ | None) -> Phase | None:
-    return None if tj is None else tj.phase
-
-
 class K8sJobStore:
     """JobQueue on TranscriptionJobs of one namespace and one model."""
 
@@ -96,8 +92,8 @@ class K8sJobStore:
         self._watchers: Subscribers[JobChange] = Subscribers("job watcher")
         self._lock = threading.Lock()
         self._finished: set[str] = set()  # jobs whose terminal change this process already emitted
-        self._segment_cache: dict[str, crds.ResultDoc] = {}
-        self._unsub_informer = self.informer.add_callback(self._on_event)
+        self._read_result = functools.lru_cache(maxsize=SEGMENT_CACHE_SIZE)(self._fetch_result)
+        self.informer.add_callback(self._on_event)
 
     # ── lifecycle ────────────────────────────────────────────────────────
 
@@ -121,18 +117,10 @@ class K8sJobStore:
         result never changes; a job re-created under the same name has a new uid)."""
         if tj.status.result is None:
             return None
-        uri = tj.status.result.json_
-        ck = f"{tj.metadata.get('uid')}:{uri}"
-        with self._lock:
-            hit = self._segment_cache.get(ck)
-        if hit is not None:
-            return hit
-        doc = read_result(self.blobs.client, uri)
-        with self._lock:
-            self._segment_cache[ck] = doc
-            while len(self._segment_cache) > SEGMENT_CACHE_SIZE:
-                self._segment_cache.pop(next(iter(self._segment_cache)))
-        return doc
+        return self._read_result(tj.metadata.get("uid"), tj.status.result.json_)
+
+    def _fetch_result(self, uid: str | None, uri: str) -> crds.ResultDoc:
+        return read_result(self.blobs.client, uri)
 
     def to_job(self, tj: TJ) -> Job:
         if tj.phase != Phase.Done:
@@ -165,8 +153,8 @@ class K8sJobStore:
         annotations = {crds.ANN_SUBMITTED: crds.submitted_now()}
         if not external:
             annotations[crds.ANN_AUDIO_OWNED] = "true"
-        if hints and hints.to_dict():  # an annotation, not spec: the CRD schema stays the contract's
-            annotations[crds.ANN_DECODE_HINTS] = json.dumps(hints.to_dict())
+        if hints and (raw := hints.to_json()):  # an annotation, not spec: the CRD schema stays the contract's
+            annotations[crds.ANN_DECODE_HINTS] = raw
         if job.filename:
             annotations[crds.ANN_FILENAME] = job.filename
         if owner:
@@ -190,12 +178,9 @@ class K8sJobStore:
     def count_queued(self, owner: str) -> int:
         return sum(1 for tj in self._cached() if tj.phase == Phase.Queued and not tj.spec.cancel and _owner_of(tj) == owner)
 
-    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        return self.list_page([status] if status else None, limit, newest_first=False).jobs
-
     def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None,
-                  owner: str | None = None, newest_first: bool = True) -> JobPage:
-        """Newest first (``list_jobs``: oldest first) from the watch cache; the cursor is the last job's
+                  owner: str | None = None) -> JobPage:
+        """Newest first from the watch cache; the cursor is the last job's
         ``submission order|name`` (the queue's own order key), so jobs created while paging never
         shift later pages."""
         after: tuple[str, str] | None = None
@@ -206,7 +191,7 @@ class K8sJobStore:
             after = (order, name)
         wanted = set(statuses or ())
         keyed = sorted((((crds.submission_order(tj), tj.name), tj) for tj in self._cached()), key=lambda kv: kv[0],
-                       reverse=newest_first)
+                       reverse=True)
         out: list[tuple[tuple[str, str], Job]] = []
         for key, tj in keyed:
             if after is not None and key >= after:
@@ -224,9 +209,9 @@ class K8sJobStore:
     def delete(self, job_id: str) -> str | None:
         """Deletes the TranscriptionJob; the operator's finalizer removes its S3 objects (results,
         and the audio the facade uploaded), so there is no audio key for the caller."""
-        phase = _phase(self._read(job_id))
-        if phase not in crds.TERMINAL_PHASES:
-            raise JobStillActive(job_id, crds.PHASE_TO_STATUS[phase or Phase.Queued].value)
+        phase = self._read(job_id).phase
+        if not phase.terminal:
+            raise JobStillActive(job_id, crds.PHASE_TO_STATUS[phase].value)
         try:
             self.res.delete(job_id)
         except kube.NotFound:
@@ -267,14 +252,13 @@ class K8sJobStore:
         deadline = time.monotonic() + wait_secs
         while time.monotonic() < deadline:
             cur = self.informer.cached(job_id)
-            if cur is not None and _phase(cur) == Phase.Cancelled:
+            if cur is not None and cur.phase == Phase.Cancelled:
                 return crds.job_from_resource(cur)
-            if cur is not None and _phase(cur) in (Phase.Done, Phase.Failed):
+            if cur is not None and cur.phase.terminal:
                 break  # the worker finished first; report what happened honestly below
             time.sleep(0.05)
-        cur = self._read(job_id)
-        job = self.to_job(cur)
-        if _phase(cur) in (Phase.Done, Phase.Failed):
+        job = self.get(job_id)
+        if job.status in (JobStatus.done, JobStatus.failed):
             return job
         return job.model_copy(update={"status": JobStatus.cancelled, "segments": []})
 
@@ -315,7 +299,7 @@ class K8sJobStore:
             with self._lock:
                 self._finished.discard(name)
             return
-        phase, before = obj.phase, _phase(prev)
+        phase, before = obj.phase, (prev.phase if prev is not None else None)
         st = obj.status
         if prev is None and phase not in crds.TERMINAL_PHASES:
             self._publish(JobChange("created", crds.job_from_resource(obj)))

@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import threading
@@ -60,10 +59,9 @@ COMPONENT = "whisperop-worker"  # the Events' source
 def decode_hints(job: crds.TranscriptionJob) -> DecodeHints:
     """The job's ``whisperop.io/decode-hints`` annotation (prompt, temperature; set by the facade's
     OpenAI-compatible API); a malformed one is ignored, as if absent."""
-    raw = job.annotations.get(crds.ANN_DECODE_HINTS)
     try:
-        return DecodeHints.from_dict(json.loads(raw)) if raw else DecodeHints()
-    except (ValueError, TypeError):
+        return DecodeHints.from_json(job.annotations.get(crds.ANN_DECODE_HINTS))
+    except ValueError:
         log.warning("ignoring a malformed decode-hints annotation", extra={"job": job.name})
         return DecodeHints()
 
@@ -90,7 +88,7 @@ class Lost(Exception):
 
 @dataclass(frozen=True)
 class WorkQueueSettings:
-    """The worker's knobs of the queue (:class:`whisperop.inference.worker.WorkerSettings`)."""
+    """The worker's knobs of the queue (:class:`whisperop.inference.config.WorkerConfig`)."""
 
     pod: str
     heartbeat_secs: float = 10.0
@@ -115,7 +113,6 @@ class ClusterLease:
         self._lock = threading.Lock()
         self._cancel = bool(self.resource.spec.cancel)
         self.lost = False
-        self.handed_back = False
         self._last_write = time.monotonic()
         self._pending: dict[str, Any] = {}
         self._checkpoint = S3Checkpoint(queue.s3.client, queue.s3.bucket, checkpoint_prefix(resource))
@@ -255,7 +252,6 @@ class ClusterLease:
         self._finish(Phase.Cancelled, "CancelledWhileRunning", f"cancelled while running on {self.pod}", {})
 
     def release(self) -> None:
-        self.handed_back = True
         self._finish(Phase.Queued, "HandedBack", f"{self.pod} is shutting down; job handed back",
                      {"worker": None, "heartbeatTime": None, "startTime": None, "progress": 0, "chunk": 0})
 

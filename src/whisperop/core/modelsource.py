@@ -100,3 +100,13 @@ def resolve(spec: WhisperModelSpec) -> ModelSource:
     if pvc is None:  # only a spec built without validation (model_construct) gets here
         raise InvalidModelSource("no model source: set modelURI (s3:// URI or absolute path) or source.pvc")
     return ModelSource("pvc", claim_name=pvc.claimName, path=pvc.path)
+
+
+def location(spec: WhisperModelSpec, model_path: str | None = None, model_uri: str | None = None) -> str:
+    """Where a worker finds its model: the local file the operator resolved for a PVC source
+    (``model_path``, :data:`MODEL_PATH_ENV`), the ``--model-uri`` override, or the WhisperModel's
+    own source (an ``s3://`` URI or an absolute path)."""
+    if model_path or model_uri:
+        return str(model_path or model_uri)
+    src = resolve(spec)
+    return src.uri or src.local_path or ""

@@ -26,6 +26,7 @@ Conventions every adapter follows:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -66,12 +67,19 @@ class DecodeHints:
     prompt: str | None = None
     temperature: float | None = None
 
-    def to_dict(self) -> dict[str, object]:
-        return {k: v for k, v in (("prompt", self.prompt), ("temperature", self.temperature)) if v is not None}
+    def to_json(self) -> str | None:
+        """The stored form, the same in both modes (a SQLite column, a TranscriptionJob annotation);
+        None when there is nothing to store."""
+        d = {k: v for k, v in (("prompt", self.prompt), ("temperature", self.temperature)) if v is not None}
+        return json.dumps(d) if d else None
 
     @classmethod
-    def from_dict(cls, d: dict[str, object] | None) -> "DecodeHints":
-        d = d or {}
+    def from_json(cls, raw: str | None) -> "DecodeHints":
+        """The stored form back (fields of the wrong type are left out); ``ValueError`` when it is
+        not a JSON object (an annotation anyone with kubectl may write)."""
+        d = json.loads(raw) if raw else {}
+        if not isinstance(d, dict):
+            raise ValueError(f"decode hints are a JSON object, not {type(d).__name__}")
         prompt, temp = d.get("prompt"), d.get("temperature")
         return cls(prompt=str(prompt) if isinstance(prompt, str) and prompt else None,
                    temperature=float(temp) if isinstance(temp, (int, float)) else None)
@@ -112,10 +120,6 @@ class JobQueue(Protocol):
 
     def get(self, job_id: str) -> Job:
         """The job; raises :class:`whisperop.core.errors.JobNotFound`."""
-        ...
-
-    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        """Jobs in submission order (oldest first), optionally of one status."""
         ...
 
     def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None,

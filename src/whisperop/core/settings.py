@@ -3,7 +3,7 @@
 The settings layer: one class per group of knobs, and nothing else in the code
 reads the environment. Each deployable reads its environment once, into one
 object holding the groups it uses (``whisperop.api.config.ServeSettings``,
-``whisperop.inference.worker.WorkerConfig``,
+``whisperop.inference.config.WorkerConfig``,
 ``whisperop.operator.config.OperatorSettings``) and passes values down; every
 variable is in the one table of docs/configuration.md. The names that the
 original contract defines (``PORT``, ``WHISPER_MODEL_PATH``, ``WHISPER_MODEL``,

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from whisperop.core.checkpoints import ChunkRecord
 from whisperop.core.errors import JobAlreadyTerminal, JobNotFound, JobStillActive
 from whisperop.core.models import DegradedChunk, Job, JobStatus, RemovedText, Segment, TranscriptionResult, utcnow
@@ -56,11 +58,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at    TEXT NOT NULL,
     started_at    TEXT,
     completed_at  TEXT,
-    audio_key     TEXT NOT NULL,
-    priority      INTEGER NOT NULL DEFAULT 0,
-    hints         TEXT,
-    removed       TEXT NOT NULL DEFAULT '[]',
-    degraded      TEXT NOT NULL DEFAULT '[]'
+    audio_key     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_completed ON jobs(completed_at);
@@ -89,8 +87,8 @@ _SUMMARY = ("seq, id, status, task, language, progress, chunk, chunks_total, dur
             " webhook_url, filename, created_at, started_at, completed_at, audio_key, removed, degraded,"
             " time_limit_secs, chunk_time_limit_factor")
 
-#: Columns added after the first release: a database written by an older
-#: server gets them on open (``ALTER TABLE ... ADD COLUMN``, instant in SQLite).
+#: Columns added after the first release: every database gets them on open, a new one and
+#: one written by an older server alike (``ALTER TABLE ... ADD COLUMN``, instant in SQLite).
 _ADDED_COLUMNS = {
     "priority": "INTEGER NOT NULL DEFAULT 0",
     "hints": "TEXT",
@@ -127,6 +125,10 @@ def _end_row(c: sqlite3.Connection, job_id: str, sets: str, args: tuple[object, 
     if cur.rowcount:
         c.execute("DELETE FROM job_chunks WHERE job_id = ?", (job_id,))
     return bool(cur.rowcount)
+
+
+def _dumps(items: Sequence[BaseModel]) -> str:
+    return json.dumps([i.model_dump(mode="json") for i in items])
 
 
 _FAILED = "status = 'failed', segments = '[]', error = ?"
@@ -217,6 +219,12 @@ class SqliteJobStore:
     def _one(self, job_id: str) -> sqlite3.Row | None:
         return self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
 
+    def _must(self, job_id: str) -> sqlite3.Row:
+        row = self._one(job_id)
+        if row is None:
+            raise JobNotFound(job_id)
+        return row
+
     def _notify(self, kind: ChangeKind, row: sqlite3.Row) -> Job:
         job = _row_to_job(row)
         change = JobChange(kind=kind, job=job, chunk=row["chunk"], chunks_total=row["chunks_total"])
@@ -227,7 +235,7 @@ class SqliteJobStore:
 
     def create(self, job: Job, audio_key: str, priority: int = 0, hints: DecodeHints | None = None,
                owner: str | None = None) -> Job:
-        hints_json = json.dumps(hints.to_dict()) if hints and hints.to_dict() else None
+        hints_json = hints.to_json() if hints else None
         with self._lock:
             with self._write() as c:
                 c.execute(
@@ -237,13 +245,12 @@ class SqliteJobStore:
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.id, job.status.value, job.task.value, job.language, job.progress, job.duration_secs,
-                        json.dumps([s.model_dump(mode="json") for s in job.segments]), job.error, job.webhook_url,
+                        _dumps(job.segments), job.error, job.webhook_url,
                         job.filename, _ts(job.created_at), _ts(job.completed_at), audio_key, priority, hints_json,
                         owner, job.time_limit_secs, job.chunk_time_limit_factor,
                     ),
                 )
-                row = self._one(job.id)
-            assert row is not None
+                row = self._must(job.id)
             return self._notify("created", row)
 
     def owner(self, job_id: str) -> str | None:
@@ -260,16 +267,7 @@ class SqliteJobStore:
 
     def get(self, job_id: str) -> Job:
         with self._lock:
-            row = self._one(job_id)
-        if row is None:
-            raise JobNotFound(job_id)
-        return _row_to_job(row)
-
-    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        with self._lock:
-            rows = self._conn.execute("SELECT * FROM jobs WHERE ? IS NULL OR status = ? ORDER BY seq LIMIT ?",
-                                      (status and status.value, status and status.value, limit)).fetchall()
-        return [_row_to_job(r) for r in rows]
+            return _row_to_job(self._must(job_id))
 
     def list_page(self, statuses: Sequence[JobStatus] | None, limit: int, cursor: str | None = None,
                   owner: str | None = None) -> JobPage:
@@ -298,9 +296,7 @@ class SqliteJobStore:
     def delete(self, job_id: str) -> str | None:
         with self._lock:
             with self._write() as c:
-                row = self._one(job_id)
-                if row is None:
-                    raise JobNotFound(job_id)
+                row = self._must(job_id)
                 if row["status"] in _ACTIVE:
                     raise JobStillActive(job_id, row["status"])
                 c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
@@ -335,14 +331,11 @@ class SqliteJobStore:
     def cancel(self, job_id: str) -> Job:
         with self._lock:
             with self._write() as c:
-                row = self._one(job_id)
-                if row is None:
-                    raise JobNotFound(job_id)
-                if row["status"] not in _ACTIVE:
-                    raise JobAlreadyTerminal(job_id, row["status"])
+                status = self._must(job_id)["status"]
+                if status not in _ACTIVE:
+                    raise JobAlreadyTerminal(job_id, status)
                 _end_row(c, job_id, "status = 'cancelled', segments = '[]'", ())
-                row = self._one(job_id)
-            assert row is not None
+                row = self._must(job_id)
             return self._notify("finished", row)
 
     def claim_next(self) -> ClaimedJob | None:
@@ -356,8 +349,7 @@ class SqliteJobStore:
                           (_ts(utcnow()), row["seq"]))
                 row = c.execute("SELECT * FROM jobs WHERE seq = ?", (row["seq"],)).fetchone()
             job = self._notify("started", row)
-            hints = DecodeHints.from_dict(json.loads(row["hints"])) if row["hints"] else DecodeHints()
-            return ClaimedJob(job=job, audio_key=row["audio_key"], hints=hints)
+            return ClaimedJob(job=job, audio_key=row["audio_key"], hints=DecodeHints.from_json(row["hints"]))
 
     def record_progress(self, job_id: str, chunk: int, chunks_total: int, duration_secs: float | None = None) -> bool:
         percent = 100 if chunks_total <= 0 else (100 * chunk) // chunks_total
@@ -382,12 +374,10 @@ class SqliteJobStore:
         return int(row["chunk"]), int(row["chunks_total"])
 
     def complete(self, job_id: str, result: TranscriptionResult) -> Job | None:
-        segments = json.dumps([s.model_dump(mode="json") for s in result.segments])
-        removed = json.dumps([r.model_dump(mode="json") for r in result.removed])
-        degraded = json.dumps([d.model_dump(mode="json") for d in result.degraded_chunks])
         return self._finish(job_id, "status = 'done', progress = 100, chunk = chunks_total, language = COALESCE(?, language),"
                                     " duration_secs = ?, segments = ?, removed = ?, degraded = ?, error = NULL",
-                            (result.language, result.duration_secs, segments, removed, degraded))
+                            (result.language, result.duration_secs, _dumps(result.segments), _dumps(result.removed),
+                             _dumps(result.degraded_chunks)))
 
     def fail(self, job_id: str, error: str) -> Job | None:
         return self._finish(job_id, _FAILED, (error,))
@@ -411,18 +401,21 @@ class SqliteJobStore:
                 if row is None:
                     return None
                 attempts = row["attempts"] - (0 if count_attempt else 1)
-                if attempts >= self.max_attempts:
-                    _end_row(c, job_id, _FAILED, (f"transcription failed {attempts} times: {reason}",))
-                    kind: ChangeKind = "finished"
-                else:
-                    c.execute("UPDATE jobs SET status = 'queued', attempts = ? WHERE id = ?", (attempts, job_id))
-                    kind = "created"
-                row = self._one(job_id)
-            assert row is not None
-            job = self._notify(kind, row)
-        log.warning("job requeued: the engine died under it" if kind == "created" else "job failed: the engine died under it too often",
+                queued = self._again(c, job_id, attempts, f"transcription failed {attempts} times: {reason}")
+                row = self._must(job_id)
+            job = self._notify("created" if queued else "finished", row)
+        log.warning("job requeued: the engine died under it" if queued else "job failed: the engine died under it too often",
                     extra={"job_id": job_id, "attempts": attempts, "reason": reason})
-        return job if kind == "created" else None
+        return job if queued else None
+
+    def _again(self, c: sqlite3.Connection, job_id: str, attempts: int, error: str) -> bool:
+        """A running job queued again (True: in its FIFO place, its checkpoint kept) while it has
+        started fewer than ``max_attempts`` runs, else failed with ``error``."""
+        if attempts >= self.max_attempts:
+            _end_row(c, job_id, _FAILED, (error,))
+            return False
+        c.execute("UPDATE jobs SET status = 'queued', attempts = ? WHERE id = ?", (attempts, job_id))
+        return True
 
     def audio_key(self, job_id: str) -> str | None:
         with self._lock:
@@ -437,18 +430,9 @@ class SqliteJobStore:
         with self._lock:
             with self._write() as c:
                 rows = c.execute("SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY seq").fetchall()
-                retry = [r["id"] for r in rows if r["attempts"] < self.max_attempts]
-                failed = [r["id"] for r in rows if r["attempts"] >= self.max_attempts]
-                for job_id in retry:
-                    c.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", (job_id,))
-                for job_id in failed:
-                    _end_row(c, job_id, _FAILED, (RESTART_MESSAGE,))
-            jobs = []
-            for job_id in failed:
-                row = self._one(job_id)
-                if row is not None:
-                    jobs.append(self._notify("finished", row))
-        for job_id in retry:
+                retried = [r["id"] for r in rows if self._again(c, r["id"], r["attempts"], RESTART_MESSAGE)]
+            jobs = [self._notify("finished", self._must(r["id"])) for r in rows if r["id"] not in retried]
+        for job_id in retried:
             log.warning("job was running when the server stopped: queued again, resumes from its checkpoint",
                         extra={"job_id": job_id})
         for job in jobs:
@@ -546,7 +530,7 @@ class SqliteCheckpoint:
                     for r in rows}
 
     def save(self, rec: ChunkRecord) -> None:
-        segments = json.dumps([s.model_dump(mode="json") for s in rec.segments])
+        segments = _dumps(rec.segments)
         degraded = rec.degraded.model_dump_json() if rec.degraded is not None else None
         with self._store._lock, self._store._write() as c:
             c.execute("UPDATE job_chunks SET done = 1, language = ?, segments = ?, degraded = ? WHERE job_id = ? AND idx = ?",
