@@ -70,12 +70,13 @@ GPU_DEFAULT_PARALLELISM = 8
 DEFAULT_ENGINE: Literal["auto", "whispercpp", "ctranslate2"] = "auto"
 
 #: ``ENGINE=auto`` per device class: the faster backend measured there.
-#: CPU: CTranslate2 int8 decoded the 10-minute file at 1.74/0.87/1.24x
-#: faster-whisper int8 (3 noisy runs on this 2-core machine), whisper.cpp
-#: q8_0 at 0.54x (docs/benchmarks.md). GPU: whisper.cpp (8 streams, flash
-#: attention) until CTranslate2 float16 with cross-job batching is measured
-#: on the H100 (bench/gpu.py).
-AUTO_ENGINE: dict[str, Literal["whispercpp", "ctranslate2"]] = {"cpu": "ctranslate2", "gpu": "whispercpp"}
+#: CPU: CTranslate2 int8 decoded the 10-minute file at 1.31-1.74x
+#: faster-whisper int8 in 6 of 7 runs on this 2-core machine (median 1.37),
+#: whisper.cpp q8_0 at 0.54x (docs/benchmarks.md). GPU (H200, one sitting,
+#: docs/benchmarks-gpu.md): CTranslate2 float16, batch 16, 669/713x real time
+#: at WER 6.54 % on the 34-minute speech, whisper.cpp (8 streams, flash
+#: attention) 600/614x at 7.12 %, with 1.6 GB less GPU memory.
+AUTO_ENGINE: dict[str, Literal["whispercpp", "ctranslate2"]] = {"cpu": "ctranslate2", "gpu": "ctranslate2"}
 
 
 def resolve_engine(engine: str, on_gpu: bool) -> Literal["whispercpp", "ctranslate2"]:
