@@ -72,11 +72,15 @@ DEFAULT_ENGINE: Literal["auto", "whispercpp", "ctranslate2"] = "auto"
 #: ``ENGINE=auto`` per device class: the faster backend measured there.
 #: CPU: CTranslate2 int8 decoded the 10-minute file at 1.31-1.74x
 #: faster-whisper int8 in 6 of 7 runs on this 2-core machine (median 1.37),
-#: whisper.cpp q8_0 at 0.54x (docs/benchmarks.md). GPU (H200, one sitting,
-#: docs/benchmarks-gpu.md): CTranslate2 float16, batch 16, 669/713x real time
-#: at WER 6.54 % on the 34-minute speech, whisper.cpp (8 streams, flash
-#: attention) 600/614x at 7.12 %, with 1.6 GB less GPU memory.
-AUTO_ENGINE: dict[str, Literal["whispercpp", "ctranslate2"]] = {"cpu": "ctranslate2", "gpu": "ctranslate2"}
+#: whisper.cpp q8_0 at 0.54x (docs/benchmarks.md). GPU: whisper.cpp (8
+#: streams, flash attention). On an H200 in one sitting CTranslate2 float16
+#: (batch 16) ran the 34-minute speech faster (669/713x against 600/614x, WER
+#: 6.54 % against 7.12 %), but a process's first CTranslate2 load was ready
+#: 4.3-4.9 s after it began (CUDA libraries; whisper.cpp: 0.49 s) and 32
+#: concurrent short jobs ran at 0.80-1.03x its single-file figure (whisper.cpp:
+#: 1.09-1.14x): the GPU targets (cold start < 1 s, many jobs >= 0.9x) hold for
+#: whisper.cpp only (docs/benchmarks-gpu.md, "Round 4 on the H200").
+AUTO_ENGINE: dict[str, Literal["whispercpp", "ctranslate2"]] = {"cpu": "ctranslate2", "gpu": "whispercpp"}
 
 
 def resolve_engine(engine: str, on_gpu: bool) -> Literal["whispercpp", "ctranslate2"]:
