@@ -232,8 +232,14 @@ class ChunkPipeline(ABC):
 
     def schedule(self, priority: tuple[float, int], fn: Callable[[], T]) -> Future[T]:
         """Run one decode call on the engine's shared decode threads (backends
-        with ``streams_plan``)."""
-        raise NotImplementedError(f"{type(self).__name__} decodes a job's chunks as a whole")
+        with ``streams_plan``); a backend without them runs it here, on the
+        caller's thread, and returns its outcome as a done future."""
+        fut: Future[T] = Future()
+        try:
+            fut.set_result(fn())
+        except Exception as exc:  # noqa: BLE001 - the caller reads it from the future, as from a thread's
+            fut.set_exception(exc)
+        return fut
 
     @abstractmethod
     def decode_chunks(self, audio: DecodedAudio, chunks: list[Chunk], opts: DecodeOptions, cancel: "_ThrottledCancel",

@@ -25,7 +25,7 @@ def test_auto_is_the_default_and_the_model_format_decides(tmp_path: Path) -> Non
     assert s.resolved(ct2).engine == "ctranslate2"
     # no model yet (whisperop serve choosing what to fetch): the device class; this machine has no GPU
     assert s.resolved().engine == AUTO_ENGINE["cpu"] == "ctranslate2"
-    assert resolve_engine("auto", on_gpu=True) == AUTO_ENGINE["gpu"] == "ctranslate2"
+    assert resolve_engine("auto", on_gpu=True) == AUTO_ENGINE["gpu"] == "whispercpp"
     # an explicit ENGINE is never overridden
     assert EngineSettings(ENGINE="whispercpp", USE_GPU=False).resolved(ct2).engine == "whispercpp"
     assert EngineSettings(ENGINE="ctranslate2", USE_GPU=False).resolved().engine == "ctranslate2"
