@@ -170,7 +170,7 @@ class EarlyDecodes:
         return kept
 
     def submit(self, audio: DecodedAudio, chunk: Chunk, opts: DecodeOptions) -> Future[ChunkRecord]:
-        """Decode one chunk of the final plan on this job's threads."""
+        """Decode one chunk of the final plan on the engine's shared decode threads, in this job's place in line."""
         return self._start(audio, chunk, opts).future
 
     def close(self) -> None:
