@@ -316,6 +316,19 @@ class PhaseRecorder:
                 rv = None
                 time.sleep(0.5)
 
+    def settled(self, name: str, phase: str, timeout: float = 20) -> list[str]:
+        """The phases recorded for ``name`` once the watch has seen ``phase`` last.
+
+        The recorder's watch is a second connection: when ``wait_phase`` (a GET)
+        sees a phase, this watch may not have delivered the event yet (CI stop 23
+        read ``['Queued', 'Running']`` a moment before ``'Cancelled'`` arrived).
+        """
+        def caught_up() -> list[str] | None:
+            with self.lock:
+                seq = list(self.phases.get(name, []))
+            return seq if seq and seq[-1] == phase else None
+        return wait_for(caught_up, timeout, f"recorder saw {name} {phase}")
+
     def close(self) -> None:
         self.stop.set()
 

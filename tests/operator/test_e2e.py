@@ -39,7 +39,8 @@ def run_end_to_end(cluster: Cluster, recorder: PhaseRecorder, receiver: Receiver
     done = cluster.wait_phase("jfk", ("Done", "Failed"), timeout=180)
     st = done["status"]
     assert st["phase"] == "Done", st
-    assert recorder.phases["jfk"][:1] == ["Queued"] and recorder.phases["jfk"][-2:] == ["Running", "Done"], recorder.phases
+    seq = recorder.settled("jfk", "Done")
+    assert seq[:1] == ["Queued"] and seq[-2:] == ["Running", "Done"], seq
     assert st["worker"] == pod and st["progress"] == 100 and st["durationSecs"] == pytest.approx(11.0, abs=0.2)
     assert st["result"]["json"] == f"s3://{cluster.s3_env.bucket}/results/{cluster.ns}/jfk/transcript.json"
     result = json.loads(_s3_json(cluster, st["result"]["json"]))

@@ -125,7 +125,7 @@ def test_killed_worker_job_is_requeued_and_completed_by_another(cluster: Cluster
     cluster.start_worker(pod_b)
     st = cluster.wait_phase("long", ("Done", "Failed"), timeout=300)["status"]
     assert st["phase"] == "Done" and st["worker"] == pod_b and st["attempts"] == 1
-    assert recorder.phases["long"] == ["Queued", "Running", "Queued", "Running", "Done"], recorder.phases
+    assert recorder.settled("long", "Done") == ["Queued", "Running", "Queued", "Running", "Done"], recorder.phases
     assert recorder.done_writes["long"] == 1
     assert [e for e in cluster.events("Requeued") if e.involved_object.name == "long"]
 

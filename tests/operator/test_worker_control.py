@@ -29,7 +29,7 @@ def test_cancel_running_job_aborts_it_and_the_worker_goes_on(cluster: Cluster, r
     cluster.jobs.patch("long", {"spec": {"cancel": True}})
     st = cluster.wait_phase("long", ("Cancelled", "Done", "Failed"), timeout=60)["status"]
     assert st["phase"] == "Cancelled" and not st.get("result"), st
-    assert recorder.phases["long"] == ["Queued", "Running", "Cancelled"]
+    assert recorder.settled("long", "Cancelled") == ["Queued", "Running", "Cancelled"]
     cluster.create_job(jfk_s3, name="next")
     assert cluster.wait_phase("next", ("Done", "Failed"), timeout=120)["status"]["phase"] == "Done"
 
@@ -44,7 +44,7 @@ def test_sigterm_hands_the_running_job_back(cluster: Cluster, recorder: PhaseRec
     cluster.start_worker(pod)
     st = cluster.wait_phase("long", ("Done", "Failed"), timeout=300)["status"]
     assert st["phase"] == "Done" and st["attempts"] == 0
-    assert recorder.phases["long"] == ["Queued", "Running", "Queued", "Running", "Done"]
+    assert recorder.settled("long", "Done") == ["Queued", "Running", "Queued", "Running", "Done"]
     assert recorder.done_writes["long"] == 1
 
 
