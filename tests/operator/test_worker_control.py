@@ -84,7 +84,7 @@ def test_an_idle_engine_dying_out_of_memory_on_the_worker_waits_for_the_gpu_and_
     import threading
     import time
 
-    from kubernetes import client
+    from kubernetes import client, watch
 
     from whisperop.core import crds
 
@@ -95,14 +95,24 @@ def test_an_idle_engine_dying_out_of_memory_on_the_worker_waits_for_the_gpu_and_
     seen: list[dict] = []
     stop = threading.Event()
 
-    def watch_annotation() -> None:  # every change of the worker's load state, sampled at 20 Hz
+    def watch_annotation() -> None:  # every change of the worker's load state: a watch sees every write
         core = client.CoreV1Api(cluster.api)
+        rv = None
         while not stop.is_set():
-            ann = (core.read_namespaced_pod(pod, cluster.ns).metadata.annotations or {}).get(crds.ANN_LOAD_STATE)
-            doc = json.loads(ann) if ann else None
-            if doc is not None and (not seen or seen[-1] != doc):
-                seen.append(doc)
-            time.sleep(0.05)
+            try:
+                kw = {"resource_version": rv} if rv else {}
+                for ev in watch.Watch().stream(core.list_namespaced_pod, cluster.ns, field_selector=f"metadata.name={pod}",
+                                               timeout_seconds=2, **kw):
+                    rv = ev["object"].metadata.resource_version
+                    ann = (ev["object"].metadata.annotations or {}).get(crds.ANN_LOAD_STATE)
+                    doc = json.loads(ann) if ann else None
+                    if doc is not None and (not seen or seen[-1] != doc):
+                        seen.append(doc)
+                    if stop.is_set():
+                        break
+            except Exception:
+                rv = None
+                time.sleep(0.2)
 
     t = threading.Thread(target=watch_annotation, daemon=True)
     t.start()
