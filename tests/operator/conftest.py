@@ -59,6 +59,31 @@ def pytest_configure(config: pytest.Config) -> None:
 wait_for = poll  # tests import it from here
 
 
+def follow(stop: threading.Event, list_fn: Callable[..., Any], *args: Any, on_object: Callable[[Any], None],
+           timeout_seconds: int = 5, retry_secs: float = 0.5, **kwargs: Any) -> None:
+    """List, then watch ``list_fn(*args, **kwargs)`` until ``stop``: every version of every object
+    reaches ``on_object`` in order. A reconnect resumes from the last resourceVersion, so no write
+    is missed (polling can miss a state shorter than its period); only an error relists."""
+    from kubernetes import watch
+
+    rv = None
+    while not stop.is_set():
+        try:
+            resume = {"resource_version": rv} if rv else {}
+            for ev in watch.Watch().stream(list_fn, *args, timeout_seconds=timeout_seconds, **kwargs, **resume):
+                if ev["type"] == "ERROR":
+                    rv = None
+                    break
+                obj = ev["object"]
+                rv = obj["metadata"]["resourceVersion"] if isinstance(obj, dict) else obj.metadata.resource_version
+                on_object(obj)
+                if stop.is_set():
+                    break
+        except Exception:
+            rv = None
+            time.sleep(retry_secs)
+
+
 def kubectl(k8s_env: Any) -> str:
     from whisperop.testenv import binaries
 
@@ -284,37 +309,24 @@ class PhaseRecorder:
         self.thread.start()
 
     def _run(self) -> None:
-        from kubernetes import client, watch
+        from kubernetes import client
 
         co = client.CustomObjectsApi(self.cluster.api)
-        rv = None
-        while not self.stop.is_set():
-            try:
-                w = watch.Watch()
-                kw = {"resource_version": rv} if rv else {}
-                for ev in w.stream(co.list_namespaced_custom_object, crds.GROUP, crds.VERSION, self.cluster.ns,
-                                   crds.JOB_PLURAL, timeout_seconds=5, **kw):
-                    obj = ev["object"]
-                    if ev["type"] == "ERROR":
-                        rv = None
-                        break
-                    rv = obj["metadata"]["resourceVersion"]
-                    name = obj["metadata"]["name"]
-                    st = obj.get("status") or {}
-                    with self.lock:
-                        seq = self.phases.setdefault(name, [])
-                        phase = st.get("phase")
-                        if phase and (not seq or seq[-1] != phase):
-                            seq.append(phase)
-                            if phase == "Done":
-                                self.done_writes[name] = self.done_writes.get(name, 0) + 1
-                            if phase == "Running":
-                                self.workers.setdefault(name, []).append(st.get("worker"))
-                    if self.stop.is_set():
-                        break
-            except Exception:
-                rv = None
-                time.sleep(0.5)
+        follow(self.stop, co.list_namespaced_custom_object, crds.GROUP, crds.VERSION, self.cluster.ns, crds.JOB_PLURAL,
+               on_object=self._record)
+
+    def _record(self, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        st = obj.get("status") or {}
+        with self.lock:
+            seq = self.phases.setdefault(name, [])
+            phase = st.get("phase")
+            if phase and (not seq or seq[-1] != phase):
+                seq.append(phase)
+                if phase == "Done":
+                    self.done_writes[name] = self.done_writes.get(name, 0) + 1
+                if phase == "Running":
+                    self.workers.setdefault(name, []).append(st.get("worker"))
 
     def settled(self, name: str, phase: str, timeout: float = 20) -> list[str]:
         """The phases recorded for ``name`` once the watch has seen ``phase`` last.

@@ -22,7 +22,7 @@ import pytest
 
 from whisperop.core import crds
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster, follow, wait_for
 from .test_facade_cluster import Facade, PodWorkers, run_contract_suite
 
 pytestmark = pytest.mark.cluster
@@ -84,22 +84,17 @@ class StateWatch:
         self.thread.start()
 
     def _run(self) -> None:
-        from kubernetes import client, watch
+        from kubernetes import client
 
         co = client.CustomObjectsApi(self.c.api)
-        while not self.stop.is_set():
-            try:
-                for ev in watch.Watch().stream(co.list_namespaced_custom_object, crds.GROUP, crds.VERSION, self.c.ns,
-                                               crds.MODEL_PLURAL, field_selector=f"metadata.name={self.model}",
-                                               timeout_seconds=5):
-                    st = ev["object"].get("status") or {}
-                    state = st.get("state")
-                    if state and (not self.seen or self.seen[-1][1] != state):
-                        self.seen.append((time.time(), state, st))
-                    if self.stop.is_set():
-                        break
-            except Exception:
-                time.sleep(0.2)
+        follow(self.stop, co.list_namespaced_custom_object, crds.GROUP, crds.VERSION, self.c.ns, crds.MODEL_PLURAL,
+               field_selector=f"metadata.name={self.model}", on_object=self._record, retry_secs=0.2)
+
+    def _record(self, obj: dict[str, Any]) -> None:
+        st = obj.get("status") or {}
+        state = st.get("state")
+        if state and (not self.seen or self.seen[-1][1] != state):
+            self.seen.append((time.time(), state, st))
 
     def first(self, state: str) -> tuple[float, dict[str, Any]] | None:
         return next(((t, st) for t, s, st in self.seen if s == state), None)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .conftest import Cluster, PhaseRecorder, wait_for
+from .conftest import Cluster, PhaseRecorder, follow, wait_for
 from .test_failures import long_s3  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.cluster
@@ -82,9 +83,8 @@ def test_an_idle_engine_dying_out_of_memory_on_the_worker_waits_for_the_gpu_and_
     loads again; the model's status carries the decode streams; a job then runs."""
     import json
     import threading
-    import time
 
-    from kubernetes import client, watch
+    from kubernetes import client
 
     from whisperop.core import crds
 
@@ -95,24 +95,15 @@ def test_an_idle_engine_dying_out_of_memory_on_the_worker_waits_for_the_gpu_and_
     seen: list[dict] = []
     stop = threading.Event()
 
-    def watch_annotation() -> None:  # every change of the worker's load state: a watch sees every write
-        core = client.CoreV1Api(cluster.api)
-        rv = None
-        while not stop.is_set():
-            try:
-                kw = {"resource_version": rv} if rv else {}
-                for ev in watch.Watch().stream(core.list_namespaced_pod, cluster.ns, field_selector=f"metadata.name={pod}",
-                                               timeout_seconds=2, **kw):
-                    rv = ev["object"].metadata.resource_version
-                    ann = (ev["object"].metadata.annotations or {}).get(crds.ANN_LOAD_STATE)
-                    doc = json.loads(ann) if ann else None
-                    if doc is not None and (not seen or seen[-1] != doc):
-                        seen.append(doc)
-                    if stop.is_set():
-                        break
-            except Exception:
-                rv = None
-                time.sleep(0.2)
+    def record(p: Any) -> None:  # every change of the worker's load state (a watch sees every write)
+        ann = (p.metadata.annotations or {}).get(crds.ANN_LOAD_STATE)
+        doc = json.loads(ann) if ann else None
+        if doc is not None and (not seen or seen[-1] != doc):
+            seen.append(doc)
+
+    def watch_annotation() -> None:
+        follow(stop, client.CoreV1Api(cluster.api).list_namespaced_pod, cluster.ns, field_selector=f"metadata.name={pod}",
+               on_object=record, timeout_seconds=2, retry_secs=0.2)
 
     t = threading.Thread(target=watch_annotation, daemon=True)
     t.start()
