@@ -24,6 +24,7 @@ from whisperop.core.settings import EngineSettings
 from whisperop.inference.runtime import LocalModelRuntime
 from whisperop.stores.local_blobs import LocalBlobStore
 from whisperop.stores.sqlite_jobs import SqliteJobStore
+from whisperop.testenv.process import poll
 
 
 class Recorder:
@@ -47,12 +48,8 @@ class Recorder:
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what} not reached within {timeout}s")
+    """:func:`whisperop.testenv.process.poll` at a 20 ms period, for predicates that return a bool."""
+    poll(pred, timeout, what, interval=0.02)
 
 
 def submit(rt: LocalModelRuntime, audio: Path | bytes, job_id: str, **kw: object) -> str:
